@@ -1,0 +1,81 @@
+"""``create_app(settings)``: wires routers, middleware and lifespan; no logic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from bastion import __version__
+from bastion.db import create_engine
+from bastion.http import handlers, health
+from bastion.http.middleware import SpineMiddleware
+from bastion.http.proxies import TrustedProxies
+from bastion.http.ratelimit import RateLimiter
+from bastion.logging import configure_logging
+from bastion.secrets import open_keyrings
+from bastion.settings import Settings, load_settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state
+        state.settings = settings
+        state.keys = open_keyrings(settings)
+        state.engine = create_engine(settings.sqlalchemy_url)
+        redis = settings.redis_url.get_secret_value() if settings.redis_url else None
+        state.rate_limiter = RateLimiter(redis or "memory://")
+        try:
+            yield
+        finally:
+            await state.rate_limiter.close()
+            await state.engine.dispose()
+
+    app = FastAPI(
+        title="Bastion",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        debug=False,
+    )
+    handlers.install(app)
+    app.include_router(health.router)
+
+    if settings.cors.allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors.allow_origins,
+            allow_credentials=settings.cors.allow_credentials,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+            max_age=600,
+        )
+    hsts = f"max-age={settings.http.hsts_max_age}"
+    if settings.http.hsts_include_subdomains:
+        hsts += "; includeSubDomains"
+    app.add_middleware(
+        SpineMiddleware,
+        max_body_bytes=settings.http.max_body_bytes,
+        max_json_depth=settings.http.max_json_depth,
+        trusted_proxies=TrustedProxies(settings.server.trusted_proxies),
+        hsts=hsts,
+    )
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for the ASGI server's worker processes (settings from the environment)."""
+    settings = load_settings()
+    configure_logging(settings.log.level)
+    return create_app(settings)

@@ -1,0 +1,63 @@
+"""Exception handlers: every error leaves as problem+json, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from bastion.http.problems import Problem, ValidationFailed, for_status, render
+
+
+def problem_response(request: Request, problem: Problem) -> Response:
+    body, headers = render(problem, request.state.request_id)
+    return Response(body, status_code=problem.status, headers=headers)
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)  # noqa: S101
+    return problem_response(request, exc)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    # Raised by routing (404, 405) or by Starlette itself: keep the status,
+    # never the detail, which may echo the request.
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    problem = for_status(exc.status_code)
+    if exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
+        problem.headers["Allow"] = exc.headers["Allow"]
+    return problem_response(request, problem)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    return problem_response(request, ValidationFailed(extra={"errors": locate(exc.errors())}))
+
+
+def locate(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Where each validation error is, as RFC 6901 pointers, never the value."""
+    located = []
+    for error in errors:
+        where, *path = error["loc"]
+        entry = {"detail": error["msg"]}
+        if where == "body":
+            entry["pointer"] = "/" + "/".join(_escape(str(part)) for part in path)
+        else:
+            entry["parameter"] = ".".join(str(part) for part in path)
+            entry["in"] = str(where)
+        located.append(entry)
+    return located
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)

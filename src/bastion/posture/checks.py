@@ -1,0 +1,108 @@
+"""Configuration posture: what ``bastion check`` prints and ``serve`` enforces.
+
+In prod every ``error`` finding refuses start-up; in dev they are shown as a
+banner so nobody mistakes a dev instance for a hardened one.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bastion.security import KeyringError, MasterKey, check_key_file_permissions
+from bastion.settings import ConfigError, Settings
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Literal["error", "warning", "info"]
+    setting: str
+    message: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.setting}: {self.message}; {self.fix}"
+
+
+def check_settings(settings: Settings) -> list[Finding]:
+    """Every insecure setting, as findings; prod turns the serious ones into errors."""
+    serious: Literal["error", "warning"] = "error" if settings.mode == "prod" else "warning"
+    findings = _master_key_findings(settings, serious)
+
+    if not settings.server.tls and not settings.server.trusted_proxies:
+        findings.append(
+            Finding(
+                serious,
+                "server.tls",
+                "TLS is off and no trusted proxy terminates it",
+                "set server.tls = true, or list the TLS proxy in server.trusted_proxies",
+            )
+        )
+    if _group_or_world_accessible(settings.data_dir):
+        findings.append(
+            Finding(
+                serious,
+                "data_dir",
+                f"{settings.data_dir} is accessible by group or others",
+                f"run: chmod 700 {settings.data_dir}",
+            )
+        )
+    if "*" in settings.cors.allow_origins and settings.cors.allow_credentials:
+        findings.append(
+            Finding(
+                serious,
+                "cors.allow_origins",
+                "CORS allows any origin with credentials",
+                "list the exact origins in cors.allow_origins",
+            )
+        )
+    if settings.debug:
+        findings.append(Finding(serious, "debug", "debug is on", "set debug = false (BASTION_DEBUG=false)"))
+    if settings.mode == "dev":
+        findings.append(
+            Finding(
+                "info",
+                "mode",
+                "running in dev mode: insecure settings are allowed",
+                'set mode = "prod" for any deployment',
+            )
+        )
+    return findings
+
+
+def _master_key_findings(settings: Settings, serious: Literal["error", "warning"]) -> list[Finding]:
+    fix = "set BASTION_MASTER_KEY_FILE to a 0600 file outside the data dir holding 32+ random bytes"
+    try:
+        text, path = settings.master_key_source()
+    except ConfigError as exc:
+        return [Finding("error", "master_key", str(exc), fix)]
+    if text is None:
+        return [Finding("error", "master_key", "no master key is configured", fix)]
+    findings = []
+    try:
+        MasterKey.from_text(text)
+    except KeyringError as exc:
+        findings.append(Finding("error", "master_key", str(exc), fix))
+    if path is not None:
+        if _is_inside(path, settings.data_dir):
+            findings.append(
+                Finding(serious, "master_key_file", "the master key lies inside the data dir it protects", fix)
+            )
+        problem = check_key_file_permissions(path)
+        if problem:
+            findings.append(Finding(serious, "master_key_file", problem, f"run: chmod 600 {path}"))
+    return findings
+
+
+def _is_inside(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
+
+
+def _group_or_world_accessible(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return False
+    return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))

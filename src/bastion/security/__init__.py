@@ -1,0 +1,36 @@
+"""Bastion's crypto core: the only package that touches cryptographic libraries.
+
+Callers get small, safe recipes and never choose an algorithm, nonce or cost.
+"""
+
+from __future__ import annotations
+
+from bastion.security.aead import BlindIndex, Encryptor, aad_for
+from bastion.security.errors import InvalidCiphertext, InvalidToken, KeyringError, SecurityError
+from bastion.security.jose import ALLOWED_ALGORITHMS, TokenSigner
+from bastion.security.keys import KeyInfo, Keyring, KeyStatus, MasterKey, check_key_file_permissions
+from bastion.security.passwords import Argon2Params, PasswordHasher
+from bastion.security.random import constant_time_equals, hash_token, token_bytes, token_urlsafe
+
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "Argon2Params",
+    "BlindIndex",
+    "Encryptor",
+    "InvalidCiphertext",
+    "InvalidToken",
+    "KeyInfo",
+    "KeyStatus",
+    "Keyring",
+    "KeyringError",
+    "MasterKey",
+    "PasswordHasher",
+    "SecurityError",
+    "TokenSigner",
+    "aad_for",
+    "check_key_file_permissions",
+    "constant_time_equals",
+    "hash_token",
+    "token_bytes",
+    "token_urlsafe",
+]

@@ -1,0 +1,310 @@
+"""Master key and keyrings (ASVS V11.1.1, V13.3.1).
+
+The master key never encrypts data itself. HKDF-SHA256 (RFC 5869) derives a
+wrap key from it, and the wrap key encrypts the keys of each keyring at rest.
+A keyring serves one purpose ("encryption", "hmac", "signing", …) and lives in
+``<keys_dir>/<purpose>.json``::
+
+    {"format": "bastion-keyring/v1", "purpose": "encryption", "keys": [
+      {"kid": "…", "created_at": "2025-01-01T00:00:00+00:00",
+       "status": "active", "wrapped": "<base64url(nonce || ciphertext || tag)>"}]}
+
+Each key is wrapped with AES-256-GCM and associated data binding the purpose
+and kid, so a wrapped key copied to another entry or file fails to unwrap.
+Exactly one key is active (used for new work); retired keys stay to decrypt
+and verify what they produced before a rotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import os
+import re
+import stat
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bastion.security.aead import _open, _seal, aad_for
+from bastion.security.errors import InvalidCiphertext, KeyringError
+from bastion.security.random import token_bytes, token_urlsafe
+
+__all__ = ["KeyInfo", "KeyStatus", "Keyring", "MasterKey", "check_key_file_permissions"]
+
+KeyStatus = Literal["active", "retired"]
+
+_MIN_MASTER_BYTES = 32
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_FORMAT = "bastion-keyring/v1"
+_WRAP_INFO = b"bastion/keyring-wrap/v1"
+_WRAP_AAD_LABEL = "bastion/keyring/v1"
+_MASTER_KEY_ERROR = "master key must be at least 256 bits (32 bytes), encoded as base64 or hex"
+# Purposes become file names, so they are kept to a safe alphabet.
+_PURPOSE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# Kids travel in blob headers and JWT headers, so they stay short and URL-safe.
+_KID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_BASE64_RE = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+
+
+class MasterKey:
+    """The root secret that protects every keyring. Its bytes never leave this module."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        # 256 bits keeps a 128-bit margin even against Grover-style search (ASVS V11.2.3).
+        if len(key) < _MIN_MASTER_BYTES:
+            raise KeyringError(_MASTER_KEY_ERROR)
+        self._key = key
+
+    @classmethod
+    def from_text(cls, text: str) -> MasterKey:
+        """Parse a master key given as hex or base64 (standard or URL-safe, padding optional).
+
+        Hex is tried first: ``openssl rand -hex 32`` prints text that is also
+        valid base64 and would otherwise be read as 48 bytes.
+        """
+        text = text.strip()
+        if _HEX_RE.fullmatch(text):
+            return cls(bytes.fromhex(text))
+        if not _BASE64_RE.fullmatch(text):
+            raise KeyringError(_MASTER_KEY_ERROR)
+        body = text.rstrip("=").replace("-", "+").replace("_", "/")
+        try:
+            return cls(base64.b64decode(body + "=" * (-len(body) % 4), validate=True))
+        except binascii.Error:
+            raise KeyringError(_MASTER_KEY_ERROR) from None
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        """Return a new random 256-bit master key."""
+        return cls(token_bytes(_MIN_MASTER_BYTES))
+
+    def to_text(self) -> str:
+        """Return the key as unpadded URL-safe base64, for writing to a key file."""
+        return base64.urlsafe_b64encode(self._key).rstrip(b"=").decode("ascii")
+
+    def __repr__(self) -> str:
+        return "MasterKey('**********')"
+
+    def _derive(self, info: bytes) -> bytes:
+        # The master key is uniformly random, so HKDF needs no salt (RFC 5869 §3.1);
+        # ``info`` separates the sub-keys.
+        return HKDF(algorithm=hashes.SHA256(), length=_KEY_BYTES, salt=None, info=info).derive(self._key)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """Public facts about one key of a keyring (no material)."""
+
+    kid: str
+    created_at: datetime
+    status: KeyStatus
+
+
+class Keyring:
+    """The keys of one purpose, loaded from and saved to an encrypted JSON file.
+
+    Build one with :meth:`load_or_create` or :meth:`load`. Rotation is
+    persisted before it takes effect in memory.
+    """
+
+    def __init__(self, path: Path, purpose: str, wrap_key: bytes, entries: list[tuple[KeyInfo, bytes]]) -> None:
+        self._path = path
+        self._purpose = purpose
+        self._wrap_key = wrap_key
+        self._entries = entries
+
+    @classmethod
+    def load_or_create(cls, keys_dir: Path, purpose: str, master: MasterKey) -> Keyring:
+        """Load the keyring, or create it with one active key if its file is absent.
+
+        An existing file is never overwritten, even if another process creates
+        it at the same moment.
+        """
+        path = _keyring_path(keys_dir, purpose)
+        if path.exists():
+            return cls.load(keys_dir, purpose, master)
+        keyring = cls(path, purpose, master._derive(_WRAP_INFO), [_new_entry(purpose, [])])
+        try:
+            keys_dir.mkdir(mode=0o700, exist_ok=True)
+            keyring._save(keyring._entries, replace=False)
+        except FileExistsError:
+            return cls.load(keys_dir, purpose, master)
+        except OSError as exc:
+            raise KeyringError(f"{path} cannot be written ({exc.strerror})") from None
+        return keyring
+
+    @classmethod
+    def load(cls, keys_dir: Path, purpose: str, master: MasterKey) -> Keyring:
+        """Load and unwrap every key of the keyring; KeyringError if that is impossible."""
+        path = _keyring_path(keys_dir, purpose)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyringError(f"{path} does not exist") from None
+        except OSError as exc:
+            raise KeyringError(f"{path} cannot be read ({exc.strerror})") from None
+        wrap_key = master._derive(_WRAP_INFO)
+        try:
+            document = json.loads(raw)
+            entries = _parse_document(document, purpose, wrap_key)
+        except InvalidCiphertext:
+            raise KeyringError(f"{path} cannot be decrypted with this master key") from None
+        except (ValueError, TypeError, KeyError):
+            raise KeyringError(f"{path} is corrupt") from None
+        return cls(path, purpose, wrap_key, entries)
+
+    @property
+    def purpose(self) -> str:
+        """What this keyring's keys are for, e.g. "encryption"."""
+        return self._purpose
+
+    @property
+    def active_kid(self) -> str:
+        """The kid of the key used for new ciphertexts, MACs and signatures."""
+        return next(info.kid for info, _ in self._entries if info.status == "active")
+
+    def kids(self) -> list[KeyInfo]:
+        """Every key, oldest first."""
+        return [info for info, _ in self._entries]
+
+    def rotate(self) -> str:
+        """Make a new active key, retire the previous one, persist, and return the new kid."""
+        retired = [(_retire(info), secret) for info, secret in self._entries]
+        entries = [*retired, _new_entry(self._purpose, retired)]
+        try:
+            self._save(entries, replace=True)
+        except OSError as exc:
+            raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
+        self._entries = entries
+        return self.active_kid
+
+    def secret(self, kid: str) -> bytes:
+        """Return the key material of ``kid``; KeyringError if the keyring has no such key.
+
+        For the "signing" purpose this is a raw Ed25519 private key (32-byte
+        seed, RFC 8032 §5.1.5); for every other purpose, 32 random bytes.
+        """
+        for info, secret in self._entries:
+            if info.kid == kid:
+                return secret
+        # The kid often comes from an attacker (a token header), so it is not echoed.
+        raise KeyringError(f"{self._path} has no key with that id")
+
+    def _save(self, entries: list[tuple[KeyInfo, bytes]], *, replace: bool) -> None:
+        """Write the keyring atomically: temp file, fsync, then rename or link.
+
+        ``replace=False`` links the temp file into place, which, unlike a
+        rename, fails if the target already exists.
+        """
+        document = {
+            "format": _FORMAT,
+            "purpose": self._purpose,
+            "keys": [self._wrap(info, secret) for info, secret in entries],
+        }
+        # mkstemp creates the file with mode 0600, so the key file is never readable by others.
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._purpose}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(json.dumps(document, indent=2).encode())
+                file.flush()
+                os.fsync(file.fileno())
+            if replace:
+                os.replace(tmp, self._path)
+            else:
+                os.link(tmp, self._path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        # Make the new directory entry durable too, not just the file's bytes.
+        dir_fd = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _wrap(self, info: KeyInfo, secret: bytes) -> dict[str, str]:
+        nonce = token_bytes(_NONCE_BYTES)
+        sealed = _seal(self._wrap_key, nonce, secret, _wrap_aad(self._purpose, info.kid))
+        return {
+            "kid": info.kid,
+            "created_at": info.created_at.isoformat(),
+            "status": info.status,
+            "wrapped": base64.urlsafe_b64encode(nonce + sealed).decode("ascii"),
+        }
+
+
+def check_key_file_permissions(path: Path) -> str | None:
+    """Return a one-line problem if ``path`` is open to group or others, else None."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        return f"{path} cannot be checked ({exc.strerror})"
+    if mode & 0o077:
+        return f"{path} is accessible by group or others (mode {mode:04o}); run: chmod 600 {path}"
+    return None
+
+
+def _keyring_path(keys_dir: Path, purpose: str) -> Path:
+    if not _PURPOSE_RE.fullmatch(purpose):
+        raise ValueError(f"invalid keyring purpose {purpose!r}")
+    return keys_dir / f"{purpose}.json"
+
+
+def _wrap_aad(purpose: str, kid: str) -> bytes:
+    return aad_for(_WRAP_AAD_LABEL, purpose, kid)
+
+
+def _new_entry(purpose: str, existing: list[tuple[KeyInfo, bytes]]) -> tuple[KeyInfo, bytes]:
+    taken = {info.kid for info, _ in existing}
+    kid = token_urlsafe(8)
+    while kid in taken:
+        kid = token_urlsafe(8)
+    secret = Ed25519PrivateKey.generate().private_bytes_raw() if purpose == "signing" else token_bytes(_KEY_BYTES)
+    return KeyInfo(kid=kid, created_at=datetime.now(UTC).replace(microsecond=0), status="active"), secret
+
+
+def _retire(info: KeyInfo) -> KeyInfo:
+    return KeyInfo(kid=info.kid, created_at=info.created_at, status="retired")
+
+
+def _parse_document(document: Any, purpose: str, wrap_key: bytes) -> list[tuple[KeyInfo, bytes]]:
+    """Validate a keyring document and unwrap its keys.
+
+    Raises ValueError, TypeError or KeyError for a malformed document and
+    InvalidCiphertext when a key does not unwrap (wrong master key or tampering).
+    """
+    if document["format"] != _FORMAT or document["purpose"] != purpose:
+        raise ValueError("not a keyring of this purpose")
+    entries = []
+    for item in document["keys"]:
+        status = item["status"]
+        if status not in ("active", "retired"):
+            raise ValueError("unknown key status")
+        created_at = datetime.fromisoformat(item["created_at"])
+        if created_at.utcoffset() is None:
+            raise ValueError("created_at has no time zone")
+        kid = item["kid"]
+        if not isinstance(kid, str) or not _KID_RE.fullmatch(kid):
+            raise ValueError("malformed kid")
+        wrapped = base64.urlsafe_b64decode(item["wrapped"])
+        secret = _open(wrap_key, wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], _wrap_aad(purpose, kid))
+        if len(secret) != _KEY_BYTES:
+            raise ValueError("key material has the wrong length")
+        entries.append((KeyInfo(kid=kid, created_at=created_at, status=status), secret))
+    kids = [info.kid for info, _ in entries]
+    if len(set(kids)) != len(kids) or [info.status for info, _ in entries].count("active") != 1:
+        raise ValueError("keyring needs unique kids and exactly one active key")
+    return entries

@@ -1,0 +1,245 @@
+"""Configuration: ``bastion.toml`` in the data directory, overridden by
+``BASTION_<SECTION>__<KEY>`` environment variables; every secret setting also
+reads ``BASTION_<NAME>_FILE`` (Docker and Kubernetes secrets).
+
+Precedence, highest first: explicit arguments, environment, ``*_FILE``
+secrets, ``bastion.toml``, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "BASTION_"
+DEFAULT_DATA_DIR = Path("bastion-data")
+CONFIG_FILE = "bastion.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, stated in one line a user can act on."""
+
+
+class Secret(SecretStr):
+    """A string that never prints: ``repr`` and ``str`` are masked."""
+
+    def __repr__(self) -> str:
+        return "'**********'"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=1, le=65535)
+    tls: bool = True
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    workers: int = Field(1, ge=1, le=64)
+    # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
+    trusted_proxies: list[IPv4Network | IPv6Network] = []
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [ip_network(str(v), strict=False) for v in value]
+        return value
+
+
+class HttpSettings(Section):
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_json_depth: int = Field(32, ge=2, le=256)
+    hsts_max_age: int = Field(31_536_000, ge=0)
+    hsts_include_subdomains: bool = True
+
+
+class CorsSettings(Section):
+    allow_origins: list[str] = []
+    allow_credentials: bool = False
+
+
+class PasswordSettings(Section):
+    # OWASP Password Storage Cheat Sheet: Argon2id, m=19 MiB, t=2, p=1.
+    memory_cost_kib: int = Field(19456, ge=7168)
+    time_cost: int = Field(2, ge=1)
+    parallelism: int = Field(1, ge=1)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    mode: Literal["dev", "prod"] = "dev"
+    debug: bool = False
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: Secret | None = None
+    redis_url: Secret | None = None
+    master_key: Secret | None = None
+    master_key_file: Path | None = None
+
+    server: ServerSettings = ServerSettings()
+    http: HttpSettings = HttpSettings()
+    cors: CorsSettings = CorsSettings()
+    passwords: PasswordSettings = PasswordSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)  # noqa: S101
+        data_dir = init_settings.init_kwargs.get("data_dir") or os.environ.get(
+            f"{ENV_PREFIX}DATA_DIR", str(DEFAULT_DATA_DIR)
+        )
+        return (
+            init_settings,
+            env_settings,
+            SecretFileSource(settings_cls),
+            TomlSource(settings_cls, Path(data_dir) / CONFIG_FILE),
+        )
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.server.cert_file or self.data_dir / "tls" / "server.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.server.key_file or self.data_dir / "tls" / "server.key"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def dev_master_key_file(self) -> Path:
+        return self.data_dir / "master.key"
+
+    def master_key_source(self) -> tuple[str | None, Path | None]:
+        """The master key text and the file it came from (None for the environment).
+
+        Only dev falls back to the key ``init`` generated inside the data dir;
+        prod must be given the key from outside the data it protects.
+        """
+        if self.master_key is not None:
+            return self.master_key.get_secret_value(), None
+        path = self.master_key_file
+        if path is None and self.mode == "dev" and self.dev_master_key_file.exists():
+            path = self.dev_master_key_file
+        if path is None:
+            return None, None
+        try:
+            return path.read_text().strip(), path
+        except OSError as exc:
+            raise ConfigError(
+                f"master key file {path} cannot be read ({exc.strerror}); check BASTION_MASTER_KEY_FILE"
+            ) from exc
+
+
+def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings, turning every failure into one actionable line."""
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigError(
+            f"invalid setting {where}: {first['msg']} "
+            f"(in {CONFIG_FILE} or {ENV_PREFIX}{where.upper().replace('.', '__')})"
+        ) from None
+
+
+class TomlSource(PydanticBaseSettingsSource):
+    """``bastion.toml``; a file that exists but cannot be parsed is an error."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.data = read_toml(path)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except PermissionError:
+        raise ConfigError(f"{path} is not readable by this user") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """``BASTION_<NAME>_FILE`` for every ``Secret`` setting, at any depth."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _read_secret_files(self.settings_cls.model_fields, ENV_PREFIX)
+
+
+def _read_secret_files(fields: dict[str, FieldInfo], prefix: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, field in fields.items():
+        annotation = field.annotation
+        env_name = f"{prefix}{name.upper()}"
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            nested = _read_secret_files(annotation.model_fields, f"{env_name}__")
+            if nested:
+                found[name] = nested
+        elif Secret in getattr(annotation, "__args__", (annotation,)) and name != "master_key":
+            path = os.environ.get(f"{env_name}_FILE")
+            if path:
+                try:
+                    found[name] = Path(path).read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"{env_name}_FILE={path} cannot be read ({exc.strerror})") from None
+    return found

@@ -1,0 +1,116 @@
+"""Shared fixtures: a fresh data directory per test, on SQLite and, when
+``BASTION_TEST_DATABASE_URL`` is set, on a PostgreSQL database created for
+the test and dropped after it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from bastion.app import create_app
+from bastion.instance import initialise
+from bastion.logging import configure_logging
+from bastion.settings import Settings, load_settings
+
+PG_SKIP = "BASTION_TEST_DATABASE_URL not set: PostgreSQL tests need a server (.ci/run sets it)"
+REDIS_SKIP = "BASTION_TEST_REDIS_URL not set: Redis tests need a server (.ci/run sets it)"
+
+
+def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logging() -> None:
+    # As in a served process: structlog through the stdlib, so caplog sees it.
+    configure_logging("info")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's own BASTION_* settings must not leak into the suite.
+    for name in list(os.environ):
+        if name.startswith("BASTION_") and not name.startswith("BASTION_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """``None`` means the embedded SQLite file in the data dir."""
+    if request.param == "sqlite":
+        yield None
+        return
+    base = os.environ.get("BASTION_TEST_DATABASE_URL")
+    if not base:
+        pytest.skip(PG_SKIP)
+    name = f"bastion_test_{uuid.uuid4().hex[:12]}"
+    run_sync(_admin(base, f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        run_sync(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("BASTION_TEST_REDIS_URL")
+    if not url:
+        pytest.skip(REDIS_SKIP)
+    return url
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str | None) -> SettingsFactory:
+    """Initialised settings in a fresh data dir; keyword arguments override settings."""
+
+    def make(**overrides: Any) -> Settings:
+        if database_url is not None:
+            overrides.setdefault("database_url", database_url)
+        settings = load_settings(tmp_path / "data", **overrides)
+        initialise(settings)
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
+    ):
+        yield client
