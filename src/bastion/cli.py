@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bastion import __version__, instance
+from bastion.logging import configure_logging
 from bastion.posture.checks import Finding, check_settings
 from bastion.secrets import open_keyrings
 from bastion.security import KeyringError
@@ -140,6 +141,7 @@ def serve(
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
 
+    configure_logging(settings.log.level)
     scheme = "https" if tls else "http"
     err.print(f"Bastion {__version__} listening on {scheme}://{settings.server.host}:{settings.server.port}")
     Granian(
@@ -155,7 +157,19 @@ def serve(
         ssl_key=tls[1] if tls else None,
         ssl_protocol_min="tls1.2",  # type: ignore[arg-type]
         log_access=False,
+        log_dictconfig=GRANIAN_LOGGING,
     ).serve()
+
+
+# Granian's own loggers hand their records to the root logger, which
+# configure_logging has set up: one JSON format, one redaction, for every line.
+GRANIAN_LOGGING = {
+    "formatters": {},
+    "handlers": {},
+    "loggers": {
+        name: {"handlers": [], "propagate": True, "level": "INFO"} for name in ("_granian", "granian.access")
+    },
+}
 
 
 def _tls_files(settings: Settings) -> tuple[Path, Path]:

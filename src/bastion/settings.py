@@ -61,6 +61,19 @@ class ServerSettings(Section):
         return value
 
 
+class TlsSettings(Section):
+    """Transport security of the listeners (the network domain owns this section)."""
+
+    profile: Literal["intermediate", "modern"] = "intermediate"
+
+
+class AdminSettings(Section):
+    """The admin listener (the network domain owns this section)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8444, ge=1, le=65535)
+
+
 class HttpSettings(Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_json_depth: int = Field(32, ge=2, le=256)
@@ -78,6 +91,41 @@ class PasswordSettings(Section):
     memory_cost_kib: int = Field(19456, ge=7168)
     time_cost: int = Field(2, ge=1)
     parallelism: int = Field(1, ge=1)
+
+
+class AuthSettings(Section):
+    service_name: str = Field("Bastion", min_length=1, max_length=64)
+    public_url: str = "https://127.0.0.1:8443"
+    registration: Literal["open", "invite", "closed"] = "open"
+    issuer: str = "bastion"
+    audience: str = "bastion-api"
+    access_token_ttl: int = Field(600, ge=60, le=3600)
+    refresh_token_ttl: int = Field(30 * 86400, ge=3600)
+    mfa_token_ttl: int = Field(300, ge=60, le=900)
+    email_token_ttl: int = Field(1800, ge=300, le=86400)
+    # NIST SP 800-63B: at least 8, and we default higher; long passphrases allowed.
+    password_min_length: int = Field(12, ge=8, le=64)
+    password_max_length: int = Field(256, ge=64, le=1024)
+    mfa_required_roles: list[str] = ["admin"]
+    lockout_threshold: int = Field(10, ge=3, le=100)
+    lockout_seconds: int = Field(60, ge=1)
+    login_rate_per_ip: str = "30/minute"
+    login_rate_per_account: str = "10/minute"
+    # Argon2id runs off the event loop; this many at once (about one per core)
+    # so a flood of logins queues instead of exhausting memory.
+    hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+
+
+class MailSettings(Section):
+    backend: Literal["outbox", "smtp"] = "outbox"
+    sender: str = "Bastion <no-reply@localhost>"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: Secret | None = None
+    smtp_starttls: bool = True
+    smtp_implicit_tls: bool = False
+    smtp_timeout: float = Field(10.0, gt=0)
 
 
 class LogSettings(Section):
@@ -101,9 +149,13 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None
 
     server: ServerSettings = ServerSettings()
+    tls: TlsSettings = TlsSettings()
+    admin: AdminSettings = AdminSettings()
     http: HttpSettings = HttpSettings()
     cors: CorsSettings = CorsSettings()
     passwords: PasswordSettings = PasswordSettings()
+    auth: AuthSettings = AuthSettings()
+    mail: MailSettings = MailSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
