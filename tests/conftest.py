@@ -31,9 +31,10 @@ def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _logging() -> None:
     # As in a served process: structlog through the stdlib, so caplog sees it.
+    # Per test, because CLI tests reconfigure logging onto their own streams.
     configure_logging("info")
 
 

@@ -9,30 +9,29 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from bastion import __version__
-from bastion.db import create_engine
+from bastion.clock import Clock, SystemClock
 from bastion.http import handlers, health
 from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
-from bastion.http.ratelimit import RateLimiter
 from bastion.logging import configure_logging
-from bastion.secrets import open_keyrings
+from bastion.identity import routes as identity_routes
+from bastion.services import build_services
 from bastion.settings import Settings, load_settings
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    clock = clock or SystemClock()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = app.state
-        state.settings = settings
-        state.keys = open_keyrings(settings)
-        state.engine = create_engine(settings.sqlalchemy_url)
-        redis = settings.redis_url.get_secret_value() if settings.redis_url else None
-        state.rate_limiter = RateLimiter(redis or "memory://")
+        services = build_services(settings, clock)
+        # Routes read their services from app.state (request.app.state.identity, …).
+        for name, value in vars(services).items():
+            setattr(app.state, name, value)
         try:
             yield
         finally:
-            await state.rate_limiter.close()
-            await state.engine.dispose()
+            await services.close()
 
     app = FastAPI(
         title="Bastion",
@@ -44,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     handlers.install(app)
     app.include_router(health.router)
+    app.include_router(identity_routes.router)
 
     if settings.cors.allow_origins:
         app.add_middleware(
@@ -61,6 +61,11 @@ def create_app(settings: Settings) -> FastAPI:
             ],
             max_age=600,
         )
+    from bastion.network.ipfilter import NetworkGuard
+
+    # Inside the spine (which has resolved the real client address) and
+    # outside CORS, so a denied address gets no preflight answer either.
+    app.add_middleware(NetworkGuard, **NetworkGuard.options(settings))  # type: ignore[arg-type]
     hsts = f"max-age={settings.http.hsts_max_age}"
     if settings.http.hsts_include_subdomains:
         hsts += "; includeSubDomains"

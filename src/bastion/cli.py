@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bastion import __version__, instance
+from bastion.cliutil import err, fail, one_line_errors, out
+from bastion.identity.cli import sessions, users
 from bastion.logging import configure_logging
+from bastion.network.cli import ca as ca_commands
+from bastion.network.cli import firewall as firewall_commands
 from bastion.posture.checks import Finding, check_settings
 from bastion.secrets import open_keyrings
-from bastion.security import KeyringError
-from bastion.settings import ConfigError, Settings, load_settings
+from bastion.settings import Settings, load_settings
 
 app = typer.Typer(
     name="bastion",
@@ -27,8 +27,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,
@@ -41,25 +39,15 @@ DataDir = Annotated[
 ]
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """One line on stderr and a non-zero exit: the CLI's only way to fail."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    try:
-        yield
-    except (ConfigError, KeyringError, FileExistsError) as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"{exc.filename or 'the data directory'}: {exc.strerror or exc}")
-
-
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
     with one_line_errors():
         return load_settings(data_dir, **overrides)
+
+
+app.add_typer(users, name="user")
+app.add_typer(sessions, name="sessions")
+app.add_typer(ca_commands, name="ca")
+app.add_typer(firewall_commands, name="firewall")
 
 
 @app.callback()
@@ -69,6 +57,9 @@ def main_callback(
     if version:
         out.print(__version__)
         raise typer.Exit
+    # Commands log warnings and errors only, to stderr, redacted; `serve`
+    # switches to the configured level on stdout.
+    configure_logging("warning", stream=sys.stderr)
 
 
 @app.command()
@@ -104,7 +95,7 @@ def check(data_dir: DataDir = None) -> None:
 
 
 @app.command()
-def serve(
+def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
@@ -112,8 +103,9 @@ def serve(
         bool, typer.Option("--http", help="Serve plain HTTP (dev, or behind a trusted TLS proxy).")
     ] = False,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    admin_port: Annotated[int | None, typer.Option(help="Port of the admin listener.")] = None,
 ) -> None:
-    """Run the server (HTTPS on 127.0.0.1:8443 by default)."""
+    """Run the server: public HTTPS on 127.0.0.1:8443, admin (mTLS) on 127.0.0.1:8444."""
     # Workers are separate processes that load settings from the environment,
     # so command-line overrides travel there too.
     overrides = {
@@ -121,6 +113,7 @@ def serve(
         "BASTION_SERVER__PORT": port,
         "BASTION_SERVER__WORKERS": workers,
         "BASTION_SERVER__TLS": "false" if http else None,
+        "BASTION_ADMIN__PORT": admin_port,
     }
     for name, value in overrides.items():
         if value is not None:
@@ -133,51 +126,18 @@ def serve(
     if refused:
         fail(f"refusing to start: {refused[0].line()}")
     _banner(findings)
+    from bastion.network.serve import prepare as prepare_listeners
+    from bastion.network.serve import supervise
+
     with one_line_errors():
         open_keyrings(settings)
         instance.migrate(settings)
-        tls = _tls_files(settings) if settings.server.tls else None
-
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces
+        listeners = prepare_listeners(settings)
 
     configure_logging(settings.log.level)
-    scheme = "https" if tls else "http"
-    err.print(f"Bastion {__version__} listening on {scheme}://{settings.server.host}:{settings.server.port}")
-    Granian(
-        "bastion.app:app_factory",
-        factory=True,
-        interface=Interfaces.ASGI,
-        address=settings.server.host,
-        port=settings.server.port,
-        workers=settings.server.workers,
-        http=HTTPModes.http1 if not tls else HTTPModes.auto,
-        websockets=False,
-        ssl_cert=tls[0] if tls else None,
-        ssl_key=tls[1] if tls else None,
-        ssl_protocol_min="tls1.2",  # type: ignore[arg-type]
-        log_access=False,
-        log_dictconfig=GRANIAN_LOGGING,
-    ).serve()
-
-
-# Granian's own loggers hand their records to the root logger, which
-# configure_logging has set up: one JSON format, one redaction, for every line.
-GRANIAN_LOGGING = {
-    "formatters": {},
-    "handlers": {},
-    "loggers": {
-        name: {"handlers": [], "propagate": True, "level": "INFO"} for name in ("_granian", "granian.access")
-    },
-}
-
-
-def _tls_files(settings: Settings) -> tuple[Path, Path]:
-    cert, key = settings.cert_file, settings.key_file
-    for path in (cert, key):
-        if not path.is_file():
-            raise ConfigError(f"TLS file {path} is missing; run `bastion init` or set server.cert_file/key_file")
-    return cert, key
+    for listener in listeners:
+        err.print(f"Bastion {__version__} {listener.name} listener on {listener.url}", highlight=False)
+    raise typer.Exit(supervise(listeners))
 
 
 def _banner(findings: list[Finding]) -> None:

@@ -52,6 +52,23 @@ class ServerSettings(Section):
     workers: int = Field(1, ge=1, le=64)
     # Peers whose X-Forwarded-For is believed; everyone else's is ignored.
     trusted_proxies: list[IPv4Network | IPv6Network] = []
+    # Client networks of the public listener: deny wins; an empty allow list allows any.
+    allow: list[IPv4Network | IPv6Network] = []
+    deny: list[IPv4Network | IPv6Network] = []
+    # Connection hygiene (slowloris, header floods). Granian closes a connection
+    # whose request head has not arrived in time, and the same timer closes an
+    # idle keep-alive connection.
+    header_read_timeout: float = Field(10.0, ge=1.0, le=60.0)
+    keep_alive: bool = True
+    # The HTTP/1 read buffer bounds the whole request head (hyper needs 8 KiB at least).
+    max_header_bytes: int = Field(16 * 1024, ge=8192, le=1024 * 1024)
+    # hyper refuses more than 100 headers itself; this is our lower bound.
+    max_header_count: int = Field(64, ge=16, le=100)
+    # Established connections per worker; more wait in the kernel's backlog.
+    max_connections: int = Field(512, ge=8, le=65535)
+    backlog: int = Field(1024, ge=128, le=65535)
+    # Optional plain-HTTP listener that only redirects to HTTPS (e.g. 80).
+    redirect_port: int | None = Field(None, ge=1, le=65535)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -64,14 +81,49 @@ class ServerSettings(Section):
 class TlsSettings(Section):
     """Transport security of the listeners (the network domain owns this section)."""
 
+    # Mozilla's server-side TLS profiles: intermediate is TLS 1.2 + 1.3 with
+    # ECDHE AEAD suites only; modern is TLS 1.3 only.
     profile: Literal["intermediate", "modern"] = "intermediate"
+    # `bastion check` warns this many days before the certificate expires.
+    expiry_warning_days: int = Field(30, ge=1, le=365)
 
 
 class AdminSettings(Section):
     """The admin listener (the network domain owns this section)."""
 
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8444, ge=1, le=65535)
+    # A client certificate from Bastion's own CA (`bastion ca init`); prod refuses false.
+    require_client_cert: bool = True
+    # Who may reach the admin plane at all; deny wins. Prod refuses an empty allow list.
+    allow: list[IPv4Network | IPv6Network] = [ip_network("127.0.0.1/32"), ip_network("::1/128")]
+    deny: list[IPv4Network | IPv6Network] = []
+
+
+class RouteGroupPolicy(Section):
+    """Client networks allowed or denied on every path under ``prefix``."""
+
+    prefix: str = Field(pattern=r"^/[A-Za-z0-9._~/-]*$", max_length=256)
+    allow: list[IPv4Network | IPv6Network] = []
+    deny: list[IPv4Network | IPv6Network] = []
+
+
+class NetworkSettings(Section):
+    """IP policy per route group, and what the host firewall opens besides the listeners."""
+
+    route_groups: list[RouteGroupPolicy] = []
+    # Extra TCP ports `bastion firewall render` opens (e.g. [22] for SSH).
+    firewall_extra_tcp_ports: list[int] = []
+    # New connections per client address the firewall lets through to the public port.
+    firewall_max_connections_per_ip: int = Field(128, ge=1, le=65535)
+
+    @field_validator("firewall_extra_tcp_ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= port <= 65535 for port in value):
+            raise ValueError("ports are 1-65535")
+        return value
 
 
 class HttpSettings(Section):
@@ -151,6 +203,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     tls: TlsSettings = TlsSettings()
     admin: AdminSettings = AdminSettings()
+    network: NetworkSettings = NetworkSettings()
     http: HttpSettings = HttpSettings()
     cors: CorsSettings = CorsSettings()
     passwords: PasswordSettings = PasswordSettings()

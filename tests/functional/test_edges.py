@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 
 from bastion.app import create_app
-from bastion.settings import Secret
-from conftest import SettingsFactory
+from bastion.settings import Secret, Settings
+
+SettingsFactory = Callable[..., Settings]
 
 
 async def _client(app: FastAPI, **kwargs: object) -> AsyncIterator[httpx.AsyncClient]:

@@ -2,5 +2,6 @@
 
 from bastion.db.engine import Base, create_engine, ping
 from bastion.db.migrate import upgrade
+from bastion.db.types import UTCDateTime
 
-__all__ = ["Base", "create_engine", "ping", "upgrade"]
+__all__ = ["Base", "UTCDateTime", "create_engine", "ping", "upgrade"]

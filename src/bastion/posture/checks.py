@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +61,9 @@ def check_settings(settings: Settings) -> list[Finding]:
         )
     if settings.debug:
         findings.append(Finding(serious, "debug", "debug is on", "set debug = false (BASTION_DEBUG=false)"))
+    from bastion.network.posture import transport_findings
+
+    findings += [Finding(*row) for row in transport_findings(settings, serious, now=datetime.now(UTC))]
     if settings.mode == "dev":
         findings.append(
             Finding(

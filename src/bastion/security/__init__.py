@@ -11,6 +11,14 @@ from bastion.security.jose import ALLOWED_ALGORITHMS, TokenSigner
 from bastion.security.keys import KeyInfo, Keyring, KeyStatus, MasterKey, check_key_file_permissions
 from bastion.security.passwords import Argon2Params, PasswordHasher
 from bastion.security.random import constant_time_equals, hash_token, token_bytes, token_urlsafe
+from bastion.security.totp import (
+    new_recovery_codes,
+    new_totp_secret,
+    normalize_recovery_code,
+    totp_at,
+    totp_uri,
+    verify_totp,
+)
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -31,6 +39,12 @@ __all__ = [
     "check_key_file_permissions",
     "constant_time_equals",
     "hash_token",
+    "new_recovery_codes",
+    "new_totp_secret",
+    "normalize_recovery_code",
     "token_bytes",
     "token_urlsafe",
+    "totp_at",
+    "totp_uri",
+    "verify_totp",
 ]

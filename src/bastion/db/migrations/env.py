@@ -7,7 +7,11 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+# Every domain's models, so Base.metadata describes the whole schema.
+from bastion.audit import models as _audit  # noqa: F401
 from bastion.db.engine import Base, create_engine
+from bastion.identity import models as _identity  # noqa: F401
+from bastion.sessions import models as _sessions  # noqa: F401
 
 
 def _run(connection: Connection) -> None:

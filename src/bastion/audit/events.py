@@ -1,0 +1,35 @@
+"""Typed audit event tags: every security event Bastion records has one."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventTag(StrEnum):
+    REGISTER = "auth:register"
+    REGISTER_EXISTING = "auth:register:existing"
+    EMAIL_VERIFY = "auth:email:verify"
+    LOGIN = "auth:login"
+    LOGIN_MFA_REQUIRED = "auth:login:mfa_required"
+    MFA = "auth:mfa"
+    REFRESH = "auth:refresh"
+    REFRESH_REUSE = "auth:refresh:reuse_detected"
+    LOGOUT = "auth:logout"
+    LOCKOUT = "auth:lockout"
+    UNLOCK = "auth:unlock"
+    PASSWORD_FORGOT = "auth:password:forgot"
+    PASSWORD_RESET = "auth:password:reset"
+    PASSWORD_CHANGE = "auth:password:change"
+    TOTP_ENROL = "auth:totp:enrol"
+    TOTP_ENABLE = "auth:totp:enable"
+    TOTP_DISABLE = "auth:totp:disable"
+    SESSION_REVOKE = "auth:session:revoke"
+    USER_CREATE = "admin:user:create"
+    USER_ROLE = "admin:user:role"
+    USER_LOCK = "admin:user:lock"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    DENIED = "denied"

@@ -1,0 +1,76 @@
+"""``record_event``: the one way security events are written.
+
+The event joins the caller's transaction, so it is committed with the change
+it describes or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.audit.events import EventTag, Outcome
+from bastion.audit.models import AuditEvent
+from bastion.clock import Clock
+
+# Every event is also a log line, so log monitoring sees what the table holds.
+log = structlog.get_logger("bastion.audit")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an event came from: the request, or the command line."""
+
+    ip: str | None = None
+    request_id: str | None = None
+    user_agent: str | None = None
+
+    @classmethod
+    def cli(cls) -> Origin:
+        return cls(ip=None, request_id="cli", user_agent="bastion-cli")
+
+
+def record_event(
+    db: AsyncSession,
+    clock: Clock,
+    tag: EventTag,
+    *,
+    origin: Origin,
+    outcome: Outcome = Outcome.SUCCESS,
+    actor_id: uuid.UUID | None = None,
+    subject_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    log.info(
+        "audit",
+        tag=tag.value,
+        outcome=outcome.value,
+        actor_id=str(actor_id) if actor_id else None,
+        subject_id=str(subject_id) if subject_id else None,
+        ip=origin.ip,
+        details=details,
+    )
+    db.add(
+        AuditEvent(
+            at=clock.now(),
+            tag=tag.value,
+            outcome=outcome.value,
+            actor_id=actor_id,
+            subject_id=subject_id if subject_id is not None else actor_id,
+            ip=origin.ip,
+            request_id=origin.request_id,
+            details=details or {},
+        )
+    )
+
+
+async def events_for(db: AsyncSession, subject_id: uuid.UUID) -> list[AuditEvent]:
+    result = await db.scalars(
+        select(AuditEvent).where(AuditEvent.subject_id == subject_id).order_by(AuditEvent.id)
+    )
+    return list(result)

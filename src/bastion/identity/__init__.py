@@ -1,0 +1,1 @@
+"""Identity: users, password policy, email verification, password reset, MFA, mail."""

@@ -1,0 +1,39 @@
+"""Identity errors: each maps to one public problem, with no detail that
+would tell an attacker which check failed."""
+
+from __future__ import annotations
+
+from bastion.http.problems import Forbidden, Unauthorized, ValidationFailed
+
+
+class LoginFailed(Unauthorized):
+    """Unknown user, wrong password, locked or disabled account: all alike."""
+
+    detail = "The email address or password is incorrect."
+
+
+class InvalidMfa(Unauthorized):
+    detail = "The verification code is incorrect or the sign-in attempt has expired."
+
+
+class InvalidToken(ValidationFailed):
+    """A verification or reset token that is unknown, used or expired."""
+
+    detail = "The link is invalid or has expired."
+
+
+class EmailNotVerified(Forbidden):
+    # Only someone who knows the password ever sees this.
+    detail = "Verify your email address before signing in."
+
+
+class RegistrationClosed(Forbidden):
+    detail = "Registration is closed."
+
+
+class WeakPassword(ValidationFailed):
+    detail = "The password does not meet the policy."
+
+
+class MfaStateError(ValidationFailed):
+    detail = "Two-factor authentication is not in a state that allows this."

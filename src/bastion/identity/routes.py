@@ -1,0 +1,226 @@
+"""``/api/v1/auth/*`` and ``/api/v1/me*``: thin handlers over the services.
+
+Every handler that can be abused is rate limited per address before it does
+any work, and sign-in is also limited per account before any hashing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from bastion.http.deps import principal, work
+from bastion.http.problems import NotFound, TooManyRequests
+from bastion.http.ratelimit import rate_limit
+from bastion.identity import schemas
+from bastion.identity.errors import LoginFailed
+from bastion.identity.models import User
+from bastion.identity.service import IdentityService, SecondFactor, normalize_email
+from bastion.security import hash_token
+from bastion.sessions.service import Principal, SessionService, TokenPair
+
+router = APIRouter(prefix="/api/v1", tags=["identity"])
+Caller = Annotated[Principal, Depends(principal)]
+
+ACCEPTED = "If the address can be used, a message with the next step has been sent to it."
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Not authenticated"}, 429: {"description": "Rate limited"}}
+
+
+def _identity(request: Request) -> IdentityService:
+    service: IdentityService = request.app.state.identity
+    return service
+
+
+def _sessions(request: Request) -> SessionService:
+    service: SessionService = request.app.state.sessions
+    return service
+
+
+def _tokens(pair: TokenPair) -> schemas.Tokens:
+    return schemas.Tokens(access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token)
+
+
+async def _per_account(request: Request, scope: str, limit: str, email: str) -> None:
+    """Throttle by account before any hashing. Keyed by a hash of the address,
+    existing or not, so the throttle itself reveals nothing and stores no email."""
+    state = await request.app.state.rate_limiter.hit(limit, scope, hash_token(normalize_email(email)))
+    if not state.allowed:
+        raise TooManyRequests(headers=state.headers())
+
+
+@router.post(
+    "/auth/register",
+    status_code=202,
+    dependencies=[Depends(rate_limit("10/minute", scope="auth:register:ip"))],
+    responses={403: {"description": "Registration closed"}, 422: {"description": "Invalid"}},
+)
+async def register(body: schemas.Credentials, request: Request) -> schemas.Accepted:
+    await _per_account(request, "auth:register:account", "3/hour", body.email)
+    async with work(request) as uow:
+        await _identity(request).register(uow, body.email, body.password)
+    return schemas.Accepted(detail=ACCEPTED)
+
+
+@router.post(
+    "/auth/verify-email",
+    status_code=204,
+    dependencies=[Depends(rate_limit("20/minute", scope="auth:verify:ip"))],
+)
+async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
+    async with work(request) as uow:
+        await _identity(request).verify_email(uow, body.token)
+    return Response(status_code=204)
+
+
+@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("30/minute", scope="auth:login:ip"))])
+async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
+    settings = request.app.state.settings.auth
+    await _per_account(request, "auth:login:account", settings.login_rate_per_account, body.email)
+    identity = _identity(request)
+    async with work(request) as uow:
+        user = await identity.authenticate(uow, body.email, body.password)
+        if user.totp_enabled:
+            token = await identity.start_mfa(uow, user)
+            return schemas.MfaChallenge(mfa_token=token, methods=["totp", "recovery_code"])
+        pair = await _sessions(request).open(uow, user.id, mfa=False, user_agent=uow.origin.user_agent or "")
+    return _tokens(pair)
+
+
+@router.post("/auth/mfa", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("10/minute", scope="auth:mfa:ip"))])
+async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
+    async with work(request) as uow:
+        user = await _identity(request).complete_mfa(uow, body.mfa_token, SecondFactor(body.code, body.recovery_code))
+        pair = await _sessions(request).open(uow, user.id, mfa=True, user_agent=uow.origin.user_agent or "")
+    return _tokens(pair)
+
+
+@router.post(
+    "/auth/refresh", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("60/minute", scope="auth:refresh:ip"))]
+)
+async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens:
+    async with work(request) as uow:
+        pair = await _sessions(request).refresh(uow, body.refresh_token)
+    return _tokens(pair)
+
+
+@router.post("/auth/logout", status_code=204, responses=AUTH_ERRORS)
+async def logout(caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        await _sessions(request).revoke(uow, caller.session_id, user_id=caller.user_id, reason="logout")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/auth/password/forgot",
+    status_code=202,
+    dependencies=[Depends(rate_limit("10/minute", scope="auth:forgot:ip"))],
+)
+async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.Accepted:
+    # Per account too, so nobody can bomb a mailbox with reset mails.
+    await _per_account(request, "auth:forgot:account", "3/hour", body.email)
+    async with work(request) as uow:
+        await _identity(request).forgot_password(uow, body.email)
+    return schemas.Accepted(detail=ACCEPTED)
+
+
+@router.post(
+    "/auth/password/reset",
+    status_code=204,
+    dependencies=[Depends(rate_limit("10/minute", scope="auth:reset:ip"))],
+)
+async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
+    async with work(request) as uow:
+        user = await _identity(request).reset_password(uow, body.token, body.new_password)
+        await _sessions(request).revoke_all(uow, user.id, reason="password_reset")
+    return Response(status_code=204)
+
+
+async def _me(request: Request, caller: Principal) -> User:
+    async with request.app.state.sessionmaker() as db:
+        user = await _identity(request).by_id(db, caller.user_id)
+    if user is None or user.disabled:
+        raise LoginFailed
+    return user
+
+
+@router.get("/me", responses=AUTH_ERRORS)
+async def me(caller: Caller, request: Request) -> schemas.Profile:
+    user = await _me(request, caller)
+    return schemas.Profile(
+        id=user.id,
+        email=user.email,
+        email_verified=user.email_verified_at is not None,
+        roles=user.role_names,
+        mfa_enabled=user.totp_enabled,
+        mfa_required=_identity(request).mfa_required(user),
+        created_at=user.created_at,
+    )
+
+
+@router.post("/me/password", status_code=204, responses=AUTH_ERRORS)
+async def change_password(body: schemas.PasswordChange, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        user = await _identity(request).by_id(uow.db, caller.user_id)
+        if user is None:
+            raise LoginFailed
+        await _identity(request).change_password(uow, user, body.current_password, body.new_password)
+        await _sessions(request).revoke_all(uow, user.id, reason="password_change", keep=caller.session_id)
+    return Response(status_code=204)
+
+
+@router.post("/me/mfa/totp", responses=AUTH_ERRORS)
+async def totp_enrol(caller: Caller, request: Request) -> schemas.TotpEnrolment:
+    async with work(request) as uow:
+        user = await _identity(request).by_id(uow.db, caller.user_id)
+        if user is None:
+            raise LoginFailed
+        secret, uri = await _identity(request).totp_begin(uow, user)
+    return schemas.TotpEnrolment(secret=secret, otpauth_uri=uri)
+
+
+@router.post("/me/mfa/totp/confirm", responses=AUTH_ERRORS)
+async def totp_confirm(body: schemas.CodeOnly, caller: Caller, request: Request) -> schemas.RecoveryCodes:
+    async with work(request) as uow:
+        user = await _identity(request).by_id(uow.db, caller.user_id)
+        if user is None:
+            raise LoginFailed
+        codes = await _identity(request).totp_confirm(uow, user, body.code)
+    return schemas.RecoveryCodes(recovery_codes=codes)
+
+
+@router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS)
+async def totp_disable(body: schemas.SecondFactorBody, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        user = await _identity(request).by_id(uow.db, caller.user_id)
+        if user is None:
+            raise LoginFailed
+        await _identity(request).totp_disable(uow, user, SecondFactor(body.code, body.recovery_code))
+    return Response(status_code=204)
+
+
+@router.get("/me/sessions", responses=AUTH_ERRORS)
+async def list_sessions(caller: Caller, request: Request) -> list[schemas.SessionInfo]:
+    async with request.app.state.sessionmaker() as db:
+        sessions = await _sessions(request).list(db, caller.user_id)
+    return [
+        schemas.SessionInfo(
+            id=s.id,
+            created_at=s.created_at,
+            last_used_at=s.last_used_at,
+            ip=s.ip,
+            user_agent=s.user_agent,
+            mfa=s.mfa,
+            current=s.id == caller.session_id,
+        )
+        for s in sessions
+    ]
+
+
+@router.delete("/me/sessions/{session_id}", status_code=204, responses={**AUTH_ERRORS, 404: {"description": "No such session"}})
+async def revoke_session(session_id: uuid.UUID, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        if not await _sessions(request).revoke(uow, session_id, user_id=caller.user_id, reason="user"):
+            raise NotFound
+    return Response(status_code=204)

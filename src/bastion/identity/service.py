@@ -1,0 +1,433 @@
+"""Accounts: registration, verification, passwords, sign-in and TOTP.
+
+Every method takes the caller's database session and joins its transaction;
+the audit event for a change is written in that same transaction. Mail goes
+to the unit of work's outbox and is delivered only after commit, off the
+response path, so neither delivery time nor failure tells a client anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.audit import EventTag, Outcome, record_event
+from bastion.clock import Clock
+from bastion.identity import mails
+from bastion.identity.errors import (
+    EmailNotVerified,
+    InvalidMfa,
+    InvalidToken,
+    LoginFailed,
+    MfaStateError,
+    RegistrationClosed,
+    WeakPassword,
+)
+from bastion.identity.hashing import AsyncHasher
+from bastion.identity.models import OneTimeToken, RecoveryCode, User, UserRole
+from bastion.identity.policy import PasswordPolicy
+from bastion.security import (
+    BlindIndex,
+    Encryptor,
+    InvalidCiphertext,
+    aad_for,
+    hash_token,
+    new_recovery_codes,
+    new_totp_secret,
+    normalize_recovery_code,
+    token_urlsafe,
+    totp_uri,
+    verify_totp,
+)
+from bastion.settings import AuthSettings
+from bastion.work import UnitOfWork
+
+VERIFY_EMAIL = "verify_email"
+RESET_PASSWORD = "reset_password"
+MFA_STEP = "mfa"
+# An MFA step token allows this many wrong codes before it is burnt, so one
+# password cannot buy an unlimited guess at a 6-digit code.
+MFA_ATTEMPTS = 5
+
+
+def normalize_email(email: str) -> str:
+    """One spelling per mailbox: NFKC, trimmed, lower-cased.
+
+    Lower-casing the local part is stricter than RFC 5321 allows, and is what
+    users expect: Alice@x and alice@x are one account.
+    """
+    return unicodedata.normalize("NFKC", email).strip().lower()
+
+
+@dataclass(frozen=True)
+class SecondFactor:
+    code: str | None = None
+    recovery_code: str | None = None
+
+
+class IdentityService:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        clock: Clock,
+        hasher: AsyncHasher,
+        policy: PasswordPolicy,
+        encryptor: Encryptor,
+        blind_index: BlindIndex,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.hasher = hasher
+        self.policy = policy
+        self.encryptor = encryptor
+        self.blind_index = blind_index
+
+    # --- accounts -------------------------------------------------------
+
+    async def by_email(self, db: AsyncSession, email: str) -> User | None:
+        return await db.scalar(select(User).where(User.email == normalize_email(email)))
+
+    async def by_id(self, db: AsyncSession, user_id: uuid.UUID) -> User | None:
+        return await db.get(User, user_id)
+
+    async def list_users(self, db: AsyncSession) -> Sequence[User]:
+        return (await db.scalars(select(User).order_by(User.created_at, User.email))).all()
+
+    def check_password(self, password: str, email: str) -> str:
+        """The normalised password, or WeakPassword naming the problems (never the password)."""
+        problems = self.policy.problems(password, email=email)
+        if problems:
+            raise WeakPassword(extra={"problems": problems})
+        return self.policy.normalize(password)
+
+    async def create_user(
+        self,
+        uow: UnitOfWork,
+        email: str,
+        password: str | None,
+        *,
+        roles: Sequence[str] = ("user",),
+        verified: bool = False,
+        actor_id: uuid.UUID | None = None,
+    ) -> User:
+        """A new account; raises ValueError if the address is taken (callers decide what to reveal)."""
+        email = normalize_email(email)
+        password_hash = await self.hasher.hash(self.check_password(password, email)) if password else None
+        if await self.by_email(uow.db, email) is not None:
+            raise ValueError("an account with this email already exists")
+        now = self.clock.now()
+        user = User(
+            id=uuid.uuid4(),
+            email=email,
+            password_hash=password_hash,
+            created_at=now,
+            password_changed_at=now if password else None,
+            email_verified_at=now if verified else None,
+            roles=[UserRole(role=role) for role in dict.fromkeys(roles)],
+        )
+        uow.db.add(user)
+        self._audit(uow, EventTag.USER_CREATE, actor_id=actor_id, subject_id=user.id)
+        return user
+
+    async def register(self, uow: UnitOfWork, email: str, password: str) -> None:
+        """Open registration. Same outcome whether or not the address exists:
+        the owner of a taken address gets a mail instead of a second account."""
+        if self.settings.registration != "open":
+            raise RegistrationClosed
+        email = normalize_email(email)
+        normalized = self.check_password(password, email)
+        # Hash in both branches, so timing does not tell taken from free.
+        password_hash = await self.hasher.hash(normalized)
+        existing = await self.by_email(uow.db, email)
+        if existing is not None:
+            self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=existing.id)
+            uow.outbox.append(
+                mails.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
+            )
+            return
+        now = self.clock.now()
+        user = User(
+            id=uuid.uuid4(),
+            email=email,
+            password_hash=password_hash,
+            created_at=now,
+            password_changed_at=now,
+            roles=[UserRole(role="user")],
+        )
+        uow.db.add(user)
+        await uow.db.flush()  # the user row must exist before its token's
+        self._audit(uow, EventTag.REGISTER, actor_id=user.id)
+        token = await self._issue_token(uow, user, VERIFY_EMAIL, self.settings.email_token_ttl)
+        uow.outbox.append(
+            mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name)
+        )
+
+    async def verify_email(self, uow: UnitOfWork, token: str) -> User:
+        user = await self._consume_token(uow, token, VERIFY_EMAIL)
+        if user.email_verified_at is None:
+            user.email_verified_at = self.clock.now()
+        self._audit(uow, EventTag.EMAIL_VERIFY, actor_id=user.id)
+        return user
+
+    # --- sign-in --------------------------------------------------------
+
+    async def authenticate(self, uow: UnitOfWork, email: str, password: str) -> User:
+        """The first factor. Every failure is the same LoginFailed, at the same cost."""
+        now = self.clock.now()
+        user = await self.by_email(uow.db, email)
+        if user is None or user.password_hash is None:
+            await self.hasher.dummy_verify(password)
+            self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE)
+            raise LoginFailed
+        if user.disabled or (user.locked_until is not None and user.locked_until > now):
+            await self.hasher.dummy_verify(password)
+            self._audit(
+                uow, EventTag.LOGIN, outcome=Outcome.DENIED, subject_id=user.id,
+                details={"reason": "disabled" if user.disabled else "locked"},
+            )
+            raise LoginFailed
+        valid, new_hash = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
+        if not valid:
+            self._count_failure(uow, user)
+            raise LoginFailed
+        if new_hash is not None:
+            user.password_hash = new_hash  # parameters changed since this hash was made
+        user.failed_logins = 0
+        if user.email_verified_at is None:
+            raise EmailNotVerified
+        return user
+
+    def _count_failure(self, uow: UnitOfWork, user: User) -> None:
+        """Record a wrong password; at the threshold, lock for an escalating time."""
+        user.failed_logins += 1
+        self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
+        if user.failed_logins < self.settings.lockout_threshold:
+            return
+        # Each lockout lasts twice the previous one (capped at a day), so a
+        # patient attacker gets ever fewer guesses per day.
+        seconds = min(self.settings.lockout_seconds * 2 ** min(user.lockouts, 16), 86400)
+        until = self.clock.now() + dt.timedelta(seconds=seconds)
+        user.locked_until = until
+        user.lockouts += 1
+        user.failed_logins = 0
+        self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
+        uow.outbox.append(
+            mails.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))
+        )
+
+    async def start_mfa(self, uow: UnitOfWork, user: User) -> str:
+        self._audit(uow, EventTag.LOGIN_MFA_REQUIRED, actor_id=user.id)
+        return await self._issue_token(uow, user, MFA_STEP, self.settings.mfa_token_ttl)
+
+    async def complete_mfa(self, uow: UnitOfWork, mfa_token: str, factor: SecondFactor) -> User:
+        """The second factor, bound to the first by the single-use MFA step token."""
+        row = await self._live_token(uow, mfa_token, MFA_STEP)
+        if row is None:
+            raise InvalidMfa
+        user = await uow.db.get(User, row.user_id)
+        if user is None or user.disabled or not user.totp_enabled:
+            raise InvalidMfa
+        if not await self._check_second_factor(uow, user, factor):
+            row.attempts += 1
+            if row.attempts >= MFA_ATTEMPTS:
+                row.used_at = self.clock.now()
+            self._audit(uow, EventTag.MFA, outcome=Outcome.FAILURE, subject_id=user.id)
+            raise InvalidMfa
+        row.used_at = self.clock.now()
+        method = "recovery_code" if factor.recovery_code else "totp"
+        self._audit(uow, EventTag.MFA, actor_id=user.id, details={"method": method})
+        return user
+
+    # --- passwords ------------------------------------------------------
+
+    async def forgot_password(self, uow: UnitOfWork, email: str) -> None:
+        user = await self.by_email(uow.db, email)
+        if user is None or user.disabled:
+            return
+        self._audit(uow, EventTag.PASSWORD_FORGOT, subject_id=user.id)
+        token = await self._issue_token(uow, user, RESET_PASSWORD, self.settings.email_token_ttl)
+        link = self._link("reset-password", token)
+        minutes = self.settings.email_token_ttl // 60
+        uow.outbox.append(mails.password_reset_mail(user.email, link, self.settings.service_name, minutes))
+
+    async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
+        """Set a new password from a reset link; also unlocks the account.
+
+        The caller revokes every session of the user in the same transaction.
+        """
+        row = await self._live_token(uow, token, RESET_PASSWORD)
+        user = await uow.db.get(User, row.user_id) if row else None
+        if row is None or user is None:
+            raise InvalidToken
+        # Check the policy before burning the token, so a weak choice can be retried.
+        password_hash = await self.hasher.hash(self.check_password(new_password, user.email))
+        row.used_at = self.clock.now()
+        self._set_password(user, password_hash)
+        user.locked_until = None
+        user.failed_logins = 0
+        # Whoever reads the inbox owns the account, so the address is verified.
+        user.email_verified_at = user.email_verified_at or self.clock.now()
+        self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
+        uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
+        return user
+
+    async def change_password(
+        self, uow: UnitOfWork, user: User, current: str, new: str
+    ) -> None:
+        valid = user.password_hash is not None and (
+            await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(current))
+        )[0]
+        if not valid:
+            self._audit(uow, EventTag.PASSWORD_CHANGE, outcome=Outcome.FAILURE, actor_id=user.id)
+            raise LoginFailed("The current password is incorrect.")
+        self._set_password(user, await self.hasher.hash(self.check_password(new, user.email)))
+        self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
+        uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
+
+    def _set_password(self, user: User, password_hash: str) -> None:
+        user.password_hash = password_hash
+        user.password_changed_at = self.clock.now()
+
+    # --- TOTP -----------------------------------------------------------
+
+    async def totp_begin(self, uow: UnitOfWork, user: User) -> tuple[str, str]:
+        """A new secret (pending until confirmed) and its otpauth:// URI."""
+        if user.totp_enabled:
+            raise MfaStateError("Two-factor authentication is already on; remove it first.")
+        secret = new_totp_secret()
+        user.totp_secret = self.encryptor.encrypt(secret.encode(), self._totp_aad(user))
+        user.totp_last_step = None
+        self._audit(uow, EventTag.TOTP_ENROL, actor_id=user.id)
+        return secret, totp_uri(secret, account=user.email, issuer=self.settings.service_name)
+
+    async def totp_confirm(self, uow: UnitOfWork, user: User, code: str) -> list[str]:
+        """Turn TOTP on once a code proves the app has the secret; returns fresh recovery codes."""
+        if user.totp_enabled or user.totp_secret is None:
+            raise MfaStateError
+        if not self._check_totp(user, code):
+            raise InvalidMfa
+        user.totp_enabled = True
+        codes = new_recovery_codes()
+        await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        uow.db.add_all(RecoveryCode(user_id=user.id, code_hash=self._recovery_hash(c)) for c in codes)
+        self._audit(uow, EventTag.TOTP_ENABLE, actor_id=user.id)
+        uow.outbox.append(mails.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
+        return codes
+
+    async def totp_disable(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> None:
+        """Turn TOTP off; needs a fresh second factor, not just a session."""
+        if not user.totp_enabled:
+            raise MfaStateError
+        if not await self._check_second_factor(uow, user, factor):
+            self._audit(uow, EventTag.TOTP_DISABLE, outcome=Outcome.FAILURE, actor_id=user.id)
+            raise InvalidMfa
+        user.totp_enabled = False
+        user.totp_secret = None
+        user.totp_last_step = None
+        await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        self._audit(uow, EventTag.TOTP_DISABLE, actor_id=user.id)
+        uow.outbox.append(mails.mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
+
+    def mfa_required(self, user: User) -> bool:
+        return any(role in self.settings.mfa_required_roles for role in user.role_names)
+
+    async def _check_second_factor(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> bool:
+        if factor.code is not None:
+            return self._check_totp(user, factor.code)
+        if factor.recovery_code is not None:
+            # Claim the code atomically: two racing requests cannot both use it.
+            claimed = await uow.db.execute(
+                update(RecoveryCode)
+                .where(
+                    RecoveryCode.user_id == user.id,
+                    RecoveryCode.code_hash == self._recovery_hash(factor.recovery_code),
+                    RecoveryCode.used_at.is_(None),
+                )
+                .values(used_at=self.clock.now())
+            )
+            return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+        return False
+
+    def _check_totp(self, user: User, code: str) -> bool:
+        if user.totp_secret is None:
+            return False
+        try:
+            secret = self.encryptor.decrypt(user.totp_secret, self._totp_aad(user)).decode()
+        except InvalidCiphertext:
+            return False
+        now = int(self.clock.now().timestamp())
+        step = verify_totp(secret, code, now=now, after_step=user.totp_last_step)
+        if step is None:
+            return False
+        user.totp_last_step = step  # a code is good once: replays are refused
+        return True
+
+    def _audit(self, uow: UnitOfWork, tag: EventTag, **fields: Any) -> None:
+        record_event(uow.db, self.clock, tag, origin=uow.origin, **fields)
+
+    def _totp_aad(self, user: User) -> bytes:
+        return aad_for("users", "totp_secret", str(user.id))
+
+    def _recovery_hash(self, code: str) -> str:
+        return self.blind_index.digest(normalize_recovery_code(code), "recovery-code")
+
+    # --- admin ----------------------------------------------------------
+
+    async def set_role(self, uow: UnitOfWork, user: User, role: str, actor_id: uuid.UUID | None = None) -> None:
+        """Make ``role`` the user's only role."""
+        user.roles = [UserRole(role=role)]
+        self._audit(uow, EventTag.USER_ROLE, actor_id=actor_id, subject_id=user.id, details={"role": role})
+
+    async def lock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
+        user.disabled = True
+        self._audit(uow, EventTag.USER_LOCK, actor_id=actor_id, subject_id=user.id)
+
+    async def unlock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
+        user.disabled = False
+        user.locked_until = None
+        user.failed_logins = 0
+        self._audit(uow, EventTag.UNLOCK, actor_id=actor_id, subject_id=user.id)
+
+    # --- one-time tokens ------------------------------------------------
+
+    async def _issue_token(self, uow: UnitOfWork, user: User, purpose: str, ttl: int) -> str:
+        token = token_urlsafe(32)
+        now = self.clock.now()
+        uow.db.add(
+            OneTimeToken(
+                token_hash=hash_token(token),
+                purpose=purpose,
+                user_id=user.id,
+                created_at=now,
+                expires_at=now + dt.timedelta(seconds=ttl),
+            )
+        )
+        return token
+
+    async def _live_token(self, uow: UnitOfWork, token: str, purpose: str) -> OneTimeToken | None:
+        row = await uow.db.scalar(
+            select(OneTimeToken).where(OneTimeToken.token_hash == hash_token(token), OneTimeToken.purpose == purpose)
+        )
+        if row is None or row.used_at is not None or row.expires_at <= self.clock.now():
+            return None
+        return row
+
+    async def _consume_token(self, uow: UnitOfWork, token: str, purpose: str) -> User:
+        row = await self._live_token(uow, token, purpose)
+        user = await uow.db.get(User, row.user_id) if row else None
+        if row is None or user is None:
+            raise InvalidToken
+        row.used_at = self.clock.now()
+        return user
+
+    def _link(self, page: str, token: str | None = None) -> str:
+        base = f"{self.settings.public_url.rstrip('/')}/{page}"
+        return f"{base}#token={token}" if token else base

@@ -1,0 +1,12 @@
+"""``python -m bastion.network listener NAME``: what ``bastion serve`` runs per listener."""
+
+from __future__ import annotations
+
+import sys
+
+from bastion.network.serve import run_listener
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "listener":
+        sys.exit("usage: python -m bastion.network listener NAME")
+    run_listener(sys.argv[2])

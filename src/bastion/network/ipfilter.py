@@ -1,0 +1,140 @@
+"""IP policy and listener separation, as one pure-ASGI middleware.
+
+It runs inside the request spine, so ``scope["client"]`` already holds the
+real client address: ``X-Forwarded-For`` was honoured only from a trusted
+proxy, taking the rightmost untrusted hop (ASVS V4.1.3). A spoofed header
+from anyone else changes nothing here.
+
+In order, for every HTTP request:
+
+1. too many header lines: 431 (hyper already refuses more than 100);
+2. the listener's own allow/deny lists (``server.*`` or ``admin.*``): 403;
+3. every route group whose prefix matches the path: 403;
+4. listener separation: ``/admin`` and below answer 404 on the public
+   listener, and everything else answers 404 on the admin listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bastion.http.problems import Forbidden, NotFound, Problem
+from bastion.logging import get_logger
+from bastion.settings import Settings
+
+log = get_logger("bastion.network")
+
+Network = IPv4Network | IPv6Network
+ADMIN_PREFIX = "/admin"
+# The ASGI scope extension the admin listener's factory sets; clients cannot reach it.
+LISTENER_KEY = "bastion.listener"
+
+
+class HeaderFieldsTooLarge(Problem):
+    status = 431
+    title = "Request Header Fields Too Large"
+    detail = "The request has too many header fields."
+
+
+@dataclass(frozen=True)
+class IpPolicy:
+    """Deny wins; an empty allow list allows every address not denied."""
+
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
+
+    @classmethod
+    def of(cls, allow: Sequence[Network], deny: Sequence[Network]) -> IpPolicy:
+        return cls(tuple(allow), tuple(deny))
+
+    def permits(self, address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            # An address we cannot parse cannot be shown to be allowed.
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            # ::ffff:10.0.0.1 is 10.0.0.1; a v4 deny list must not be sidestepped.
+            ip = ip.ipv4_mapped
+        if any(ip in network for network in self.deny):
+            return False
+        return not self.allow or any(ip in network for network in self.allow)
+
+    def __bool__(self) -> bool:
+        return bool(self.allow or self.deny)
+
+
+@dataclass(frozen=True)
+class RouteGroup:
+    prefix: str
+    policy: IpPolicy
+
+    def matches(self, path: str) -> bool:
+        prefix = self.prefix.rstrip("/")
+        return path == prefix or path.startswith(prefix + "/") or prefix == ""
+
+
+class NetworkGuard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        public: IpPolicy,
+        admin: IpPolicy,
+        route_groups: Sequence[RouteGroup],
+        max_header_count: int,
+    ) -> None:
+        self.app = app
+        self.policies = {"public": public, "admin": admin}
+        self.route_groups = tuple(route_groups)
+        self.max_header_count = max_header_count
+
+    @classmethod
+    def options(cls, settings: Settings) -> dict[str, object]:
+        """Keyword arguments for ``app.add_middleware(NetworkGuard, **...)``."""
+        return {
+            "public": IpPolicy.of(settings.server.allow, settings.server.deny),
+            "admin": IpPolicy.of(settings.admin.allow, settings.admin.deny),
+            "route_groups": [
+                RouteGroup(group.prefix, IpPolicy.of(group.allow, group.deny))
+                for group in settings.network.route_groups
+            ],
+            "max_header_count": settings.server.max_header_count,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if len(scope["headers"]) > self.max_header_count:
+            raise HeaderFieldsTooLarge
+        listener = listener_of(scope)
+        path: str = scope["path"]
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
+        if not self.policies[listener].permits(address):
+            log.warning("ip policy denied", listener=listener, client_ip=address, path=path)
+            raise Forbidden
+        for group in self.route_groups:
+            if group.matches(path) and not group.policy.permits(address):
+                log.warning("ip policy denied", route_group=group.prefix, client_ip=address, path=path)
+                raise Forbidden
+        on_admin_path = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+        # The same 404 as any unknown path: the public side does not even
+        # reveal that an admin plane exists.
+        if on_admin_path != (listener == "admin"):
+            raise NotFound
+        if listener == "admin":
+            from bastion.network.admin import attribute
+
+            attribute(scope)
+        await self.app(scope, receive, send)
+
+
+def listener_of(scope: Scope) -> str:
+    extensions = scope.get("extensions") or {}
+    return "admin" if extensions.get(LISTENER_KEY) == "admin" else "public"

@@ -1,0 +1,105 @@
+"""Transport posture: what ``bastion check`` reports about TLS, the admin plane and IP policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from ipaddress import IPv4Network, IPv6Network
+from typing import Literal
+
+from bastion.network.admin import admin_mode
+from bastion.network.ca import CaPaths
+from bastion.network.tls import days_until_expiry, profile_of
+from bastion.settings import Settings
+
+Severity = Literal["error", "warning", "info"]
+Row = tuple[Severity, str, str, str]  # severity, setting, message, fix
+_ANYWHERE = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
+
+
+def transport_findings(settings: Settings, serious: Literal["error", "warning"], *, now: dt.datetime) -> list[Row]:
+    """Findings as plain rows; ``posture.checks`` wraps them in its Finding type."""
+    rows: list[Row] = []
+    rows += _certificate(settings, serious, now)
+    rows += _admin(settings, serious)
+    if settings.server.tls and settings.http.hsts_max_age < 31_536_000:
+        rows.append(
+            ("warning", "http.hsts_max_age", "HSTS is shorter than one year", "set http.hsts_max_age = 31536000")
+        )
+    rows.append(("info", "transport", _summary(settings), "see docs/deployment.md"))
+    return rows
+
+
+def _certificate(settings: Settings, serious: Literal["error", "warning"], now: dt.datetime) -> list[Row]:
+    if not (settings.server.tls or settings.admin.enabled):
+        return []
+    cert = settings.cert_file
+    fix = "renew it, replace server.cert_file/key_file, then send SIGHUP to `bastion serve`"
+    try:
+        days = days_until_expiry(cert, now=now)
+    except FileNotFoundError:
+        return [(serious, "server.cert_file", f"TLS certificate {cert} is missing", "run `bastion init` or set it")]
+    except (OSError, ValueError):
+        return [(serious, "server.cert_file", f"TLS certificate {cert} cannot be read", "check the file")]
+    if days <= 0:
+        return [("error", "server.cert_file", f"TLS certificate {cert} has expired", fix)]
+    if days <= settings.tls.expiry_warning_days:
+        return [("warning", "server.cert_file", f"TLS certificate {cert} expires in {int(days)} days", fix)]
+    return []
+
+
+def _admin(settings: Settings, serious: Literal["error", "warning"]) -> list[Row]:
+    admin = settings.admin
+    if not admin.enabled:
+        return []
+    rows: list[Row] = []
+    mode = admin_mode(settings)
+    if not admin.require_client_cert:
+        rows.append(
+            (
+                serious,
+                "admin.require_client_cert",
+                "the admin listener would accept clients without a certificate",
+                "set admin.require_client_cert = true and run `bastion ca init`",
+            )
+        )
+    elif not CaPaths.of(settings).initialised():
+        where = "runs without client certificates (dev only)" if mode == "open" else "stays off"
+        rows.append(
+            (
+                "warning",
+                "admin.require_client_cert",
+                f"Bastion's CA is not initialised, so the admin listener {where}",
+                "run `bastion ca init`, then `bastion ca issue NAME --out DIR`",
+            )
+        )
+    if not admin.allow:
+        rows.append(
+            (serious, "admin.allow", "the admin listener has no IP allowlist", 'set admin.allow = ["127.0.0.1/32"]')
+        )
+    elif any(network in _ANYWHERE for network in admin.allow):
+        rows.append(
+            ("warning", "admin.allow", "the admin allowlist admits every address", "list the operators' networks")
+        )
+    if admin.port in (settings.server.port, settings.server.redirect_port):
+        rows.append(("error", "admin.port", "the admin port is also a public listener's port", "pick another port"))
+    return rows
+
+
+def _summary(settings: Settings) -> str:
+    server, admin = settings.server, settings.admin
+    profile = profile_of(settings)
+    parts = [
+        f"public {'https' if server.tls else 'http'}://{server.host}:{server.port}"
+        + (f" TLS {profile.name} ({'+'.join(profile.versions)})" if server.tls else " (TLS at the proxy)")
+    ]
+    if admin.enabled:
+        mode = admin_mode(settings)
+        state = {"mtls": "mTLS", "open": "NO client certificates", "off": "off (no CA)"}[mode]
+        parts.append(f"admin https://{admin.host}:{admin.port} {state}, allow {len(admin.allow)} network(s)")
+    if server.redirect_port:
+        parts.append(f"redirect http://{server.host}:{server.redirect_port}")
+    parts.append(
+        f"header timeout {server.header_read_timeout:g}s, max headers {server.max_header_count}"
+        f"/{server.max_header_bytes} B, {server.max_connections} connections/worker"
+    )
+    return "; ".join(parts)

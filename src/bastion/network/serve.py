@@ -1,0 +1,245 @@
+"""``bastion serve``: one supervisor, one granian server per listener.
+
+Listeners: ``public`` (the API), ``admin`` (``/admin/*`` only, mTLS with
+Bastion's CA) and, when ``server.redirect_port`` is set, ``redirect`` (plain
+HTTP that only redirects to HTTPS). Each runs as its own granian server in a
+child process, because one granian server has one TLS configuration and the
+admin listener's differs (client verification, CRL).
+
+Signals: SIGTERM/SIGINT stop every listener gracefully. SIGHUP is passed on:
+granian then starts fresh workers, which read the certificate, key and CRL
+files again, before stopping the old ones, so a renewed certificate is served
+without dropping the listening socket. The admin listener also reloads by
+itself when ``ca/crl.pem`` changes, so ``bastion ca revoke`` takes effect
+without an operator step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bastion.logging import configure_logging, get_logger
+from bastion.network.admin import admin_mode
+from bastion.network.ca import BastionCa, CaPaths
+from bastion.network.tls import profile_of
+from bastion.settings import ConfigError, Settings, load_settings
+
+log = get_logger("bastion.network")
+
+# Granian's own loggers hand their records to the root logger, which
+# configure_logging has set up: one JSON format, one redaction, for every line.
+GRANIAN_LOGGING = {
+    "formatters": {},
+    "handlers": {},
+    "loggers": {name: {"handlers": [], "propagate": True, "level": "INFO"} for name in ("_granian", "granian.access")},
+}
+# How long old workers may finish in-flight requests after a reload or stop.
+_DRAIN_SECONDS = 30
+# On reload granian starts the new worker, waits this long, then stops the old
+# one. The new worker must have bound its (SO_REUSEPORT) socket by then or new
+# connections are refused for a moment; the admin listener trades a shorter
+# wait for a shorter window in which the old worker still has the old CRL.
+_RESPAWN_SECONDS = {"public": 5.0, "redirect": 5.0, "admin": 2.0}
+# How often the admin listener looks at the CRL file.
+_CRL_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    host: str
+    port: int
+    target: str
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+    crl: Path | None = None
+    workers: int = 1
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.cert else 'http'}://{host}:{self.port}"
+
+
+def plan(settings: Settings) -> list[Listener]:
+    """The listeners ``settings`` ask for; ConfigError if one cannot run."""
+    server = settings.server
+    tls = tls_files(settings) if server.tls else (None, None)
+    listeners = [
+        Listener("public", server.host, server.port, "bastion.app:app_factory", tls[0], tls[1], workers=server.workers)
+    ]
+    mode = admin_mode(settings)
+    if mode != "off":
+        if settings.admin.port in (server.port, server.redirect_port):
+            raise ConfigError("admin.port must differ from server.port and server.redirect_port")
+        cert, key = tls_files(settings)  # the admin plane is always TLS
+        ca = CaPaths.of(settings)
+        mtls = mode == "mtls"
+        listeners.append(
+            Listener(
+                "admin",
+                settings.admin.host,
+                settings.admin.port,
+                "bastion.network.admin:app_factory",
+                cert,
+                key,
+                client_ca=ca.certificate if mtls else None,
+                crl=ca.crl if mtls else None,
+            )
+        )
+    if server.redirect_port is not None:
+        if server.redirect_port == server.port:
+            raise ConfigError("server.redirect_port must differ from server.port")
+        listeners.append(
+            Listener("redirect", server.host, server.redirect_port, "bastion.network.tls:redirect_app_factory")
+        )
+    return listeners
+
+
+def prepare(settings: Settings) -> list[Listener]:
+    """``plan`` plus a freshly signed CRL for the admin listener (needs the master key)."""
+    listeners = plan(settings)
+    if any(listener.crl for listener in listeners):
+        BastionCa.open(settings).refresh_crl(now=dt.datetime.now(dt.UTC))
+    return listeners
+
+
+def tls_files(settings: Settings) -> tuple[Path, Path]:
+    cert, key = settings.cert_file, settings.key_file
+    for path in (cert, key):
+        if not path.is_file():
+            raise ConfigError(f"TLS file {path} is missing; run `bastion init` or set server.cert_file/key_file")
+    return cert, key
+
+
+def supervise(listeners: list[Listener]) -> int:
+    """Run every listener as a child process until a signal or a child's death; the exit code."""
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stop = threading.Event()
+
+    def on_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: Any) -> None:
+        for child in children.values():
+            child.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    code = 0
+    try:
+        for listener in listeners:
+            # A fixed argument list of our own module; settings travel in the environment.
+            children[listener.name] = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "bastion.network", "listener", listener.name]
+            )
+        while not stop.is_set():
+            for name, child in children.items():
+                if child.poll() is not None:
+                    log.error("listener exited", listener=name, code=child.returncode)
+                    code = 1
+                    stop.set()
+            stop.wait(0.2)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + _DRAIN_SECONDS + 5
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return code
+
+
+def run_listener(name: str) -> None:
+    """Serve one listener in this process (the supervisor's child)."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
+    from granian.http import HTTP1Settings, HTTP2Settings
+
+    settings = load_settings()
+    configure_logging(settings.log.level)
+    listener = next(item for item in plan(settings) if item.name == name)
+    server = settings.server
+    if listener.crl is not None:
+        _watch_files([listener.crl])
+    Granian(
+        listener.target,
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=listener.host,
+        port=listener.port,
+        workers=listener.workers,
+        http=HTTPModes.auto if listener.cert else HTTPModes.http1,
+        websockets=False,
+        backlog=server.backlog,
+        # Granian holds one permit per established connection: the rest wait
+        # in the kernel backlog instead of each costing the worker memory.
+        backpressure=server.max_connections,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(server.header_read_timeout * 1000),
+            keep_alive=server.keep_alive,
+            max_buffer_size=server.max_header_bytes,
+        ),
+        http2_settings=HTTP2Settings(
+            max_headers_size=server.max_header_bytes,
+            max_concurrent_streams=100,
+            keep_alive_interval=int(server.header_read_timeout * 1000),
+            keep_alive_timeout=int(server.header_read_timeout),
+        ),
+        ssl_cert=listener.cert,
+        ssl_key=listener.key,
+        ssl_protocol_min=SSLProtocols(profile_of(settings).min_version),
+        ssl_ca=listener.client_ca,
+        ssl_crl=[listener.crl] if listener.crl else None,
+        ssl_client_verify=listener.client_ca is not None,
+        respawn_interval=_RESPAWN_SECONDS[listener.name],
+        workers_kill_timeout=_DRAIN_SECONDS,
+        log_access=False,
+        log_dictconfig=GRANIAN_LOGGING,
+    ).serve()
+
+
+def _watch_files(paths: list[Path]) -> None:
+    """SIGHUP this granian server whenever one of ``paths`` is replaced or rewritten.
+
+    A reload starts new workers with the new file before the old ones stop,
+    so a revoked certificate is refused from the first handshake after that.
+    """
+
+    def stamp() -> list[tuple[int, int]]:
+        stamps = []
+        for path in paths:
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                stamps.append((0, 0))
+            else:
+                stamps.append((info.st_ino, info.st_mtime_ns))
+        return stamps
+
+    def watch() -> None:
+        seen = stamp()
+        while True:
+            time.sleep(_CRL_POLL_SECONDS)
+            now = stamp()
+            if now != seen:
+                seen = now
+                log.info("revocation list changed, reloading TLS workers", files=[str(p) for p in paths])
+                os.kill(os.getpid(), signal.SIGHUP)
+
+    threading.Thread(target=watch, name="bastion-crl-watch", daemon=True).start()

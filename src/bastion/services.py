@@ -1,0 +1,80 @@
+"""The running instance's services, built once from settings.
+
+Shared by the HTTP app (in its lifespan) and the command line, so both act
+through the same code with the same keys and policies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bastion.clock import Clock
+from bastion.db import create_engine
+from bastion.http.ratelimit import RateLimiter
+from bastion.identity.hashing import AsyncHasher
+from bastion.identity.mail import build_mailer
+from bastion.identity.policy import PasswordPolicy
+from bastion.identity.postman import Postman
+from bastion.identity.service import IdentityService
+from bastion.secrets import Keyrings, open_keyrings
+from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher, TokenSigner
+from bastion.sessions.service import SessionService
+from bastion.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    keys: Keyrings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    rate_limiter: RateLimiter
+    postman: Postman
+    identity: IdentityService
+    sessions: SessionService
+
+    async def close(self) -> None:
+        await self.postman.drain()
+        await self.rate_limiter.close()
+        await self.engine.dispose()
+
+
+def build_services(settings: Settings, clock: Clock) -> Services:
+    keys = open_keyrings(settings)
+    engine = create_engine(settings.sqlalchemy_url)
+    redis = settings.redis_url.get_secret_value() if settings.redis_url else None
+    auth, passwords = settings.auth, settings.passwords
+    hasher = PasswordHasher(
+        Argon2Params(
+            memory_cost_kib=passwords.memory_cost_kib,
+            time_cost=passwords.time_cost,
+            parallelism=passwords.parallelism,
+        )
+    )
+    return Services(
+        settings=settings,
+        clock=clock,
+        keys=keys,
+        engine=engine,
+        sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+        rate_limiter=RateLimiter(redis or "memory://"),
+        postman=Postman(build_mailer(settings)),
+        identity=IdentityService(
+            auth,
+            clock=clock,
+            hasher=AsyncHasher(hasher, auth.hash_concurrency),
+            policy=PasswordPolicy(
+                min_length=auth.password_min_length,
+                max_length=auth.password_max_length,
+                service_name=auth.service_name,
+            ),
+            encryptor=Encryptor(keys.encryption),
+            blind_index=BlindIndex(keys.hmac),
+        ),
+        sessions=SessionService(
+            auth, clock=clock, signer=TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)
+        ),
+    )

@@ -1,0 +1,179 @@
+"""Sessions, access tokens and rotating refresh tokens.
+
+A session is one sign-in on one device. Its refresh tokens form a rotation
+family (draft-ietf-oauth-security-topics §4.14.2): each is single-use and
+replaced on every refresh, and presenting one that was already used means a
+copy is in someone else's hands, so the whole session is revoked.
+
+Every authenticated request checks that its session is still live, so
+logout, revocation and password changes take effect on the next request
+rather than when the access token expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.audit import EventTag, Outcome, record_event
+from bastion.clock import Clock
+from bastion.http.problems import Unauthorized
+from bastion.security import InvalidToken, TokenSigner, hash_token, token_urlsafe
+from bastion.sessions.models import RefreshToken, Session
+from bastion.settings import AuthSettings
+from bastion.work import UnitOfWork
+
+# Last-use times are written at most this often: a write per request would
+# turn every read into a durable commit.
+TOUCH_INTERVAL = dt.timedelta(minutes=1)
+
+
+class InvalidSession(Unauthorized):
+    detail = "The session is invalid or has ended."
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is making an authenticated request."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    mfa: bool
+
+
+class SessionService:
+    def __init__(self, settings: AuthSettings, *, clock: Clock, signer: TokenSigner) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.signer = signer
+
+    async def open(self, uow: UnitOfWork, user_id: uuid.UUID, *, mfa: bool, user_agent: str) -> TokenPair:
+        now = self.clock.now()
+        session = Session(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + dt.timedelta(seconds=self.settings.refresh_token_ttl),
+            ip=uow.origin.ip or "",
+            user_agent=user_agent[:256],
+            mfa=mfa,
+        )
+        uow.db.add(session)
+        await uow.db.flush()  # the session row must exist before its refresh token's
+        record_event(uow.db, self.clock, EventTag.LOGIN, origin=uow.origin, actor_id=user_id, details={"mfa": mfa})
+        return self._issue(uow.db, session)
+
+    async def refresh(self, uow: UnitOfWork, refresh_token: str) -> TokenPair:
+        db, now = uow.db, self.clock.now()
+        row = await db.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token)))
+        session = await db.get(Session, row.session_id) if row else None
+        if row is None or session is None:
+            record_event(db, self.clock, EventTag.REFRESH, origin=uow.origin, outcome=Outcome.FAILURE)
+            raise InvalidSession
+        # Claim the token atomically: of two racing refreshes, one wins and
+        # the other is treated as the reuse it is indistinguishable from.
+        claimed = await db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            if session.revoked_at is None:
+                self._revoke(session, "refresh_reuse")
+                record_event(
+                    db, self.clock, EventTag.REFRESH_REUSE, origin=uow.origin, outcome=Outcome.DENIED,
+                    subject_id=session.user_id, details={"session_id": str(session.id)},
+                )
+            raise InvalidSession
+        if session.revoked_at is not None or session.expires_at <= now:
+            raise InvalidSession
+        session.last_used_at = now
+        session.ip = uow.origin.ip or session.ip
+        record_event(db, self.clock, EventTag.REFRESH, origin=uow.origin, actor_id=session.user_id)
+        return self._issue(db, session)
+
+    async def authenticate(self, db: AsyncSession, access_token: str) -> Principal:
+        """The principal of a bearer access token whose session is still live."""
+        now = self.clock.now()
+        try:
+            claims = self.signer.verify(access_token, now=int(now.timestamp()))
+            session_id = uuid.UUID(str(claims["sid"]))
+            user_id = uuid.UUID(str(claims["sub"]))
+        except (InvalidToken, KeyError, ValueError):
+            raise InvalidSession from None
+        session = await db.get(Session, session_id)
+        if session is None or session.user_id != user_id or session.revoked_at is not None or session.expires_at <= now:
+            raise InvalidSession
+        if now - session.last_used_at > TOUCH_INTERVAL:
+            session.last_used_at = now
+            await db.commit()
+        return Principal(user_id=user_id, session_id=session_id, mfa=session.mfa)
+
+    async def list(self, db: AsyncSession, user_id: uuid.UUID) -> Sequence[Session]:
+        now = self.clock.now()
+        return (
+            await db.scalars(
+                select(Session)
+                .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
+                .order_by(Session.created_at.desc())
+            )
+        ).all()
+
+    async def revoke(self, uow: UnitOfWork, session_id: uuid.UUID, *, user_id: uuid.UUID | None, reason: str) -> bool:
+        """Revoke one session (of ``user_id``, when given); False if there is no such live session."""
+        session = await uow.db.get(Session, session_id)
+        if session is None or session.revoked_at is not None or (user_id is not None and session.user_id != user_id):
+            return False
+        self._revoke(session, reason)
+        record_event(
+            uow.db, self.clock, EventTag.SESSION_REVOKE, origin=uow.origin, actor_id=user_id,
+            subject_id=session.user_id, details={"session_id": str(session_id), "reason": reason},
+        )
+        return True
+
+    async def revoke_all(
+        self, uow: UnitOfWork, user_id: uuid.UUID | None, *, reason: str, keep: uuid.UUID | None = None
+    ) -> int:
+        """Revoke every live session of a user (or of everyone, with None), except ``keep``."""
+        query = update(Session).where(Session.revoked_at.is_(None)).values(revoked_at=self.clock.now(), revoke_reason=reason)
+        if user_id is not None:
+            query = query.where(Session.user_id == user_id)
+        if keep is not None:
+            query = query.where(Session.id != keep)
+        result = await uow.db.execute(query.execution_options(synchronize_session="fetch"))
+        count = int(result.rowcount)  # type: ignore[attr-defined]
+        record_event(
+            uow.db, self.clock, EventTag.SESSION_REVOKE, origin=uow.origin, subject_id=user_id,
+            details={"reason": reason, "count": count},
+        )
+        return count
+
+    def _revoke(self, session: Session, reason: str) -> None:
+        session.revoked_at = self.clock.now()
+        session.revoke_reason = reason
+
+    def _issue(self, db: AsyncSession, session: Session) -> TokenPair:
+        now = self.clock.now()
+        refresh = token_urlsafe(32)
+        db.add(RefreshToken(session_id=session.id, token_hash=hash_token(refresh), created_at=now))
+        access = self.signer.sign(
+            {"sub": str(session.user_id), "sid": str(session.id), "amr": ["pwd", "otp"] if session.mfa else ["pwd"]},
+            now=int(now.timestamp()),
+            ttl_seconds=self.settings.access_token_ttl,
+        )
+        return TokenPair(access_token=access, refresh_token=refresh, expires_in=self.settings.access_token_ttl)

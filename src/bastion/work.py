@@ -1,0 +1,49 @@
+"""A unit of work: one transaction, where it came from, and the mail it
+will send once it commits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bastion.audit import Origin
+from bastion.http.problems import Problem
+from bastion.identity.mail import Mail
+
+
+@dataclass
+class UnitOfWork:
+    db: AsyncSession
+    origin: Origin
+    outbox: list[Mail] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def unit_of_work(
+    sessions: async_sessionmaker[AsyncSession],
+    origin: Origin,
+    deliver: Callable[[list[Mail]], Awaitable[None]],
+) -> AsyncIterator[UnitOfWork]:
+    """Commit on success, and also on a deliberate refusal (a Problem).
+
+    A refusal still changes state on purpose: the failed-login counter, the
+    lockout, the audit event of the attempt. Anything else rolls back. Mail
+    is handed over only after the commit, so no mail promises a change that
+    did not happen.
+    """
+    async with sessions() as db:
+        work = UnitOfWork(db, origin)
+        try:
+            yield work
+        except Problem:
+            await db.commit()
+            await deliver(work.outbox)
+            raise
+        except BaseException:
+            await db.rollback()
+            raise
+        await db.commit()
+        await deliver(work.outbox)

@@ -1,0 +1,58 @@
+"""The planted-secret test: run every auth flow with known secrets and check
+that none of them reaches any log line (V16.2.5, V7.2.x, V9.x)."""
+
+from __future__ import annotations
+
+import io
+
+from harness import NEW_PASSWORD, PASSWORD, Harness
+
+from bastion.logging import configure_logging
+from bastion.security import totp_at
+
+ALICE = "alice@example.com"
+
+
+async def test_no_secret_reaches_the_log(harness: Harness) -> None:
+    captured = io.StringIO()
+    configure_logging("debug", stream=captured)
+    try:
+        planted: list[str] = [PASSWORD, NEW_PASSWORD]
+        await harness.register(ALICE)
+        tokens = await harness.login(ALICE)
+        planted += [tokens["access_token"], tokens["refresh_token"]]
+
+        enrol = (await harness.client.post("/api/v1/me/mfa/totp", headers=harness.bearer(tokens))).json()
+        step = int(harness.clock.now().timestamp()) // 30
+        code = totp_at(enrol["secret"], step)
+        confirm = await harness.client.post("/api/v1/me/mfa/totp/confirm", json={"code": code}, headers=harness.bearer(tokens))
+        recovery = confirm.json()["recovery_codes"]
+        planted += [enrol["secret"], code, *recovery]
+
+        challenge = await harness.login(ALICE)
+        planted.append(challenge["mfa_token"])
+        harness.clock.advance(seconds=30)
+        second = totp_at(enrol["secret"], step + 1)
+        planted.append(second)
+        done = (await harness.client.post("/api/v1/auth/mfa", json={"mfa_token": challenge["mfa_token"], "code": second})).json()
+        planted += [done["access_token"], done["refresh_token"]]
+        rotated = (await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": done["refresh_token"]})).json()
+        planted += [rotated["access_token"], rotated["refresh_token"]]
+        # Replaying a refresh token is logged as an attack, still without the token.
+        await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": done["refresh_token"]})
+
+        await harness.client.post("/api/v1/auth/password/forgot", json={"email": ALICE})
+        reset = await harness.token_from_last_mail(ALICE)
+        planted.append(reset)
+        await harness.client.post("/api/v1/auth/password/reset", json={"token": reset, "new_password": NEW_PASSWORD})
+        # Secrets in places they should never be: a header and a bad body.
+        await harness.client.get("/api/v1/me", headers={"authorization": f"Bearer {tokens['refresh_token']}"})
+        await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": PASSWORD, "x": 1})
+        await harness.app.state.postman.drain()
+    finally:
+        configure_logging("info")
+
+    log = captured.getvalue()
+    assert '"tag": "auth:refresh:reuse_detected"' in log  # the log did see the flows
+    for secret in planted:
+        assert secret not in log, f"a planted secret of length {len(secret)} reached the log"
