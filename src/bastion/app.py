@@ -13,8 +13,8 @@ from bastion.clock import Clock, SystemClock
 from bastion.http import handlers, health
 from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
-from bastion.logging import configure_logging
 from bastion.identity import routes as identity_routes
+from bastion.logging import configure_logging
 from bastion.services import build_services
 from bastion.settings import Settings, load_settings
 

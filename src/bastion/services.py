@@ -19,7 +19,7 @@ from bastion.identity.policy import PasswordPolicy
 from bastion.identity.postman import Postman
 from bastion.identity.service import IdentityService
 from bastion.secrets import Keyrings, open_keyrings
-from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher, TokenSigner
+from bastion.security import Argon2Params, Encryptor, PasswordHasher, TokenSigner
 from bastion.sessions.service import SessionService
 from bastion.settings import Settings
 
@@ -72,7 +72,6 @@ def build_services(settings: Settings, clock: Clock) -> Services:
                 service_name=auth.service_name,
             ),
             encryptor=Encryptor(keys.encryption),
-            blind_index=BlindIndex(keys.hmac),
         ),
         sessions=SessionService(
             auth, clock=clock, signer=TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)

@@ -70,7 +70,5 @@ def record_event(
 
 
 async def events_for(db: AsyncSession, subject_id: uuid.UUID) -> list[AuditEvent]:
-    result = await db.scalars(
-        select(AuditEvent).where(AuditEvent.subject_id == subject_id).order_by(AuditEvent.id)
-    )
+    result = await db.scalars(select(AuditEvent).where(AuditEvent.subject_id == subject_id).order_by(AuditEvent.id))
     return list(result)

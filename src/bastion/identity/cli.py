@@ -97,8 +97,12 @@ def list_users(data_dir: DataDir = None) -> None:
     for user in run(data_dir, action):
         state = "disabled" if user.disabled else ("locked" if user.locked_until else "active")
         table.add_row(
-            user.email, str(user.id), ",".join(user.role_names),
-            "yes" if user.email_verified_at else "no", "yes" if user.totp_enabled else "no", state,
+            user.email,
+            str(user.id),
+            ",".join(user.role_names),
+            "yes" if user.email_verified_at else "no",
+            "yes" if user.totp_enabled else "no",
+            state,
         )
     out.print(table)
 

@@ -23,9 +23,7 @@ class AsyncHasher:
         return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
 
     async def verify_and_update(self, encoded: str, password: str) -> tuple[bool, str | None]:
-        return await anyio.to_thread.run_sync(
-            self._hasher.verify_and_update, encoded, password, limiter=self._limiter
-        )
+        return await anyio.to_thread.run_sync(self._hasher.verify_and_update, encoded, password, limiter=self._limiter)
 
     async def dummy_verify(self, password: str) -> None:
         """Spend what a real verify costs, so unknown accounts answer in the same time."""

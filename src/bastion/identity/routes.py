@@ -25,7 +25,16 @@ router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(principal)]
 
 ACCEPTED = "If the address can be used, a message with the next step has been sent to it."
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Not authenticated"}, 429: {"description": "Rate limited"}}
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not authenticated"},
+    429: {"description": "Rate limited"},
+}
+
+
+async def rate_limit_login_per_ip(request: Request, response: Response) -> None:
+    """The per-address sign-in limit, from settings (auth.login_rate_per_ip)."""
+    limit = request.app.state.settings.auth.login_rate_per_ip
+    await rate_limit(limit, scope="auth:login:ip")(request, response)
 
 
 def _identity(request: Request) -> IdentityService:
@@ -74,7 +83,9 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("30/minute", scope="auth:login:ip"))])
+@router.post(
+    "/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("30/minute", scope="auth:login:ip"))]
+)
 async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
     settings = request.app.state.settings.auth
     await _per_account(request, "auth:login:account", settings.login_rate_per_account, body.email)
@@ -218,7 +229,9 @@ async def list_sessions(caller: Caller, request: Request) -> list[schemas.Sessio
     ]
 
 
-@router.delete("/me/sessions/{session_id}", status_code=204, responses={**AUTH_ERRORS, 404: {"description": "No such session"}})
+@router.delete(
+    "/me/sessions/{session_id}", status_code=204, responses={**AUTH_ERRORS, 404: {"description": "No such session"}}
+)
 async def revoke_session(session_id: uuid.UUID, caller: Caller, request: Request) -> Response:
     async with work(request) as uow:
         if not await _sessions(request).revoke(uow, session_id, user_id=caller.user_id, reason="user"):

@@ -71,7 +71,7 @@ class Accepted(BaseModel):
 
 class Tokens(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - RFC 6750 token type
     expires_in: int
     refresh_token: str
 

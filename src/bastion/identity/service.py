@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +36,6 @@ from bastion.identity.hashing import AsyncHasher
 from bastion.identity.models import OneTimeToken, RecoveryCode, User, UserRole
 from bastion.identity.policy import PasswordPolicy
 from bastion.security import (
-    BlindIndex,
     Encryptor,
     InvalidCiphertext,
     aad_for,
@@ -50,7 +51,7 @@ from bastion.settings import AuthSettings
 from bastion.work import UnitOfWork
 
 VERIFY_EMAIL = "verify_email"
-RESET_PASSWORD = "reset_password"
+RESET_PASSWORD = "reset_password"  # noqa: S105 - a token purpose, not a password
 MFA_STEP = "mfa"
 # An MFA step token allows this many wrong codes before it is burnt, so one
 # password cannot buy an unlimited guess at a 6-digit code.
@@ -81,14 +82,12 @@ class IdentityService:
         hasher: AsyncHasher,
         policy: PasswordPolicy,
         encryptor: Encryptor,
-        blind_index: BlindIndex,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.hasher = hasher
         self.policy = policy
         self.encryptor = encryptor
-        self.blind_index = blind_index
 
     # --- accounts -------------------------------------------------------
 
@@ -101,9 +100,12 @@ class IdentityService:
     async def list_users(self, db: AsyncSession) -> Sequence[User]:
         return (await db.scalars(select(User).order_by(User.created_at, User.email))).all()
 
-    def check_password(self, password: str, email: str) -> str:
-        """The normalised password, or WeakPassword naming the problems (never the password)."""
-        problems = self.policy.problems(password, email=email)
+    async def check_password(self, password: str, email: str) -> str:
+        """The normalised password, or WeakPassword naming the problems (never the password).
+
+        zxcvbn can spend ~0.1 s on a crafted input, so it runs off the event loop.
+        """
+        problems = await anyio.to_thread.run_sync(lambda: self.policy.problems(password, email=email))
         if problems:
             raise WeakPassword(extra={"problems": problems})
         return self.policy.normalize(password)
@@ -120,7 +122,7 @@ class IdentityService:
     ) -> User:
         """A new account; raises ValueError if the address is taken (callers decide what to reveal)."""
         email = normalize_email(email)
-        password_hash = await self.hasher.hash(self.check_password(password, email)) if password else None
+        password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
         if await self.by_email(uow.db, email) is not None:
             raise ValueError("an account with this email already exists")
         now = self.clock.now()
@@ -143,7 +145,7 @@ class IdentityService:
         if self.settings.registration != "open":
             raise RegistrationClosed
         email = normalize_email(email)
-        normalized = self.check_password(password, email)
+        normalized = await self.check_password(password, email)
         # Hash in both branches, so timing does not tell taken from free.
         password_hash = await self.hasher.hash(normalized)
         existing = await self.by_email(uow.db, email)
@@ -166,9 +168,7 @@ class IdentityService:
         await uow.db.flush()  # the user row must exist before its token's
         self._audit(uow, EventTag.REGISTER, actor_id=user.id)
         token = await self._issue_token(uow, user, VERIFY_EMAIL, self.settings.email_token_ttl)
-        uow.outbox.append(
-            mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name)
-        )
+        uow.outbox.append(mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name))
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
         user = await self._consume_token(uow, token, VERIFY_EMAIL)
@@ -190,7 +190,10 @@ class IdentityService:
         if user.disabled or (user.locked_until is not None and user.locked_until > now):
             await self.hasher.dummy_verify(password)
             self._audit(
-                uow, EventTag.LOGIN, outcome=Outcome.DENIED, subject_id=user.id,
+                uow,
+                EventTag.LOGIN,
+                outcome=Outcome.DENIED,
+                subject_id=user.id,
                 details={"reason": "disabled" if user.disabled else "locked"},
             )
             raise LoginFailed
@@ -268,7 +271,7 @@ class IdentityService:
         if row is None or user is None:
             raise InvalidToken
         # Check the policy before burning the token, so a weak choice can be retried.
-        password_hash = await self.hasher.hash(self.check_password(new_password, user.email))
+        password_hash = await self.hasher.hash(await self.check_password(new_password, user.email))
         row.used_at = self.clock.now()
         self._set_password(user, password_hash)
         user.locked_until = None
@@ -279,16 +282,15 @@ class IdentityService:
         uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
         return user
 
-    async def change_password(
-        self, uow: UnitOfWork, user: User, current: str, new: str
-    ) -> None:
-        valid = user.password_hash is not None and (
-            await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(current))
-        )[0]
+    async def change_password(self, uow: UnitOfWork, user: User, current: str, new: str) -> None:
+        valid = (
+            user.password_hash is not None
+            and (await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(current)))[0]
+        )
         if not valid:
             self._audit(uow, EventTag.PASSWORD_CHANGE, outcome=Outcome.FAILURE, actor_id=user.id)
             raise LoginFailed("The current password is incorrect.")
-        self._set_password(user, await self.hasher.hash(self.check_password(new, user.email)))
+        self._set_password(user, await self.hasher.hash(await self.check_password(new, user.email)))
         self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
         uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
 
@@ -317,7 +319,11 @@ class IdentityService:
         user.totp_enabled = True
         codes = new_recovery_codes()
         await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-        uow.db.add_all(RecoveryCode(user_id=user.id, code_hash=self._recovery_hash(c)) for c in codes)
+        # Salted Argon2id like passwords (ASVS V6.5.2: lookup secrets of under
+        # 112 bits), so a stolen table does not give the codes away.
+        for recovery in codes:
+            code_hash = await self.hasher.hash(normalize_recovery_code(recovery))
+            uow.db.add(RecoveryCode(user_id=user.id, code_hash=code_hash))
         self._audit(uow, EventTag.TOTP_ENABLE, actor_id=user.id)
         uow.outbox.append(mails.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
         return codes
@@ -343,17 +349,23 @@ class IdentityService:
         if factor.code is not None:
             return self._check_totp(user, factor.code)
         if factor.recovery_code is not None:
-            # Claim the code atomically: two racing requests cannot both use it.
-            claimed = await uow.db.execute(
-                update(RecoveryCode)
-                .where(
-                    RecoveryCode.user_id == user.id,
-                    RecoveryCode.code_hash == self._recovery_hash(factor.recovery_code),
-                    RecoveryCode.used_at.is_(None),
+            return await self._use_recovery_code(uow, user, normalize_recovery_code(factor.recovery_code))
+        return False
+
+    async def _use_recovery_code(self, uow: UnitOfWork, user: User, code: str) -> bool:
+        unused = await uow.db.scalars(
+            select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        )
+        for row in unused:
+            if (await self.hasher.verify_and_update(row.code_hash, code))[0]:
+                # Claim it atomically: of two racing requests only one may use it.
+                claimed = await uow.db.execute(
+                    update(RecoveryCode)
+                    .where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
+                    .values(used_at=self.clock.now())
+                    .execution_options(synchronize_session=False)
                 )
-                .values(used_at=self.clock.now())
-            )
-            return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+                return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
         return False
 
     def _check_totp(self, user: User, code: str) -> bool:
@@ -375,9 +387,6 @@ class IdentityService:
 
     def _totp_aad(self, user: User) -> bytes:
         return aad_for("users", "totp_secret", str(user.id))
-
-    def _recovery_hash(self, code: str) -> str:
-        return self.blind_index.digest(normalize_recovery_code(code), "recovery-code")
 
     # --- admin ----------------------------------------------------------
 

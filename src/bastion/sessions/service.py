@@ -42,7 +42,7 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,13 @@ class SessionService:
             if session.revoked_at is None:
                 self._revoke(session, "refresh_reuse")
                 record_event(
-                    db, self.clock, EventTag.REFRESH_REUSE, origin=uow.origin, outcome=Outcome.DENIED,
-                    subject_id=session.user_id, details={"session_id": str(session.id)},
+                    db,
+                    self.clock,
+                    EventTag.REFRESH_REUSE,
+                    origin=uow.origin,
+                    outcome=Outcome.DENIED,
+                    subject_id=session.user_id,
+                    details={"session_id": str(session.id)},
                 )
             raise InvalidSession
         if session.revoked_at is not None or session.expires_at <= now:
@@ -141,8 +146,13 @@ class SessionService:
             return False
         self._revoke(session, reason)
         record_event(
-            uow.db, self.clock, EventTag.SESSION_REVOKE, origin=uow.origin, actor_id=user_id,
-            subject_id=session.user_id, details={"session_id": str(session_id), "reason": reason},
+            uow.db,
+            self.clock,
+            EventTag.SESSION_REVOKE,
+            origin=uow.origin,
+            actor_id=user_id,
+            subject_id=session.user_id,
+            details={"session_id": str(session_id), "reason": reason},
         )
         return True
 
@@ -150,7 +160,11 @@ class SessionService:
         self, uow: UnitOfWork, user_id: uuid.UUID | None, *, reason: str, keep: uuid.UUID | None = None
     ) -> int:
         """Revoke every live session of a user (or of everyone, with None), except ``keep``."""
-        query = update(Session).where(Session.revoked_at.is_(None)).values(revoked_at=self.clock.now(), revoke_reason=reason)
+        query = (
+            update(Session)
+            .where(Session.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now(), revoke_reason=reason)
+        )
         if user_id is not None:
             query = query.where(Session.user_id == user_id)
         if keep is not None:
@@ -158,7 +172,11 @@ class SessionService:
         result = await uow.db.execute(query.execution_options(synchronize_session="fetch"))
         count = int(result.rowcount)  # type: ignore[attr-defined]
         record_event(
-            uow.db, self.clock, EventTag.SESSION_REVOKE, origin=uow.origin, subject_id=user_id,
+            uow.db,
+            self.clock,
+            EventTag.SESSION_REVOKE,
+            origin=uow.origin,
+            subject_id=user_id,
             details={"reason": reason, "count": count},
         )
         return count

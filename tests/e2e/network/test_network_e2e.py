@@ -62,9 +62,7 @@ class ThrowawayCa:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
@@ -201,8 +199,11 @@ def handshake(port: int, *flags: str, cert: Path | None = None, key: Path | None
     # Send a request so a TLS 1.3 client-certificate rejection (reported after
     # the handshake) shows up as a failure too.
     result = subprocess.run(
-        args, input=b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        capture_output=True, timeout=20, check=False,
+        args,
+        input=b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        capture_output=True,
+        timeout=20,
+        check=False,
     )
     return result.returncode == 0 and b"Cipher is (NONE)" not in result.stdout and b"HTTP/1.1" in result.stdout
 
@@ -241,10 +242,19 @@ def test_sslyze_reports_the_public_listener_mozilla_intermediate_compliant(serve
     """V12.1.1, V12.1.2: an independent scanner checks versions, suites, curves and certificate."""
     result = subprocess.run(
         [
-            sys.executable, "-m", "sslyze", "--mozilla_config", "intermediate",
-            "--certinfo_ca_file", str(server.server_ca), f"localhost:{server.port}{{127.0.0.1}}",
+            sys.executable,
+            "-m",
+            "sslyze",
+            "--mozilla_config",
+            "intermediate",
+            "--certinfo_ca_file",
+            str(server.server_ca),
+            f"localhost:{server.port}{{127.0.0.1}}",
         ],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert f"localhost:{server.port}: OK - Compliant." in result.stdout, result.stdout[-3000:]
@@ -255,9 +265,7 @@ def test_sslyze_reports_the_public_listener_mozilla_intermediate_compliant(serve
 
 def test_http_listener_only_redirects_to_https(server: Server) -> None:
     """V12.2.1: plain HTTP is answered with a redirect to the configured HTTPS origin, nothing else."""
-    response = httpx.get(
-        f"http://127.0.0.1:{server.redirect_port}/healthz?a=1", headers={"host": "evil.example"}
-    )
+    response = httpx.get(f"http://127.0.0.1:{server.redirect_port}/healthz?a=1", headers={"host": "evil.example"})
     assert response.status_code == 308
     assert response.headers["location"] == f"https://localhost:{server.port}/healthz?a=1"
     assert response.content == b""
@@ -333,7 +341,7 @@ def test_admin_listener_enforces_its_ip_allowlist(server: Server) -> None:
 
 
 def _outcome(server: Server, cert: str) -> str:
-    """"ok" (an HTTP answer), "refused" (the TLS layer said no) or "down" (nothing listening)."""
+    """ "ok" (an HTTP answer), "refused" (the TLS layer said no) or "down" (nothing listening)."""
     try:
         raw = socket.create_connection(("127.0.0.1", server.admin_port), timeout=5)
     except ConnectionRefusedError:
@@ -353,7 +361,9 @@ def test_revoked_certificate_is_refused_at_the_next_connection(server: Server) -
     assert result.returncode == 0, result.stderr
     # The listener notices the new CRL and swaps its TLS worker within seconds.
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (_outcome(server, "bob") == "refused" and _outcome(server, "alice") == "ok"):
+    while time.monotonic() < deadline and not (
+        _outcome(server, "bob") == "refused" and _outcome(server, "alice") == "ok"
+    ):
         time.sleep(0.2)
     time.sleep(3)  # let the old worker (old CRL) finish stopping
     # From then on every new connection with it is refused; other certificates keep working.
@@ -389,7 +399,8 @@ def test_slowloris_is_cut_off_while_normal_clients_are_served(server: Server) ->
             break
         served += _get(server, "127.0.0.1") == 200
     slow.close()
-    assert cut_off is not None and cut_off < 5, cut_off
+    assert cut_off is not None
+    assert cut_off < 5, cut_off
     assert served >= 2
 
 
@@ -432,13 +443,13 @@ def test_connections_beyond_the_limit_wait_instead_of_costing_the_worker(modern:
 
 def test_sighup_reloads_the_certificate_without_dropping_clients(modern: Server) -> None:
     """Renewal: new files + SIGHUP; clients keep being served throughout."""
-    ca = ThrowawayCa("unused")
-    del ca
 
     def served_serial() -> int:
-        with socket.create_connection(("127.0.0.1", modern.port)) as raw:
-            with modern.context().wrap_socket(raw, server_hostname="localhost") as tls:
-                der = tls.getpeercert(binary_form=True)
+        with (
+            socket.create_connection(("127.0.0.1", modern.port)) as raw,
+            modern.context().wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
         assert der is not None
         return x509.load_der_x509_certificate(der).serial_number
 
@@ -462,9 +473,11 @@ def test_sighup_reloads_the_certificate_without_dropping_clients(modern: Server)
                 assert client.get(f"https://localhost:{modern.port}/healthz").status_code == 200
             except httpx.TransportError:
                 failures += 1
-            with socket.create_connection(("127.0.0.1", modern.port)) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    der = tls.getpeercert(binary_form=True)
+            with (
+                socket.create_connection(("127.0.0.1", modern.port)) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                der = tls.getpeercert(binary_form=True)
             assert der is not None
             seen = x509.load_der_x509_certificate(der).serial_number
             time.sleep(0.1)

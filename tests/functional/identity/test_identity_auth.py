@@ -37,7 +37,9 @@ async def test_email_is_case_insensitive_and_unique(harness: Harness) -> None:
     await harness.register(ALICE)
     await harness.register("ALICE@Example.COM", verify=False)  # same 202, no second account
     async with harness.app.state.sessionmaker() as db:
-        assert await db.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "auth:register")) == 1
+        assert (
+            await db.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "auth:register")) == 1
+        )
     assert (await harness.login("Alice@EXAMPLE.com"))["access_token"]
 
 
@@ -71,9 +73,17 @@ async def test_enumeration_register_forgot_login_answer_alike(harness: Harness) 
         return response.status_code, payload
 
     for path, known, unknown in [
-        ("/api/v1/auth/register", {"email": ALICE, "password": NEW_PASSWORD}, {"email": "nobody@example.com", "password": NEW_PASSWORD}),
+        (
+            "/api/v1/auth/register",
+            {"email": ALICE, "password": NEW_PASSWORD},
+            {"email": "nobody@example.com", "password": NEW_PASSWORD},
+        ),
         ("/api/v1/auth/password/forgot", {"email": ALICE}, {"email": "nobody@example.com"}),
-        ("/api/v1/auth/login", {"email": ALICE, "password": "wrong-password-123"}, {"email": "nobody@example.com", "password": "wrong-password-123"}),
+        (
+            "/api/v1/auth/login",
+            {"email": ALICE, "password": "wrong-password-123"},
+            {"email": "nobody@example.com", "password": "wrong-password-123"},
+        ),
     ]:
         assert await answer(path, known) == await answer(path, unknown), path
     # The owner of the taken address hears about the attempt instead.
@@ -92,7 +102,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(harness: Harness) ->
     # An attacker replays the stolen first token: refused, and the family dies.
     replay = await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert replay.status_code == 401
-    assert (await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": third["refresh_token"]})).status_code == 401
+    assert (
+        await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": third["refresh_token"]})
+    ).status_code == 401
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(third))).status_code == 401
     assert "auth:refresh:reuse_detected" in await tags(harness)
 
@@ -105,7 +117,9 @@ async def test_logout_takes_effect_on_the_next_request(harness: Harness) -> None
     response = await harness.client.get("/api/v1/me", headers=harness.bearer(tokens))
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
-    assert (await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})).status_code == 401
+    assert (
+        await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    ).status_code == 401
 
 
 async def test_sessions_list_and_revoke_other_device(harness: Harness) -> None:
@@ -118,9 +132,13 @@ async def test_sessions_list_and_revoke_other_device(harness: Harness) -> None:
     assert len(listed) == 2
     assert sum(s["current"] for s in listed) == 1
     phone_id = next(s["id"] for s in listed if not s["current"])
-    assert (await harness.client.delete(f"/api/v1/me/sessions/{phone_id}", headers=harness.bearer(bob))).status_code == 404
+    assert (
+        await harness.client.delete(f"/api/v1/me/sessions/{phone_id}", headers=harness.bearer(bob))
+    ).status_code == 404
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(phone))).status_code == 200
-    assert (await harness.client.delete(f"/api/v1/me/sessions/{phone_id}", headers=harness.bearer(laptop))).status_code == 204
+    assert (
+        await harness.client.delete(f"/api/v1/me/sessions/{phone_id}", headers=harness.bearer(laptop))
+    ).status_code == 204
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(phone))).status_code == 401
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(laptop))).status_code == 200
 
@@ -142,7 +160,9 @@ async def test_password_reset_single_use_and_expiring(harness: Harness) -> None:
     assert (await harness.client.post("/api/v1/auth/password/reset", json=reset)).status_code == 204
     assert (await harness.client.post("/api/v1/auth/password/reset", json=reset)).status_code == 422  # reused
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(old))).status_code == 401
-    assert (await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": PASSWORD})).status_code == 401
+    assert (
+        await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": PASSWORD})
+    ).status_code == 401
     await harness.login(ALICE, NEW_PASSWORD)
 
     await harness.client.post("/api/v1/auth/password/forgot", json={"email": ALICE})

@@ -31,8 +31,18 @@ def data(tmp_path: Path) -> Path:
 
 
 def test_create_list_set_role_lock_unlock(data: Path) -> None:
-    code, out, err = bastion(data, "user", "create", "--email", "Admin@Example.com", "--role", "admin",
-                             "--password-stdin", "--verified", stdin=PASSWORD + "\n")
+    code, out, err = bastion(
+        data,
+        "user",
+        "create",
+        "--email",
+        "Admin@Example.com",
+        "--role",
+        "admin",
+        "--password-stdin",
+        "--verified",
+        stdin=PASSWORD + "\n",
+    )
     assert code == 0, err
     assert "admin@example.com" in out
     code, out, _ = bastion(data, "user", "list")
@@ -52,8 +62,12 @@ def test_bad_input_is_one_line(data: Path) -> None:
     assert code == 2
     assert err.startswith("error: password refused")
     assert err.count("\n") == 1
-    assert bastion(data, "user", "create", "--email", "a@example.com", "--password-stdin", stdin=PASSWORD + "\n")[0] == 0
-    code, _, err = bastion(data, "user", "create", "--email", "A@example.com", "--password-stdin", stdin=PASSWORD + "\n")
+    assert (
+        bastion(data, "user", "create", "--email", "a@example.com", "--password-stdin", stdin=PASSWORD + "\n")[0] == 0
+    )
+    code, _, err = bastion(
+        data, "user", "create", "--email", "A@example.com", "--password-stdin", stdin=PASSWORD + "\n"
+    )
     assert code == 2
     assert "already exists" in err
     code, _, err = bastion(data, "user", "lock", "nobody@example.com")
@@ -68,14 +82,22 @@ async def test_sessions_revoke_ends_live_sessions(data: Path) -> None:
     """V7.4.x: an administrator can end a user's sessions; tokens stop at once."""
     # Commands run their own event loop, as from a shell: off this test's loop.
     created = await asyncio.to_thread(
-        bastion, data, "user", "create", "--email", "u@example.com", "--password-stdin", "--verified",
+        bastion,
+        data,
+        "user",
+        "create",
+        "--email",
+        "u@example.com",
+        "--password-stdin",
+        "--verified",
         stdin=PASSWORD + "\n",
     )
     assert created[0] == 0
     app = create_app(load_settings(data))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="https://testserver"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
+    ):
         tokens = (await client.post("/api/v1/auth/login", json={"email": "u@example.com", "password": PASSWORD})).json()
         headers = {"authorization": f"Bearer {tokens['access_token']}"}
         assert (await client.get("/api/v1/me", headers=headers)).status_code == 200

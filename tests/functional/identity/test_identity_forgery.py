@@ -81,25 +81,33 @@ def es256_zero(token: str, harness: Harness) -> str:
 def other_issuer(token: str, harness: Harness) -> str:
     signer = TokenSigner(harness.app.state.keys.signing, issuer="evil", audience="bastion-api")
     _, payload, _ = parts(token)
-    return signer.sign({"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()), ttl_seconds=60)
+    return signer.sign(
+        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()), ttl_seconds=60
+    )
 
 
 def other_audience(token: str, harness: Harness) -> str:
     signer = TokenSigner(harness.app.state.keys.signing, issuer="bastion", audience="another-api")
     _, payload, _ = parts(token)
-    return signer.sign({"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()), ttl_seconds=60)
+    return signer.sign(
+        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()), ttl_seconds=60
+    )
 
 
 def not_yet_valid(token: str, harness: Harness) -> str:
     signer = harness.app.state.sessions.signer
     _, payload, _ = parts(token)
-    return signer.sign({"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()) + 3600, ttl_seconds=600)
+    return signer.sign(
+        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()) + 3600, ttl_seconds=600
+    )
 
 
 def expired(token: str, harness: Harness) -> str:
     signer = harness.app.state.sessions.signer
     _, payload, _ = parts(token)
-    return signer.sign({"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()) - 700, ttl_seconds=600)
+    return signer.sign(
+        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()) - 700, ttl_seconds=600
+    )
 
 
 def embedded_jwk(token: str, harness: Harness) -> str:

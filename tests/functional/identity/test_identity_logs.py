@@ -25,7 +25,9 @@ async def test_no_secret_reaches_the_log(harness: Harness) -> None:
         enrol = (await harness.client.post("/api/v1/me/mfa/totp", headers=harness.bearer(tokens))).json()
         step = int(harness.clock.now().timestamp()) // 30
         code = totp_at(enrol["secret"], step)
-        confirm = await harness.client.post("/api/v1/me/mfa/totp/confirm", json={"code": code}, headers=harness.bearer(tokens))
+        confirm = await harness.client.post(
+            "/api/v1/me/mfa/totp/confirm", json={"code": code}, headers=harness.bearer(tokens)
+        )
         recovery = confirm.json()["recovery_codes"]
         planted += [enrol["secret"], code, *recovery]
 
@@ -34,9 +36,13 @@ async def test_no_secret_reaches_the_log(harness: Harness) -> None:
         harness.clock.advance(seconds=30)
         second = totp_at(enrol["secret"], step + 1)
         planted.append(second)
-        done = (await harness.client.post("/api/v1/auth/mfa", json={"mfa_token": challenge["mfa_token"], "code": second})).json()
+        done = (
+            await harness.client.post("/api/v1/auth/mfa", json={"mfa_token": challenge["mfa_token"], "code": second})
+        ).json()
         planted += [done["access_token"], done["refresh_token"]]
-        rotated = (await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": done["refresh_token"]})).json()
+        rotated = (
+            await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": done["refresh_token"]})
+        ).json()
         planted += [rotated["access_token"], rotated["refresh_token"]]
         # Replaying a refresh token is logged as an attack, still without the token.
         await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": done["refresh_token"]})

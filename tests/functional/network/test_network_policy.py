@@ -71,7 +71,10 @@ async def test_admin_listener_serves_admin_paths_only_and_attributes_requests(
     async with _client(AdminListener(app, client_cert_verified=True), app, ("127.0.0.1", 1)) as http:
         assert (await http.get("/admin/probe")).status_code == 200
     assert seen == [AdminIdentity(client_cert_verified=True, address="127.0.0.1")]
-    assert any("admin request" in r.getMessage() and '"client_cert": "verified"' in r.getMessage() for r in caplog.records)
+    logged = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "admin request"]
+    assert logged
+    assert logged[0]["client_cert"] == "verified"
+    assert logged[0]["client_ip"] == "127.0.0.1"
     # The same route on the public listener does not exist.
     async with _client(app, app, ("127.0.0.1", 1)) as http:
         assert (await http.get("/admin/probe")).status_code == 404
@@ -96,7 +99,9 @@ async def test_admin_allowlist_is_loopback_by_default(make_settings: SettingsFac
         ({"deny": ["10.0.0.0/8"]}, "::ffff:10.0.0.1", 403),  # v4-mapped is the v4 address
     ],
 )
-async def test_listener_ip_policy(make_settings: SettingsFactory, policy: dict[str, list[str]], client: str, status: int) -> None:
+async def test_listener_ip_policy(
+    make_settings: SettingsFactory, policy: dict[str, list[str]], client: str, status: int
+) -> None:
     """A denied client gets 403 (IPv4 and IPv6)."""
     assert await _status(make_settings(server=policy), "/healthz", client) == status
 

@@ -74,9 +74,7 @@ def upgrade() -> None:
     op.create_table(
         "refresh_tokens",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "session_id", sa.Uuid, sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
-        ),
+        sa.Column("session_id", sa.Uuid, sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
         sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("used_at", UTCDateTime),
