@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import Request
 
 from bastion.audit import Origin
-from bastion.http.problems import Unauthorized
+from bastion.http.problems import Forbidden, Unauthorized
 from bastion.sessions.service import Principal
 from bastion.work import UnitOfWork, unit_of_work
 
@@ -38,3 +38,15 @@ async def principal(request: Request) -> Principal:
         raise
     request.state.principal = found
     return found
+
+
+async def mfa_principal(request: Request) -> Principal:
+    """The caller, who must have signed in with a second factor (for privileged routes).
+
+    Roles listed in auth.mfa_required_roles cannot reach such routes from a
+    password-only session: they enrol TOTP first, then sign in again.
+    """
+    caller = await principal(request)
+    if not caller.mfa:
+        raise Forbidden("This action needs a session signed in with two factors.")
+    return caller

@@ -306,3 +306,27 @@ async def test_totp_secret_is_encrypted_at_rest(harness: Harness) -> None:
         stored = await db.scalar(select(User.totp_secret))
     assert stored is not None
     assert secret.encode() not in stored
+
+
+async def test_privileged_routes_need_a_two_factor_session(harness: Harness) -> None:
+    """V6.3.3 (MFA for privileged access): an extension route declared with
+    mfa_principal refuses password-only sessions."""
+    from fastapi import Depends
+
+    from bastion.http.deps import mfa_principal
+    from bastion.sessions.service import Principal
+
+    @harness.app.get("/test/privileged")
+    async def privileged(caller: Principal = Depends(mfa_principal)) -> dict[str, str]:  # noqa: B008
+        return {"user": str(caller.user_id)}
+
+    await harness.register(ALICE)
+    password_only = await harness.login(ALICE)
+    assert (await harness.client.get("/test/privileged", headers=harness.bearer(password_only))).status_code == 403
+    secret, _ = await _enrol_totp(harness, password_only)
+    challenge = await harness.login(ALICE)
+    harness.clock.advance(seconds=30)
+    body = {"mfa_token": challenge["mfa_token"], "code": totp_at(secret, _step(harness))}
+    two_factor = (await harness.client.post("/api/v1/auth/mfa", json=body)).json()
+    assert (await harness.client.get("/test/privileged", headers=harness.bearer(two_factor))).status_code == 200
+    assert (await harness.client.get("/test/privileged")).status_code == 401
