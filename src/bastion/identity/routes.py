@@ -83,9 +83,7 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post(
-    "/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("30/minute", scope="auth:login:ip"))]
-)
+@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit_login_per_ip)])
 async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
     settings = request.app.state.settings.auth
     await _per_account(request, "auth:login:account", settings.login_rate_per_account, body.email)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from bastion.network.ca import BastionCa, CaError, CaPaths, list_issued
 from bastion.network.firewall import render
-from bastion.settings import load_settings
-from conftest import SettingsFactory
+from bastion.settings import Settings, load_settings
+
+# The root conftest's factory type; `conftest` itself is ambiguous with several test dirs.
+SettingsFactory = Callable[..., Settings]
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,7 +26,10 @@ from bastion.app import create_app
 from bastion.network.admin import AdminIdentity, AdminListener
 from bastion.network.ca import BastionCa
 from bastion.posture.checks import check_settings
-from conftest import SettingsFactory
+from bastion.settings import Settings
+
+# The root conftest's factory type; `conftest` itself is ambiguous with several test dirs.
+SettingsFactory = Callable[..., Settings]
 
 
 @asynccontextmanager
