@@ -9,6 +9,9 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from bastion import __version__
+from bastion.access import check_routes
+from bastion.access import routes as api_key_routes
+from bastion.admin import routes as admin_routes
 from bastion.clock import Clock, SystemClock
 from bastion.http import handlers, health
 from bastion.http.middleware import SpineMiddleware
@@ -24,6 +27,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Routes added after create_app (the extension API) are checked too.
+        check_routes(app)
         services = build_services(settings, clock)
         # Routes read their services from app.state (request.app.state.identity, …).
         for name, value in vars(services).items():
@@ -44,6 +49,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     handlers.install(app)
     app.include_router(health.router)
     app.include_router(identity_routes.router)
+    app.include_router(api_key_routes.router)
+    app.include_router(admin_routes.router)
 
     if settings.cors.allow_origins:
         app.add_middleware(

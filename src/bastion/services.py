@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bastion.access.service import AccessService
 from bastion.clock import Clock
 from bastion.db import create_engine
 from bastion.http.ratelimit import RateLimiter
@@ -35,6 +36,7 @@ class Services:
     postman: Postman
     identity: IdentityService
     sessions: SessionService
+    access: AccessService
 
     async def close(self) -> None:
         await self.postman.drain()
@@ -76,4 +78,5 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         sessions=SessionService(
             auth, clock=clock, signer=TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)
         ),
+        access=AccessService(clock=clock),
     )

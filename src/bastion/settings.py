@@ -163,6 +163,7 @@ class AuthSettings(Section):
     lockout_seconds: int = Field(60, ge=1)
     login_rate_per_ip: str = "30/minute"
     login_rate_per_account: str = "10/minute"
+    api_key_rate: str = "600/minute"
     # Argon2id runs off the event loop; this many at once (about one per core)
     # so a flood of logins queues instead of exhausting memory.
     hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)

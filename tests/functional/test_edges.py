@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 
+from bastion.access import public
 from bastion.app import create_app
 from bastion.settings import Secret, Settings
 
@@ -70,7 +71,7 @@ async def test_cors_allows_only_listed_origins(make_settings: SettingsFactory) -
 def _ip_app(settings: object) -> FastAPI:
     app = create_app(settings)  # type: ignore[arg-type]
 
-    @app.get("/test/ip")
+    @app.get("/test/ip", dependencies=[Depends(public)])
     async def ip(request: Request) -> dict[str, str]:
         assert request.client is not None
         return {"ip": request.client.host, "scheme": request.url.scheme}

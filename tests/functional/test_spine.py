@@ -8,14 +8,15 @@ import logging
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion.access import public
 from bastion.http.problems import PROBLEM_JSON, Conflict
 
 pytestmark = pytest.mark.usefixtures("_extra_routes")
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(public)])
 
 
 class Item(BaseModel):

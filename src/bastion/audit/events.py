@@ -24,9 +24,13 @@ class EventTag(StrEnum):
     TOTP_ENABLE = "auth:totp:enable"
     TOTP_DISABLE = "auth:totp:disable"
     SESSION_REVOKE = "auth:session:revoke"
+    API_KEY_CREATE = "auth:api_key:create"
+    API_KEY_REVOKE = "auth:api_key:revoke"
+    ACCESS_DENIED = "access:denied"
     USER_CREATE = "admin:user:create"
     USER_ROLE = "admin:user:role"
     USER_LOCK = "admin:user:lock"
+    ROLE_CHANGE = "admin:role:change"
 
 
 class Outcome(StrEnum):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from bastion.access.deps import public
 from bastion.db import ping
 from bastion.http.problems import NotReady
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[Depends(public)])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

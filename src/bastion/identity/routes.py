@@ -11,18 +11,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from bastion.http.deps import principal, work
-from bastion.http.problems import NotFound, TooManyRequests
+from bastion.access import Principal, authenticated, public
+from bastion.http.deps import work
+from bastion.http.problems import NotFound, TooManyRequests, ValidationFailed
 from bastion.http.ratelimit import rate_limit
 from bastion.identity import schemas
 from bastion.identity.errors import LoginFailed
 from bastion.identity.models import User
 from bastion.identity.service import IdentityService, SecondFactor, normalize_email
 from bastion.security import hash_token
-from bastion.sessions.service import Principal, SessionService, TokenPair
+from bastion.sessions.service import SessionService, TokenPair
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
-Caller = Annotated[Principal, Depends(principal)]
+Caller = Annotated[Principal, Depends(authenticated)]
 
 ACCEPTED = "If the address can be used, a message with the next step has been sent to it."
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -62,7 +63,7 @@ async def _per_account(request: Request, scope: str, limit: str, email: str) -> 
 @router.post(
     "/auth/register",
     status_code=202,
-    dependencies=[Depends(rate_limit("10/minute", scope="auth:register:ip"))],
+    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:register:ip"))],
     responses={403: {"description": "Registration closed"}, 422: {"description": "Invalid"}},
 )
 async def register(body: schemas.Credentials, request: Request) -> schemas.Accepted:
@@ -75,7 +76,7 @@ async def register(body: schemas.Credentials, request: Request) -> schemas.Accep
 @router.post(
     "/auth/verify-email",
     status_code=204,
-    dependencies=[Depends(rate_limit("20/minute", scope="auth:verify:ip"))],
+    dependencies=[Depends(public), Depends(rate_limit("20/minute", scope="auth:verify:ip"))],
 )
 async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     async with work(request) as uow:
@@ -83,7 +84,7 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit_login_per_ip)])
+@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(rate_limit_login_per_ip)])
 async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
     settings = request.app.state.settings.auth
     await _per_account(request, "auth:login:account", settings.login_rate_per_account, body.email)
@@ -97,7 +98,11 @@ async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens |
     return _tokens(pair)
 
 
-@router.post("/auth/mfa", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("10/minute", scope="auth:mfa:ip"))])
+@router.post(
+    "/auth/mfa",
+    responses=AUTH_ERRORS,
+    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:mfa:ip"))],
+)
 async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
     async with work(request) as uow:
         user = await _identity(request).complete_mfa(uow, body.mfa_token, SecondFactor(body.code, body.recovery_code))
@@ -106,7 +111,9 @@ async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
 
 
 @router.post(
-    "/auth/refresh", responses=AUTH_ERRORS, dependencies=[Depends(rate_limit("60/minute", scope="auth:refresh:ip"))]
+    "/auth/refresh",
+    responses=AUTH_ERRORS,
+    dependencies=[Depends(public), Depends(rate_limit("60/minute", scope="auth:refresh:ip"))],
 )
 async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens:
     async with work(request) as uow:
@@ -116,6 +123,8 @@ async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens
 
 @router.post("/auth/logout", status_code=204, responses=AUTH_ERRORS)
 async def logout(caller: Caller, request: Request) -> Response:
+    if caller.session_id is None:
+        raise ValidationFailed("An API key has no session to sign out of; revoke the key instead.")
     async with work(request) as uow:
         await _sessions(request).revoke(uow, caller.session_id, user_id=caller.user_id, reason="logout")
     return Response(status_code=204)
@@ -124,7 +133,7 @@ async def logout(caller: Caller, request: Request) -> Response:
 @router.post(
     "/auth/password/forgot",
     status_code=202,
-    dependencies=[Depends(rate_limit("10/minute", scope="auth:forgot:ip"))],
+    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:forgot:ip"))],
 )
 async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.Accepted:
     # Per account too, so nobody can bomb a mailbox with reset mails.
@@ -137,7 +146,7 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
 @router.post(
     "/auth/password/reset",
     status_code=204,
-    dependencies=[Depends(rate_limit("10/minute", scope="auth:reset:ip"))],
+    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:reset:ip"))],
 )
 async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
     async with work(request) as uow:

@@ -52,6 +52,8 @@ class IpPolicy:
         return cls(tuple(allow), tuple(deny))
 
     def permits(self, address: str) -> bool:
+        if not self:
+            return True
         try:
             ip = ip_address(address)
         except ValueError:

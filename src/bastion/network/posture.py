@@ -25,7 +25,7 @@ def transport_findings(settings: Settings, serious: Literal["error", "warning"],
         rows.append(
             ("warning", "http.hsts_max_age", "HSTS is shorter than one year", "set http.hsts_max_age = 31536000")
         )
-    rows.append(("info", "transport", _summary(settings), "see docs/deployment.md"))
+    rows += _summary(settings)
     return rows
 
 
@@ -64,14 +64,7 @@ def _admin(settings: Settings, serious: Literal["error", "warning"]) -> list[Row
         )
     elif not CaPaths.of(settings).initialised():
         where = "runs without client certificates (dev only)" if mode == "open" else "stays off"
-        rows.append(
-            (
-                "warning",
-                "admin.require_client_cert",
-                f"Bastion's CA is not initialised, so the admin listener {where}",
-                "run `bastion ca init`, then `bastion ca issue NAME --out DIR`",
-            )
-        )
+        rows.append(("warning", "admin", f"no CA yet: the admin listener {where}", "run `bastion ca init`"))
     if not admin.allow:
         rows.append(
             (serious, "admin.allow", "the admin listener has no IP allowlist", 'set admin.allow = ["127.0.0.1/32"]')
@@ -85,21 +78,23 @@ def _admin(settings: Settings, serious: Literal["error", "warning"]) -> list[Row
     return rows
 
 
-def _summary(settings: Settings) -> str:
+def _summary(settings: Settings) -> list[Row]:
+    """One short line per listener and one for the limits (the table wraps long cells)."""
     server, admin = settings.server, settings.admin
     profile = profile_of(settings)
-    parts = [
-        f"public {'https' if server.tls else 'http'}://{server.host}:{server.port}"
-        + (f" TLS {profile.name} ({'+'.join(profile.versions)})" if server.tls else " (TLS at the proxy)")
-    ]
+    tls = f"TLS {profile.name} ({'+'.join(profile.versions)})" if server.tls else "plain HTTP behind a proxy"
+    rows: list[Row] = [("info", "transport", f"public :{server.port} {tls}", "see docs/deployment.md")]
     if admin.enabled:
-        mode = admin_mode(settings)
-        state = {"mtls": "mTLS", "open": "NO client certificates", "off": "off (no CA)"}[mode]
-        parts.append(f"admin https://{admin.host}:{admin.port} {state}, allow {len(admin.allow)} network(s)")
+        state = {"mtls": "mTLS", "open": "NO client certificates", "off": "off until `ca init`"}[admin_mode(settings)]
+        rows.append(("info", "transport", f"admin :{admin.port} {state}", f"{len(admin.allow)} allowed network(s)"))
     if server.redirect_port:
-        parts.append(f"redirect http://{server.host}:{server.redirect_port}")
-    parts.append(
-        f"header timeout {server.header_read_timeout:g}s, max headers {server.max_header_count}"
-        f"/{server.max_header_bytes} B, {server.max_connections} connections/worker"
+        rows.append(("info", "transport", f"redirect :{server.redirect_port} to HTTPS", "server.redirect_port"))
+    rows.append(
+        (
+            "info",
+            "transport",
+            f"headers {server.header_read_timeout:g}s/{server.max_header_count}/{server.max_header_bytes}B",
+            f"{server.max_connections} connections per worker",
+        )
     )
-    return "; ".join(parts)
+    return rows

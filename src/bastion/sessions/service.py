@@ -46,8 +46,8 @@ class TokenPair:
 
 
 @dataclass(frozen=True)
-class Principal:
-    """Who is making an authenticated request."""
+class SessionClaims:
+    """What a valid access token with a live session establishes."""
 
     user_id: uuid.UUID
     session_id: uuid.UUID
@@ -112,7 +112,7 @@ class SessionService:
         record_event(db, self.clock, EventTag.REFRESH, origin=uow.origin, actor_id=session.user_id)
         return self._issue(db, session)
 
-    async def authenticate(self, db: AsyncSession, access_token: str) -> Principal:
+    async def authenticate(self, db: AsyncSession, access_token: str) -> SessionClaims:
         """The principal of a bearer access token whose session is still live."""
         now = self.clock.now()
         try:
@@ -127,7 +127,7 @@ class SessionService:
         if now - session.last_used_at > TOUCH_INTERVAL:
             session.last_used_at = now
             await db.commit()
-        return Principal(user_id=user_id, session_id=session_id, mfa=session.mfa)
+        return SessionClaims(user_id=user_id, session_id=session_id, mfa=session.mfa)
 
     async def list(self, db: AsyncSession, user_id: uuid.UUID) -> Sequence[Session]:
         now = self.clock.now()

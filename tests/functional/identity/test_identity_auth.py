@@ -310,14 +310,13 @@ async def test_totp_secret_is_encrypted_at_rest(harness: Harness) -> None:
 
 async def test_privileged_routes_need_a_two_factor_session(harness: Harness) -> None:
     """V6.3.3 (MFA for privileged access): an extension route declared with
-    mfa_principal refuses password-only sessions."""
+    require_mfa refuses password-only sessions."""
     from fastapi import Depends
 
-    from bastion.http.deps import mfa_principal
-    from bastion.sessions.service import Principal
+    from bastion.access import Permission, Principal, require_mfa
 
     @harness.app.get("/test/privileged")
-    async def privileged(caller: Principal = Depends(mfa_principal)) -> dict[str, str]:  # noqa: B008
+    async def privileged(caller: Principal = Depends(require_mfa(Permission.API_KEYS))) -> dict[str, str]:  # noqa: B008
         return {"user": str(caller.user_id)}
 
     await harness.register(ALICE)

@@ -19,9 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.types import ASGIApp
 
+from bastion.access.deps import public
 from bastion.app import create_app
 from bastion.network.admin import AdminIdentity, AdminListener
 from bastion.network.ca import BastionCa
@@ -65,7 +66,7 @@ async def test_admin_listener_serves_admin_paths_only_and_attributes_requests(
     seen: list[AdminIdentity] = []
     app = create_app(settings)
 
-    @app.get("/admin/probe")
+    @app.get("/admin/probe", dependencies=[Depends(public)])
     async def probe(request: Request) -> dict[str, bool]:
         seen.append(request.state.admin_identity)
         return {"ok": True}
@@ -186,12 +187,12 @@ def test_check_warns_30_days_before_the_certificate_expires(make_settings: Setti
 
 def test_check_reports_the_transport_posture(make_settings: SettingsFactory) -> None:
     settings = make_settings()
-    summary = next(f for f in check_settings(settings) if f.setting == "transport")
-    assert "TLS intermediate" in summary.message
-    assert "NO client certificates" in summary.message  # dev, no CA yet: said out loud
+    summary = " | ".join(f.message for f in check_settings(settings) if f.setting == "transport")
+    assert "TLS intermediate" in summary
+    assert "admin :8444 NO client certificates" in summary  # dev, no CA yet: said out loud
     BastionCa.init(settings, now=dt.datetime.now(dt.UTC))
-    summary = next(f for f in check_settings(settings) if f.setting == "transport")
-    assert "mTLS" in summary.message
+    summary = " | ".join(f.message for f in check_settings(settings) if f.setting == "transport")
+    assert "admin :8444 mTLS" in summary
 
 
 def test_prod_refuses_an_admin_listener_without_client_certificates(make_settings: SettingsFactory) -> None:

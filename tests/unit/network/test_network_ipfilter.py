@@ -18,7 +18,8 @@ from bastion.network.ipfilter import IpPolicy, RouteGroup
         ([], ["10.0.0.0/8"], "::ffff:10.1.1.1", False),
         (["10.0.0.0/8"], ["10.0.0.5/32"], "10.0.0.5", False),
         (["10.0.0.0/8"], [], "not-an-ip", False),
-        ([], [], "", False),
+        ([], [], "testclient", True),  # no policy: nothing to check
+        ([], ["10.0.0.0/8"], "testclient", False),  # a policy cannot clear what it cannot parse
     ],
 )
 def test_ip_policy(allow: list[str], deny: list[str], address: str, permitted: bool) -> None:

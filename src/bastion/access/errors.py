@@ -1,0 +1,21 @@
+"""Access errors."""
+
+from __future__ import annotations
+
+from bastion.http.problems import Forbidden, Unauthorized, ValidationFailed
+
+
+class InvalidCredential(Unauthorized):
+    detail = "The credential is invalid, expired or revoked."
+
+
+class PermissionDenied(Forbidden):
+    detail = "You are not allowed to do this."
+
+
+class MfaRequired(Forbidden):
+    detail = "This action needs a session signed in with two factors."
+
+
+class ScopeNotHeld(ValidationFailed):
+    detail = "An API key cannot carry permissions its owner does not hold."

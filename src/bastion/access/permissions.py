@@ -1,0 +1,46 @@
+"""Permissions: ``resource:action`` strings, denied unless granted.
+
+The built-in ones are a StrEnum; collections add ``records:<name>:<op>``.
+A grant may end in ``:*`` to cover a whole subtree (``records:*``), and the
+single grant ``*`` covers everything (the admin role).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    API_KEYS = "me:api-keys"
+    RECORDS = "records:*"
+    ADMIN_USERS_READ = "admin:users:read"
+    ADMIN_USERS_WRITE = "admin:users:write"
+    ADMIN_ROLES_READ = "admin:roles:read"
+    ADMIN_ROLES_WRITE = "admin:roles:write"
+    ADMIN_API_KEYS_READ = "admin:api-keys:read"
+    ADMIN_API_KEYS_WRITE = "admin:api-keys:write"
+    ADMIN_SESSIONS_READ = "admin:sessions:read"
+    ADMIN_SESSIONS_WRITE = "admin:sessions:write"
+    ADMIN_COLLECTIONS_READ = "admin:collections:read"
+    ADMIN_COLLECTIONS_WRITE = "admin:collections:write"
+
+
+ALL = "*"
+
+# Built-in roles. They exist in every instance (the migration seeds them) and
+# cannot be deleted; their grants can be widened through the admin API.
+BUILTIN_ROLES: dict[str, frozenset[str]] = {
+    "admin": frozenset({ALL}),
+    "user": frozenset({Permission.API_KEYS, Permission.RECORDS}),
+}
+
+
+def grants(granted: Iterable[str], permission: str) -> bool:
+    """Whether any grant in ``granted`` covers ``permission``."""
+    for grant in granted:
+        if grant in (ALL, permission):
+            return True
+        if grant.endswith(":*") and permission.startswith(grant[:-1]):
+            return True
+    return False

@@ -1,0 +1,24 @@
+"""Who is making a request, and what they may do."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from bastion.access.permissions import grants
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    roles: frozenset[str]
+    permissions: frozenset[str]
+    mfa: bool
+    session_id: uuid.UUID | None = None
+    api_key_id: str | None = None
+
+    def can(self, permission: str) -> bool:
+        return grants(self.permissions, permission)
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles

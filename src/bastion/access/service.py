@@ -1,0 +1,149 @@
+"""Roles, permissions and API keys.
+
+A principal's permissions are those of its roles, read on every request so a
+role change or a revoked key takes effect at once. An API key carries scopes
+chosen at creation, a subset of its owner's permissions; at use it is granted
+only the scopes its owner still holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.access.errors import InvalidCredential, ScopeNotHeld
+from bastion.access.models import ApiKey, Role
+from bastion.access.permissions import grants
+from bastion.access.principal import Principal
+from bastion.audit import EventTag, record_event
+from bastion.clock import Clock
+from bastion.identity.models import User
+from bastion.security import constant_time_equals, hash_token, token_bytes, token_urlsafe
+from bastion.sessions.service import SessionClaims
+from bastion.work import UnitOfWork
+
+API_KEY_PREFIX = "bsk"
+TOUCH_INTERVAL = dt.timedelta(minutes=1)
+
+
+class AccessService:
+    def __init__(self, *, clock: Clock) -> None:
+        self.clock = clock
+
+    async def permissions_of(self, db: AsyncSession, roles: Iterable[str]) -> frozenset[str]:
+        rows = await db.scalars(select(Role.permissions).where(Role.name.in_(list(roles))))
+        return frozenset(p for permissions in rows for p in permissions)
+
+    async def for_session(self, db: AsyncSession, claims: SessionClaims) -> Principal:
+        user = await db.get(User, claims.user_id)
+        if user is None or user.disabled:
+            raise InvalidCredential
+        roles = frozenset(user.role_names)
+        return Principal(
+            user_id=user.id,
+            roles=roles,
+            permissions=await self.permissions_of(db, roles),
+            mfa=claims.mfa,
+            session_id=claims.session_id,
+        )
+
+    # --- API keys -------------------------------------------------------
+
+    async def create_key(
+        self,
+        uow: UnitOfWork,
+        owner: Principal,
+        *,
+        name: str,
+        scopes: Sequence[str],
+        expires_at: dt.datetime | None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its one-time full text ``bsk_<id>_<secret>``."""
+        beyond = [scope for scope in scopes if not owner.can(scope)]
+        if beyond:
+            raise ScopeNotHeld(extra={"scopes": beyond})
+        key_id = token_bytes(8).hex()
+        secret = token_urlsafe(32)
+        key = ApiKey(
+            id=key_id,
+            user_id=owner.user_id,
+            name=name,
+            secret_hash=hash_token(secret),
+            scopes=sorted(set(scopes)),
+            created_at=self.clock.now(),
+            expires_at=expires_at,
+        )
+        uow.db.add(key)
+        record_event(
+            uow.db,
+            self.clock,
+            EventTag.API_KEY_CREATE,
+            origin=uow.origin,
+            actor_id=owner.user_id,
+            details={"key_id": key_id, "scopes": key.scopes},
+        )
+        return key, f"{API_KEY_PREFIX}_{key_id}_{secret}"
+
+    async def keys_of(self, db: AsyncSession, user_id: uuid.UUID | None) -> Sequence[ApiKey]:
+        query = select(ApiKey).where(ApiKey.revoked_at.is_(None)).order_by(ApiKey.created_at)
+        if user_id is not None:
+            query = query.where(ApiKey.user_id == user_id)
+        return (await db.scalars(query)).all()
+
+    async def revoke_key(
+        self, uow: UnitOfWork, key_id: str, *, owner_id: uuid.UUID | None, actor_id: uuid.UUID
+    ) -> bool:
+        key = await uow.db.get(ApiKey, key_id)
+        if key is None or key.revoked_at is not None or (owner_id is not None and key.user_id != owner_id):
+            return False
+        key.revoked_at = self.clock.now()
+        record_event(
+            uow.db,
+            self.clock,
+            EventTag.API_KEY_REVOKE,
+            origin=uow.origin,
+            actor_id=actor_id,
+            subject_id=key.user_id,
+            details={"key_id": key_id},
+        )
+        return True
+
+    async def authenticate_key(self, db: AsyncSession, token: str) -> Principal:
+        """The principal of ``bsk_<id>_<secret>``; InvalidCredential for every failure."""
+        prefix, _, rest = token.partition("_")
+        key_id, _, secret = rest.partition("_")
+        if prefix != API_KEY_PREFIX or not key_id or not secret or len(key_id) > 32:
+            raise InvalidCredential
+        key = await db.get(ApiKey, key_id)
+        # Compare even when the key is unknown, so timing does not reveal ids.
+        expected = key.secret_hash if key is not None else hash_token("")
+        if not constant_time_equals(hash_token(secret), expected) or key is None:
+            raise InvalidCredential
+        now = self.clock.now()
+        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+            raise InvalidCredential
+        owner = await db.get(User, key.user_id)
+        if owner is None or owner.disabled:
+            raise InvalidCredential
+        roles = frozenset(owner.role_names)
+        held = await self.permissions_of(db, roles)
+        if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
+            key.last_used_at = now
+            await db.commit()
+        return Principal(
+            user_id=owner.id,
+            roles=roles,
+            # Only what the owner still holds: demoting the owner demotes the key.
+            permissions=frozenset(scope for scope in key.scopes if grants(held, scope)),
+            mfa=False,
+            api_key_id=key.id,
+        )
+
+    # --- roles ----------------------------------------------------------
+
+    async def roles(self, db: AsyncSession) -> Sequence[Role]:
+        return (await db.scalars(select(Role).order_by(Role.name))).all()

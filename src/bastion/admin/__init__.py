@@ -1,0 +1,1 @@
+"""The admin API, served on the admin listener only."""

@@ -1,0 +1,171 @@
+"""``/admin/api/v1/…``: users, roles, API keys and sessions.
+
+Every route needs an admin permission from a session signed in with two
+factors. The network guard serves ``/admin/*`` on the admin listener only.
+Bodies are strict: only the listed fields exist, so ``owner``, ``id`` or a
+smuggled ``roles`` elsewhere is a 422, never a silent write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from bastion.access import Permission, Principal, require_mfa
+from bastion.access.models import Role
+from bastion.access.routes import info
+from bastion.access.schemas import ApiKeyInfo, Scope
+from bastion.audit import EventTag, record_event
+from bastion.http.deps import work
+from bastion.http.problems import NotFound
+from bastion.identity.models import User, UserRole
+
+router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
+RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
+
+
+UsersRead = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_USERS_READ))]
+UsersWrite = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_USERS_WRITE))]
+RolesRead = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_ROLES_READ))]
+RolesWrite = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_ROLES_WRITE))]
+KeysRead = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_API_KEYS_READ))]
+KeysWrite = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_API_KEYS_WRITE))]
+SessionsWrite = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_SESSIONS_WRITE))]
+
+
+class UserInfo(BaseModel):
+    id: uuid.UUID
+    email: str
+    roles: list[str]
+    disabled: bool
+    email_verified: bool
+    mfa_enabled: bool
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    roles: list[RoleName] | None = Field(None, max_length=16)
+    disabled: bool | None = None
+
+
+class RoleInfo(BaseModel):
+    name: str
+    permissions: list[str]
+    description: str
+
+
+class RoleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    permissions: list[Scope] = Field(max_length=256)
+    description: str = Field("", max_length=200)
+
+
+def _user(user: User) -> UserInfo:
+    return UserInfo(
+        id=user.id,
+        email=user.email,
+        roles=user.role_names,
+        disabled=user.disabled,
+        email_verified=user.email_verified_at is not None,
+        mfa_enabled=user.totp_enabled,
+    )
+
+
+@router.get("/users")
+async def list_users(request: Request, caller: UsersRead) -> list[UserInfo]:
+    async with request.app.state.sessionmaker() as db:
+        return [_user(u) for u in await request.app.state.identity.list_users(db)]
+
+
+@router.patch("/users/{user_id}", responses={404: {"description": "No such user"}})
+async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, caller: UsersWrite) -> UserInfo:
+    state = request.app.state
+    async with work(request) as uow:
+        user = await uow.db.get(User, user_id)
+        if user is None:
+            raise NotFound
+        if body.roles is not None:
+            known = set(await uow.db.scalars(select(Role.name).where(Role.name.in_(body.roles))))
+            if unknown := sorted(set(body.roles) - known):
+                raise NotFound(f"No such role: {', '.join(unknown)}.")
+            user.roles = [UserRole(role=r) for r in dict.fromkeys(body.roles)]
+            record_event(
+                uow.db,
+                state.clock,
+                EventTag.USER_ROLE,
+                origin=uow.origin,
+                actor_id=caller.user_id,
+                subject_id=user.id,
+                details={"roles": body.roles},
+            )
+        if body.disabled is True:
+            await state.identity.lock(uow, user, actor_id=caller.user_id)
+            await state.sessions.revoke_all(uow, user.id, reason="admin_lock")
+        elif body.disabled is False:
+            await state.identity.unlock(uow, user, actor_id=caller.user_id)
+        return _user(user)
+
+
+@router.get("/roles")
+async def list_roles(request: Request, caller: RolesRead) -> list[RoleInfo]:
+    async with request.app.state.sessionmaker() as db:
+        roles = await request.app.state.access.roles(db)
+    return [RoleInfo(name=r.name, permissions=r.permissions, description=r.description) for r in roles]
+
+
+@router.put("/roles/{name}")
+async def put_role(
+    name: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")],
+    body: RoleBody,
+    request: Request,
+    caller: RolesWrite,
+) -> RoleInfo:
+    async with work(request) as uow:
+        role = await uow.db.get(Role, name)
+        if role is None:
+            role = Role(name=name, permissions=[], description="")
+            uow.db.add(role)
+        role.permissions = sorted(set(body.permissions))
+        role.description = body.description
+        record_event(
+            uow.db,
+            request.app.state.clock,
+            EventTag.ROLE_CHANGE,
+            origin=uow.origin,
+            actor_id=caller.user_id,
+            details={"role": name, "permissions": role.permissions},
+        )
+    return RoleInfo(name=role.name, permissions=role.permissions, description=role.description)
+
+
+@router.get("/api-keys")
+async def list_api_keys(request: Request, caller: KeysRead) -> list[ApiKeyInfo]:
+    async with request.app.state.sessionmaker() as db:
+        return [info(k) for k in await request.app.state.access.keys_of(db, None)]
+
+
+@router.delete("/api-keys/{key_id}", status_code=204, responses={404: {"description": "No such key"}})
+async def revoke_api_key(key_id: Annotated[str, Path(max_length=32)], request: Request, caller: KeysWrite) -> Response:
+    async with work(request) as uow:
+        if not await request.app.state.access.revoke_key(uow, key_id, owner_id=None, actor_id=caller.user_id):
+            raise NotFound
+    return Response(status_code=204)
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses={404: {"description": "No such session"}})
+async def revoke_session(session_id: uuid.UUID, request: Request, caller: SessionsWrite) -> Response:
+    async with work(request) as uow:
+        if not await request.app.state.sessions.revoke(uow, session_id, user_id=None, reason="admin"):
+            raise NotFound
+    return Response(status_code=204)
+
+
+@router.delete("/users/{user_id}/sessions", status_code=204)
+async def revoke_user_sessions(user_id: uuid.UUID, request: Request, caller: SessionsWrite) -> Response:
+    async with work(request) as uow:
+        await request.app.state.sessions.revoke_all(uow, user_id, reason="admin")
+    return Response(status_code=204)
