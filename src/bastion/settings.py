@@ -12,10 +12,20 @@ import os
 import tomllib
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
+from pydantic_core import SchemaError
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -181,6 +191,94 @@ class MailSettings(Section):
     smtp_timeout: float = Field(10.0, gt=0)
 
 
+FieldType = Literal[
+    "string", "text", "richtext", "integer", "number", "boolean", "datetime",
+    "email", "url", "enum", "json", "relation", "encrypted",
+]  # fmt: skip
+RecordOp = Literal["list", "read", "create", "update", "delete"]
+# Names become SQL identifiers (always quoted by SQLAlchemy); a small alphabet
+# keeps them portable and unambiguous (no "__", which derived columns use).
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$", max_length=48)]
+Rule = Annotated[
+    str,
+    Field(pattern=r"^(public|authenticated|owner|role:[a-z][a-z0-9_-]{0,63}|permission:[a-z*][a-z0-9_:*-]{0,127})$"),
+]
+# Which options each field type takes (docs/collections.md); anything else is refused.
+_FIELD_OPTIONS: dict[str, frozenset[str]] = {
+    "string": frozenset({"min_length", "max_length", "pattern"}),
+    "text": frozenset({"min_length", "max_length"}),
+    "richtext": frozenset({"max_length"}),
+    "integer": frozenset({"min", "max"}),
+    "number": frozenset({"min", "max"}),
+    "url": frozenset({"max_length"}),
+    "enum": frozenset({"values"}),
+    "json": frozenset({"max_bytes", "max_depth"}),
+    "relation": frozenset({"collection"}),
+    "encrypted": frozenset({"min_length", "max_length", "searchable"}),
+}
+_FILTERABLE = frozenset({"string", "integer", "number", "boolean", "datetime", "email", "url", "enum", "relation"})
+_SORTABLE = frozenset({"string", "integer", "number", "boolean", "datetime", "email", "enum"})
+
+
+class FieldSettings(Section):
+    """One typed field of a collection."""
+
+    type: FieldType
+    required: bool = False
+    filterable: bool = False
+    sortable: bool = False
+    min_length: int | None = Field(None, ge=0, le=1_000_000)
+    max_length: int | None = Field(None, ge=1, le=1_000_000)
+    pattern: str | None = Field(None, max_length=512)
+    min: float | None = None
+    max: float | None = None
+    values: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(None, min_length=1, max_length=200)
+    max_bytes: int | None = Field(None, ge=2, le=1024 * 1024)
+    max_depth: int | None = Field(None, ge=1, le=32)
+    collection: Name | None = None
+    searchable: bool = False
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> FieldSettings:
+        common = {"type", "required", "filterable", "sortable"}
+        stray = self.model_fields_set - common - _FIELD_OPTIONS.get(self.type, frozenset())
+        if stray:
+            raise ValueError(f"a {self.type} field takes no {', '.join(sorted(stray))}")
+        if self.filterable and self.type not in _FILTERABLE and not (self.type == "encrypted" and self.searchable):
+            raise ValueError(f"a {self.type} field cannot be filterable (encrypted ones need searchable = true)")
+        if self.sortable and self.type not in _SORTABLE:
+            raise ValueError(f"a {self.type} field cannot be sortable")
+        if self.pattern is not None:
+            try:  # pydantic's regex engine (Rust, linear time: no ReDoS) must accept it
+                TypeAdapter(Annotated[str, Field(pattern=self.pattern)])
+            except SchemaError:
+                raise ValueError("pattern is not a valid regular expression") from None
+        if self.type == "enum" and (not self.values or len(set(self.values)) != len(self.values)):
+            raise ValueError("an enum field needs distinct values")
+        if self.type == "relation" and (self.collection is None or self.required):
+            raise ValueError("a relation field needs collection and cannot be required (deleting the target clears it)")
+        if None not in (self.min, self.max) and self.min > self.max:  # type: ignore[operator]
+            raise ValueError("min is larger than max")
+        if None not in (self.min_length, self.max_length) and self.min_length > self.max_length:  # type: ignore[operator]
+            raise ValueError("min_length is larger than max_length")
+        return self
+
+
+class CollectionSettings(Section):
+    """A collection of records: typed fields and who may do what (unset = denied)."""
+
+    fields: dict[Name, FieldSettings] = Field(min_length=1, max_length=64)
+    rules: dict[RecordOp, Rule | list[Rule]] = {}
+
+    @field_validator("fields")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, FieldSettings]) -> dict[str, FieldSettings]:
+        taken = set(value) & {"id", "owner", "created_at", "updated_at"}
+        if taken:
+            raise ValueError(f"{', '.join(sorted(taken))} is set by the server, not declared")
+        return value
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -211,6 +309,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     mail: MailSettings = MailSettings()
     log: LogSettings = LogSettings()
+    collections: dict[Name, CollectionSettings] = {}
 
     @classmethod
     def settings_customise_sources(

@@ -31,6 +31,8 @@ class EventTag(StrEnum):
     USER_ROLE = "admin:user:role"
     USER_LOCK = "admin:user:lock"
     ROLE_CHANGE = "admin:role:change"
+    # Events of routes added through the extension API; details say what happened.
+    EXTENSION = "extension"
 
 
 class Outcome(StrEnum):

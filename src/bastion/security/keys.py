@@ -13,6 +13,10 @@ Each key is wrapped with AES-256-GCM and associated data binding the purpose
 and kid, so a wrapped key copied to another entry or file fails to unwrap.
 Exactly one key is active (used for new work); retired keys stay to decrypt
 and verify what they produced before a rotation.
+
+A running server sees a rotation made by another process (``bastion keys
+rotate``) at once: the keyring re-reads its file whenever the file has been
+replaced, which costs one ``stat`` per use.
 """
 
 from __future__ import annotations
@@ -125,6 +129,7 @@ class Keyring:
         self._purpose = purpose
         self._wrap_key = wrap_key
         self._entries = entries
+        self._stamp = _stamp(path)
 
     @classmethod
     def load_or_create(cls, keys_dir: Path, purpose: str, master: MasterKey) -> Keyring:
@@ -174,6 +179,7 @@ class Keyring:
     @property
     def active_kid(self) -> str:
         """The kid of the key used for new ciphertexts, MACs and signatures."""
+        self._reload_if_replaced()
         return next(info.kid for info, _ in self._entries if info.status == "active")
 
     def kids(self) -> list[KeyInfo]:
@@ -182,6 +188,7 @@ class Keyring:
 
     def rotate(self) -> str:
         """Make a new active key, retire the previous one, persist, and return the new kid."""
+        self._reload_if_replaced()  # never drop a key another process added
         retired = [(_retire(info), secret) for info, secret in self._entries]
         entries = [*retired, _new_entry(self._purpose, retired)]
         try:
@@ -189,7 +196,25 @@ class Keyring:
         except OSError as exc:
             raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
         self._entries = entries
+        self._stamp = _stamp(self._path)
         return self.active_kid
+
+    def _reload_if_replaced(self) -> bool:
+        """Re-read the file if another process replaced it since we read it; True if reloaded.
+
+        Rotation replaces the file by rename, so a new inode or mtime means a
+        new version. A file that cannot be read or parsed now keeps the keys
+        we have: refusing service over a transient read error would be worse.
+        """
+        stamp = _stamp(self._path)
+        if stamp == self._stamp:
+            return False
+        try:
+            self._entries = _parse_document(json.loads(self._path.read_bytes()), self._purpose, self._wrap_key)
+        except (OSError, InvalidCiphertext, ValueError, TypeError, KeyError):
+            return False
+        self._stamp = stamp
+        return True
 
     def secret(self, kid: str) -> bytes:
         """Return the key material of ``kid``; KeyringError if the keyring has no such key.
@@ -197,9 +222,13 @@ class Keyring:
         For the "signing" purpose this is a raw Ed25519 private key (32-byte
         seed, RFC 8032 §5.1.5); for every other purpose, 32 random bytes.
         """
-        for info, secret in self._entries:
-            if info.kid == kid:
-                return secret
+        for _ in range(2):
+            for info, secret in self._entries:
+                if info.kid == kid:
+                    return secret
+            # Perhaps another process rotated: look again after a reload.
+            if not self._reload_if_replaced():
+                break
         # The kid often comes from an attacker (a token header), so it is not echoed.
         raise KeyringError(f"{self._path} has no key with that id")
 
@@ -255,6 +284,14 @@ def check_key_file_permissions(path: Path) -> str | None:
     if mode & 0o077:
         return f"{path} is accessible by group or others (mode {mode:04o}); run: chmod 600 {path}"
     return None
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _keyring_path(keys_dir: Path, purpose: str) -> Path:

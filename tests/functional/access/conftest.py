@@ -15,7 +15,7 @@ from bastion.network.admin import AdminListener
 from bastion.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "identity"))
-from harness import Harness  # noqa: E402
+from harness import Harness
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""RBAC and API keys from the attacker's side: scenario tables of role ×
-route × status, scopes, escalation and mass assignment (OWASP API1, API3,
+"""RBAC and API keys from the attacker's side: scenario tables of role x
+route x status, scopes, escalation and mass assignment (OWASP API1, API3,
 API5; ASVS V8.2.1, V8.2.2, V8.3.1, V15.3.3)."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ ADMIN_ROUTES = [
 async def test_admin_api_scenario_table(
     harness: Harness, admin_client: httpx.AsyncClient, method: str, path: str, body: object
 ) -> None:
-    """role × route × status on the admin listener: anonymous 401, user 403,
+    """role x route x status on the admin listener: anonymous 401, user 403,
     admin without MFA 403, admin with MFA 200; and 404 on the public listener."""
     await harness.register(ALICE)
     cases = [

@@ -1,0 +1,53 @@
+"""The extension API: routes added to a built app inherit authentication,
+permissions, rate limits, errors, headers and audit (examples/reports.py)."""
+
+from __future__ import annotations
+
+from examples import reports
+from harness import Harness
+from sqlalchemy import select
+
+from bastion.access import check_routes
+from bastion.access.models import Role
+from bastion.audit.models import AuditEvent
+
+ALICE = "alice@example.com"
+
+
+async def test_extension_routes_inherit_every_protection(harness: Harness) -> None:
+    harness.app.include_router(reports.router)
+    check_routes(harness.app)  # the example declares a requirement on every route
+    await harness.register(ALICE)
+    alice = harness.bearer(await harness.login(ALICE))
+
+    anonymous = await harness.client.get("/api/v1/reports")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    assert anonymous.headers["x-content-type-options"] == "nosniff"
+    assert (await harness.client.get("/api/v1/reports/health")).status_code == 200
+
+    assert (await harness.client.get("/api/v1/reports", headers=alice)).status_code == 403
+    async with harness.app.state.sessionmaker() as db:
+        assert "access:denied" in list(await db.scalars(select(AuditEvent.tag)))
+        role = await db.get(Role, "user")
+        assert role is not None
+        role.permissions = [*role.permissions, "reports:read", "reports:write"]
+        await db.commit()
+
+    assert (await harness.client.get("/api/v1/reports", headers=alice)).status_code == 200
+    smuggled = await harness.client.post("/api/v1/reports", json={"title": "t", "author": "x"}, headers=alice)
+    assert smuggled.status_code == 422
+    malformed = await harness.client.post(
+        "/api/v1/reports", content=b"{", headers={**alice, "content-type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    created = await harness.client.post("/api/v1/reports", json={"title": "Q3"}, headers=alice)
+    assert created.status_code == 201
+    async with harness.app.state.sessionmaker() as db:
+        assert "extension" in list(await db.scalars(select(AuditEvent.tag)))
+
+    statuses = [
+        (await harness.client.post("/api/v1/reports", json={"title": "again"}, headers=alice)).status_code
+        for _ in range(30)
+    ]
+    assert statuses[-1] == 429
