@@ -13,6 +13,7 @@ from bastion.access import check_routes
 from bastion.access import routes as api_key_routes
 from bastion.admin import routes as admin_routes
 from bastion.clock import Clock, SystemClock
+from bastion.data import routes as data_routes
 from bastion.http import handlers, health
 from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
@@ -33,6 +34,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         # Routes read their services from app.state (request.app.state.identity, …).
         for name, value in vars(services).items():
             setattr(app.state, name, value)
+        await services.data.refresh()
         try:
             yield
         finally:
@@ -51,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(identity_routes.router)
     app.include_router(api_key_routes.router)
     app.include_router(admin_routes.router)
+    data_routes.install(app)
 
     if settings.cors.allow_origins:
         app.add_middleware(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bastion.clock import SystemClock
 from bastion.db import upgrade
 from bastion.secrets import open_keyrings
 from bastion.security import MasterKey
@@ -42,6 +43,19 @@ parallelism = 1
 
 [log]
 level = "info"
+
+# Collections: typed records at /api/v1/collections/<name>/records. `bastion
+# migrate` (and `serve`) create their tables; changes that would drop data
+# need `bastion collections apply --force`. See docs/collections.md.
+[collections.notes]
+# Who may do what: public, authenticated, owner, role:<name>, permission:<perm>; unset = nobody.
+rules = { list = "owner", read = "owner", create = "owner", update = "owner", delete = "owner" }
+
+[collections.notes.fields]
+title = { type = "string", max_length = 200, required = true, filterable = true }
+body = { type = "richtext" }
+secret = { type = "encrypted" }
+priority = { type = "integer", min = 1, max = 5, filterable = true, sortable = true }
 """
 
 
@@ -81,8 +95,13 @@ def initialise(settings: Settings) -> list[str]:
 
 
 def migrate(settings: Settings) -> None:
+    """Bring the schema up to date, then the collections' tables to bastion.toml
+    (refusing, with ConfigError, any change that would drop data)."""
+    from bastion.data.service import apply_configured
+
     try:
         upgrade(settings.sqlalchemy_url)
+        apply_configured(settings, SystemClock())
     except OSError as exc:
         raise ConfigError(f"the database cannot be reached: {exc.strerror or exc}") from None
 

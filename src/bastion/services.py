@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bastion.access.service import AccessService
 from bastion.clock import Clock
+from bastion.data.sealing import FieldSealer
+from bastion.data.service import DataService
 from bastion.db import create_engine
 from bastion.http.ratelimit import RateLimiter
 from bastion.identity.hashing import AsyncHasher
@@ -20,7 +22,7 @@ from bastion.identity.policy import PasswordPolicy
 from bastion.identity.postman import Postman
 from bastion.identity.service import IdentityService
 from bastion.secrets import Keyrings, open_keyrings
-from bastion.security import Argon2Params, Encryptor, PasswordHasher, TokenSigner
+from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher, TokenSigner
 from bastion.sessions.service import SessionService
 from bastion.settings import Settings
 
@@ -37,6 +39,7 @@ class Services:
     identity: IdentityService
     sessions: SessionService
     access: AccessService
+    data: DataService
 
     async def close(self) -> None:
         await self.postman.drain()
@@ -79,4 +82,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
             auth, clock=clock, signer=TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)
         ),
         access=AccessService(clock=clock),
+        data=DataService(
+            clock=clock, engine=engine, sealer=FieldSealer(Encryptor(keys.encryption), BlindIndex(keys.hmac))
+        ),
     )

@@ -31,7 +31,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     subprocess.run([sys.executable, "-m", "bastion", "init", "--data-dir", str(data)], env=env, check=True)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--data-dir", str(data), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "bastion",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--admin-port",
+            str(free_port()),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

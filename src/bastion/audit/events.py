@@ -31,6 +31,14 @@ class EventTag(StrEnum):
     USER_ROLE = "admin:user:role"
     USER_LOCK = "admin:user:lock"
     ROLE_CHANGE = "admin:role:change"
+    RECORD_CREATE = "data:record:create"
+    RECORD_UPDATE = "data:record:update"
+    RECORD_DELETE = "data:record:delete"
+    RECORD_DENIED = "data:record:denied"
+    RECORD_TAMPERED = "data:record:tampered"
+    COLLECTIONS_CHANGE = "admin:collections:change"
+    KEY_ROTATE = "admin:keys:rotate"
+    KEYS_REWRAP = "admin:keys:rewrap"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 
