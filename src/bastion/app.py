@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import importlib
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -89,8 +92,31 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     return app
 
 
+# `bastion serve --app module:factory` serves your app (built with create_app
+# and your routes) instead of the stock one; workers learn it from here.
+APP_ENV = "BASTION_APP"
+
+
+def load_target(target: str) -> Callable[[], object]:
+    """The factory named by ``module:function``, looked up from the working
+    directory as well, like ``uvicorn module:app``."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module, _, name = target.partition(":")
+    factory = getattr(importlib.import_module(module), name or "app_factory")
+    if not callable(factory):
+        raise TypeError(f"{target} is not a factory function")
+    return factory  # type: ignore[no-any-return]
+
+
 def app_factory() -> FastAPI:
     """Entry point for the ASGI server's worker processes (settings from the environment)."""
     settings = load_settings()
     configure_logging(settings.log.level)
-    return create_app(settings)
+    target = os.environ.get(APP_ENV)
+    if not target:
+        return create_app(settings)
+    app = load_target(target)()
+    if not isinstance(app, FastAPI):
+        raise TypeError(f"{target} did not return a FastAPI app built with bastion.create_app")
+    return app

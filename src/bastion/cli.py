@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from bastion import __version__, instance
+from bastion.app import APP_ENV, load_target
 from bastion.cliutil import err, fail, one_line_errors, out
 from bastion.identity.cli import sessions, users
 from bastion.logging import configure_logging
@@ -104,6 +105,9 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     ] = False,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     admin_port: Annotated[int | None, typer.Option(help="Port of the admin listener.")] = None,
+    app_target: Annotated[
+        str | None, typer.Option("--app", help="Serve your app: module:factory returning bastion.create_app(...).")
+    ] = None,
 ) -> None:
     """Run the server: public HTTPS on 127.0.0.1:8443, admin (mTLS) on 127.0.0.1:8444."""
     # Workers are separate processes that load settings from the environment,
@@ -114,6 +118,7 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
         "BASTION_SERVER__WORKERS": workers,
         "BASTION_SERVER__TLS": "false" if http else None,
         "BASTION_ADMIN__PORT": admin_port,
+        APP_ENV: app_target,
     }
     for name, value in overrides.items():
         if value is not None:
@@ -129,6 +134,8 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     from bastion.network.serve import prepare as prepare_listeners
     from bastion.network.serve import supervise
 
+    if app_target:
+        _check_app_target(app_target)
     with one_line_errors():
         open_keyrings(settings)
         instance.migrate(settings)
@@ -138,6 +145,14 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     for listener in listeners:
         err.print(f"Bastion {__version__} {listener.name} listener on {listener.url}", highlight=False)
     raise typer.Exit(supervise(listeners))
+
+
+def _check_app_target(target: str) -> None:
+    """Fail here, in one line, rather than in every worker."""
+    try:
+        load_target(target)
+    except (ImportError, AttributeError, TypeError) as exc:
+        fail(f"--app {target}: {exc}")
 
 
 def _banner(findings: list[Finding]) -> None:

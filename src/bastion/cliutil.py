@@ -8,12 +8,14 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bastion.security import KeyringError
 from bastion.settings import ConfigError
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# No emoji codes: ":x" in a module path must print as written.
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 class CommandError(Exception):
@@ -22,7 +24,7 @@ class CommandError(Exception):
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr and a non-zero exit: the CLI's only way to fail."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

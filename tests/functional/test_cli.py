@@ -201,3 +201,11 @@ def test_dev_mode_check_warns_but_passes(tmp_path: Path, monkeypatch: pytest.Mon
     assert code == 0
     assert "warning" in out
     assert "dev mode" in out
+
+
+def test_serve_app_that_cannot_be_imported_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert run("init", "--data-dir", str(data))[0] == 0
+    code, _, err = run("serve", "--data-dir", str(data), "--app", "no_such_module:app_factory")
+    assert code == 2
+    assert error_lines(err) == ["error: --app no_such_module:app_factory: No module named 'no_such_module'"]

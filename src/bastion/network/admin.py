@@ -20,7 +20,7 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bastion.logging import configure_logging, get_logger
+from bastion.logging import get_logger
 from bastion.network.ca import CaPaths
 from bastion.network.ipfilter import LISTENER_KEY
 from bastion.settings import Settings, load_settings
@@ -99,8 +99,7 @@ def attribute(scope: Scope) -> AdminIdentity:
 
 def app_factory() -> ASGIApp:
     """Entry point of the admin listener's worker processes (settings from the environment)."""
-    from bastion.app import create_app
+    from bastion.app import app_factory as public_app_factory
 
     settings = load_settings()
-    configure_logging(settings.log.level)
-    return AdminListener(create_app(settings), client_cert_verified=admin_mode(settings) == "mtls")
+    return AdminListener(public_app_factory(), client_cert_verified=admin_mode(settings) == "mtls")
