@@ -329,3 +329,40 @@ async def test_privileged_routes_need_a_two_factor_session(harness: Harness) -> 
     two_factor = (await harness.client.post("/api/v1/auth/mfa", json=body)).json()
     assert (await harness.client.get("/test/privileged", headers=harness.bearer(two_factor))).status_code == 200
     assert (await harness.client.get("/test/privileged")).status_code == 401
+
+
+async def test_hash_is_upgraded_at_sign_in_when_parameters_change(harness: Harness) -> None:
+    """V11.4.2 / Django-style setter: a stronger cost applies at the next sign-in."""
+    from bastion.identity.hashing import AsyncHasher
+    from bastion.identity.models import User
+    from bastion.security import Argon2Params, PasswordHasher
+
+    await harness.register(ALICE)
+    async with harness.app.state.sessionmaker() as db:
+        before = await db.scalar(select(User.password_hash))
+    assert before is not None
+    assert "m=7168,t=1" in before
+    stronger = PasswordHasher(Argon2Params(memory_cost_kib=8192, time_cost=2))
+    harness.app.state.identity.hasher = AsyncHasher(stronger, 1)
+    await harness.login(ALICE)
+    async with harness.app.state.sessionmaker() as db:
+        after = await db.scalar(select(User.password_hash))
+    assert after is not None
+    assert "m=8192,t=2" in after
+    await harness.login(ALICE)  # the upgraded hash still verifies
+
+
+async def test_password_reset_lifts_a_lockout(harness: Harness) -> None:
+    await harness.register(ALICE)
+    for attempt in range(10):
+        await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"wrong-guess-{attempt:03d}"})
+    await _lift_throttles(harness)
+    assert (
+        await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": PASSWORD})
+    ).status_code == 401
+    await harness.client.post("/api/v1/auth/password/forgot", json={"email": ALICE})
+    token = await harness.token_from_last_mail(ALICE)
+    reset = {"token": token, "new_password": NEW_PASSWORD}
+    assert (await harness.client.post("/api/v1/auth/password/reset", json=reset)).status_code == 204
+    await _lift_throttles(harness)
+    await harness.login(ALICE, NEW_PASSWORD)
