@@ -406,12 +406,13 @@ def test_slowloris_is_cut_off_while_normal_clients_are_served(server: Server) ->
 
 
 def test_oversized_and_overlong_headers_are_refused(server: Server) -> None:
-    with httpx.Client(verify=server.context()) as client:
-        many = {f"x-h{i}": "1" for i in range(70)}
-        assert client.get(f"https://localhost:{server.port}/healthz", headers=many).status_code == 431
-        big = {"x-big": "a" * 20_000}
-        assert client.get(f"https://localhost:{server.port}/healthz", headers=big).status_code == 431
-        assert client.get(f"https://localhost:{server.port}/healthz").status_code == 200
+    url = f"https://localhost:{server.port}/healthz"
+    many = {f"x-h{i}": "1" for i in range(70)}
+    big = {"x-big": "a" * 20_000}
+    # A fresh connection each: the server may close one after refusing it.
+    for headers, status in ((many, 431), (big, 431), ({}, 200)):
+        with httpx.Client(verify=server.context()) as client:
+            assert client.get(url, headers=headers).status_code == status
 
 
 def test_connections_beyond_the_limit_wait_instead_of_costing_the_worker(modern: Server) -> None:
