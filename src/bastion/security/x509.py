@@ -37,9 +37,9 @@ def write_dev_certificates(tls_dir: Path, *, now: dt.datetime | None = None) -> 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bastion development CA")])
     ca = (
-        _builder(ca_name, ca_name, ca_key.public_key(), now, days=3650)
+        cert_builder(ca_name, ca_name, ca_key.public_key(), now, now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -48,15 +48,16 @@ def write_dev_certificates(tls_dir: Path, *, now: dt.datetime | None = None) -> 
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     names += [x509.IPAddress(ipaddress.ip_address(h)) for h in DEV_HOSTS[1:]]
     leaf = (
-        _builder(
+        cert_builder(
             x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]),
             ca_name,
             leaf_key.public_key(),
             now,
-            days=397,  # the longest lifetime browsers accept for a leaf
+            # Within Mozilla's 366-day cap for leaves, so scanners call it compliant.
+            now + dt.timedelta(days=365),
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -75,14 +76,14 @@ def certificate_not_after(path: Path) -> dt.datetime:
     return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
 
 
-def _builder(
+def cert_builder(
     subject: x509.Name,
     issuer: x509.Name,
     public_key: ec.EllipticCurvePublicKey,
     now: dt.datetime,
-    *,
-    days: int,
+    not_after: dt.datetime,
 ) -> x509.CertificateBuilder:
+    """A certificate valid from a few minutes ago (clock skew) until ``not_after``."""
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -90,11 +91,11 @@ def _builder(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(not_after)
     )
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
+def key_usage(*, ca: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=not ca,
         content_commitment=False,
