@@ -120,6 +120,7 @@ def main() -> None:
             "BASTION_DATA_DIR": str(data),
             "BASTION_AUTH__LOGIN_RATE_PER_IP": "1000000/minute",
             "BASTION_AUTH__LOGIN_RATE_PER_ACCOUNT": "1000000/minute",
+            "BASTION_AUTH__REFRESH_RATE_PER_IP": "1000000/minute",
             "BASTION_LOG__LEVEL": "warning",
         }
         subprocess.run([bastion, "init"], env=env, check=True, capture_output=True)

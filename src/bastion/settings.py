@@ -171,8 +171,17 @@ class AuthSettings(Section):
     mfa_required_roles: list[str] = ["admin"]
     lockout_threshold: int = Field(10, ge=3, le=100)
     lockout_seconds: int = Field(60, ge=1)
+    # Throttles in the `limits` notation, checked before any work is done.
     login_rate_per_ip: str = "30/minute"
     login_rate_per_account: str = "10/minute"
+    mfa_rate_per_ip: str = "10/minute"
+    refresh_rate_per_ip: str = "60/minute"
+    register_rate_per_ip: str = "10/minute"
+    verify_rate_per_ip: str = "20/minute"
+    forgot_rate_per_ip: str = "10/minute"
+    reset_rate_per_ip: str = "10/minute"
+    # Per account, so nobody can bomb a mailbox with sign-up or reset mail.
+    mail_rate_per_account: str = "3/hour"
     api_key_rate: str = "600/minute"
     # Argon2id runs off the event loop; this many at once (about one per core)
     # so a flood of logins queues instead of exhausting memory.

@@ -7,6 +7,7 @@ any work, and sign-in is also limited per account before any hashing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -32,10 +33,14 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def rate_limit_login_per_ip(request: Request, response: Response) -> None:
-    """The per-address sign-in limit, from settings (auth.login_rate_per_ip)."""
-    limit = request.app.state.settings.auth.login_rate_per_ip
-    await rate_limit(limit, scope="auth:login:ip")(request, response)
+def per_ip(name: str) -> Callable[[Request, Response], Awaitable[None]]:
+    """The per-address limit ``auth.<name>_rate_per_ip`` from settings, as a dependency."""
+
+    async def limit(request: Request, response: Response) -> None:
+        rate = getattr(request.app.state.settings.auth, f"{name}_rate_per_ip")
+        await rate_limit(rate, scope=f"auth:{name}:ip")(request, response)
+
+    return limit
 
 
 def _identity(request: Request) -> IdentityService:
@@ -63,11 +68,13 @@ async def _per_account(request: Request, scope: str, limit: str, email: str) -> 
 @router.post(
     "/auth/register",
     status_code=202,
-    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:register:ip"))],
+    dependencies=[Depends(public), Depends(per_ip("register"))],
     responses={403: {"description": "Registration closed"}, 422: {"description": "Invalid"}},
 )
 async def register(body: schemas.Credentials, request: Request) -> schemas.Accepted:
-    await _per_account(request, "auth:register:account", "3/hour", body.email)
+    await _per_account(
+        request, "auth:register:account", request.app.state.settings.auth.mail_rate_per_account, body.email
+    )
     async with work(request) as uow:
         await _identity(request).register(uow, body.email, body.password)
     return schemas.Accepted(detail=ACCEPTED)
@@ -76,7 +83,7 @@ async def register(body: schemas.Credentials, request: Request) -> schemas.Accep
 @router.post(
     "/auth/verify-email",
     status_code=204,
-    dependencies=[Depends(public), Depends(rate_limit("20/minute", scope="auth:verify:ip"))],
+    dependencies=[Depends(public), Depends(per_ip("verify"))],
 )
 async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     async with work(request) as uow:
@@ -84,7 +91,7 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(rate_limit_login_per_ip)])
+@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(per_ip("login"))])
 async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
     settings = request.app.state.settings.auth
     await _per_account(request, "auth:login:account", settings.login_rate_per_account, body.email)
@@ -101,7 +108,7 @@ async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens |
 @router.post(
     "/auth/mfa",
     responses=AUTH_ERRORS,
-    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:mfa:ip"))],
+    dependencies=[Depends(public), Depends(per_ip("mfa"))],
 )
 async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
     async with work(request) as uow:
@@ -113,7 +120,7 @@ async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
 @router.post(
     "/auth/refresh",
     responses=AUTH_ERRORS,
-    dependencies=[Depends(public), Depends(rate_limit("60/minute", scope="auth:refresh:ip"))],
+    dependencies=[Depends(public), Depends(per_ip("refresh"))],
 )
 async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens:
     async with work(request) as uow:
@@ -133,11 +140,13 @@ async def logout(caller: Caller, request: Request) -> Response:
 @router.post(
     "/auth/password/forgot",
     status_code=202,
-    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:forgot:ip"))],
+    dependencies=[Depends(public), Depends(per_ip("forgot"))],
 )
 async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.Accepted:
     # Per account too, so nobody can bomb a mailbox with reset mails.
-    await _per_account(request, "auth:forgot:account", "3/hour", body.email)
+    await _per_account(
+        request, "auth:forgot:account", request.app.state.settings.auth.mail_rate_per_account, body.email
+    )
     async with work(request) as uow:
         await _identity(request).forgot_password(uow, body.email)
     return schemas.Accepted(detail=ACCEPTED)
@@ -146,7 +155,7 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
 @router.post(
     "/auth/password/reset",
     status_code=204,
-    dependencies=[Depends(public), Depends(rate_limit("10/minute", scope="auth:reset:ip"))],
+    dependencies=[Depends(public), Depends(per_ip("reset"))],
 )
 async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
     async with work(request) as uow:
