@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +21,7 @@ from bastion.access.permissions import grants
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, record_event
 from bastion.clock import Clock
-from bastion.identity.models import User
+from bastion.identity.models import User, UserRole
 from bastion.security import constant_time_equals, hash_token, token_bytes, token_urlsafe
 from bastion.sessions.service import SessionClaims
 from bastion.work import UnitOfWork
@@ -34,19 +34,28 @@ class AccessService:
     def __init__(self, *, clock: Clock) -> None:
         self.clock = clock
 
-    async def permissions_of(self, db: AsyncSession, roles: Iterable[str]) -> frozenset[str]:
-        rows = await db.scalars(select(Role.permissions).where(Role.name.in_(list(roles))))
-        return frozenset(p for permissions in rows for p in permissions)
+    async def grants_of(self, db: AsyncSession, user_id: uuid.UUID) -> tuple[frozenset[str], frozenset[str]]:
+        """The roles and permissions of an enabled user, in one query; InvalidCredential otherwise."""
+        rows = (
+            await db.execute(
+                select(User.disabled, UserRole.role, Role.permissions)
+                .select_from(User)
+                .outerjoin(UserRole, UserRole.user_id == User.id)
+                .outerjoin(Role, Role.name == UserRole.role)
+                .where(User.id == user_id)
+            )
+        ).all()
+        if not rows or rows[0].disabled:
+            raise InvalidCredential
+        roles = frozenset(row.role for row in rows if row.role is not None)
+        return roles, frozenset(p for row in rows if row.permissions for p in row.permissions)
 
     async def for_session(self, db: AsyncSession, claims: SessionClaims) -> Principal:
-        user = await db.get(User, claims.user_id)
-        if user is None or user.disabled:
-            raise InvalidCredential
-        roles = frozenset(user.role_names)
+        roles, permissions = await self.grants_of(db, claims.user_id)
         return Principal(
-            user_id=user.id,
+            user_id=claims.user_id,
             roles=roles,
-            permissions=await self.permissions_of(db, roles),
+            permissions=permissions,
             mfa=claims.mfa,
             session_id=claims.session_id,
         )
@@ -126,16 +135,12 @@ class AccessService:
         now = self.clock.now()
         if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
             raise InvalidCredential
-        owner = await db.get(User, key.user_id)
-        if owner is None or owner.disabled:
-            raise InvalidCredential
-        roles = frozenset(owner.role_names)
-        held = await self.permissions_of(db, roles)
+        roles, held = await self.grants_of(db, key.user_id)
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
             key.last_used_at = now
             await db.commit()
         return Principal(
-            user_id=owner.id,
+            user_id=key.user_id,
             roles=roles,
             # Only what the owner still holds: demoting the owner demotes the key.
             permissions=frozenset(scope for scope in key.scopes if grants(held, scope)),
