@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import NoReturn
 
 import typer
@@ -28,11 +27,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    try:
-        yield
-    except (ConfigError, KeyringError, FileExistsError, CommandError) as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"{exc.filename or 'the data directory'}: {exc.strerror or exc}")
+class _OneLineErrors:
+    """Turns expected failures into one line and exit code 2; never swallows one."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, (ConfigError, KeyringError, FileExistsError, CommandError)):
+            fail(str(exc))
+        if isinstance(exc, OSError):
+            fail(f"{exc.filename or 'the data directory'}: {exc.strerror or exc}")
+
+
+def one_line_errors() -> _OneLineErrors:
+    return _OneLineErrors()

@@ -40,7 +40,6 @@ def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitabl
 
     with one_line_errors():
         return asyncio.run(main())
-    raise AssertionError("unreachable")  # one_line_errors exits on every error
 
 
 async def _user(services: Services, uow: UnitOfWork, email: str) -> User:
