@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from bastion.app import create_app
-from bastion.instance import initialise
 from bastion.audit import Origin
 from bastion.clock import SystemClock
+from bastion.instance import initialise
 from bastion.services import build_services
 from bastion.settings import Settings, load_settings
 from bastion.work import unit_of_work
