@@ -1,0 +1,557 @@
+"""Every benchmark of BENCHMARKS.md in one run: Bastion and PocketBase side by
+side, with the bare-framework ceiling, the Argon2id bound and the fsync bound
+measured on the same machine in the same run.
+
+    .venv/bin/python bench/run.py [--seconds 10] [--scenarios 1,2,3,4,5,6] [--rows 100000]
+
+Both servers listen on 127.0.0.1 only, over plain HTTP (TLS is not what these
+scenarios measure), each in a temporary data dir that is deleted afterwards.
+Where `taskset` exists and there are two cores, the server under test is
+pinned to core 0 and wrk to core 1. Prints a table and writes
+bench/results/run-<time>.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from data import fsync_bound, seed
+from identity import EMAIL, PASSWORD, argon2_bound, free_port
+from pocketbase import PocketBase, wait_until_up
+
+from bastion.settings import AuthSettings
+
+ROOT = Path(__file__).resolve().parent
+LUA = ROOT / "lua"
+CAN_PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+SERVER_CORES = 1 if CAN_PIN else os.cpu_count() or 1
+NAMES = {
+    1: "1 password login, c=4",
+    2: "2 refresh rotation, 4 chains",
+    3: "3 read one record, c=8",
+    4: "4 validated create, c=8",
+    5: "5 list 20 filtered, c=8",
+    6: "6 wrong-password flood",
+}
+# Creates (4) run after the list (5), so both lists see exactly the seeded rows.
+ORDER = (1, 2, 3, 5, 4, 6)
+# Every throttle of the auth section, raised so the load generator measures the
+# work and not the limiter (scenario 6 restarts Bastion with the defaults).
+RAISED = {
+    f"BASTION_AUTH__{name.upper()}": "1000000/minute"
+    for name in AuthSettings.model_fields
+    if name.endswith(("_rate_per_ip", "_rate_per_account", "_rate"))
+}
+NOTE = {"title": "bench", "body": "<p>hi <b>there</b></p>", "secret": "s3", "priority": 3}
+WRONG = "not-the-password-at-all-42"
+
+
+def pin(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if CAN_PIN else []
+
+
+# --- wrk ---------------------------------------------------------------------
+
+
+def start_wrk(
+    url: str, seconds: float, script: str, connections: int, threads: int = 1, **env: str
+) -> subprocess.Popen[str]:
+    argv = [
+        *pin(1),
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA / script),
+        url,
+    ]
+    full_env = {**os.environ, "BENCH_LUA": str(LUA), **{f"BENCH_{k.upper()}": v for k, v in env.items()}}
+    return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_wrk(process: subprocess.Popen[str]) -> dict[str, Any]:
+    stdout, stderr = process.communicate()
+    line = next((line for line in stdout.splitlines() if line.startswith("BENCH ")), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed: {stderr.strip() or stdout.strip()}")
+    raw = json.loads(line.removeprefix("BENCH "))
+    statuses = {int(k): v for k, v in raw["statuses"].items()}
+    return {
+        "rps": raw["requests"] / raw["seconds"],
+        "p50_ms": raw["p50_ms"],
+        "p99_ms": raw["p99_ms"],
+        "requests": raw["requests"],
+        "statuses": statuses,
+        "non2xx": sum(n for status, n in statuses.items() if not 200 <= status < 300),
+        "socket_errors": raw["socket_errors"],
+    }
+
+
+def wrk(
+    url: str, seconds: float, script: str = "call.lua", connections: int = 8, threads: int = 1, **env: str
+) -> dict[str, Any]:
+    return finish_wrk(start_wrk(url, seconds, script, connections, threads, **env))
+
+
+# --- the systems ---------------------------------------------------------------
+
+
+class Bastion:
+    name = "Bastion"
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port, self.admin_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.exe = str(Path(sys.executable).with_name("bastion"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.user_id = ""
+
+    def env(self, *, raised: bool) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+        env |= {
+            "BASTION_DATA_DIR": str(self.data),
+            "BASTION_LOG__LEVEL": "warning",
+            "BASTION_SERVER__TRUSTED_PROXIES": '["127.0.0.1/32"]',
+        }
+        return env | RAISED if raised else env
+
+    def prepare(self) -> None:
+        env = self.env(raised=True)
+        subprocess.run([self.exe, "init"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [self.exe, "user", "create", "--email", EMAIL, "--password-stdin", "--verified"],
+            env=env,
+            input=PASSWORD + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, *, raised: bool = True) -> None:
+        argv = [
+            *pin(0),
+            self.exe,
+            "serve",
+            "--http",
+            "--port",
+            str(self.port),
+            "--admin-port",
+            str(self.admin_port),
+            "--workers",
+            "1",
+        ]
+        self.process = subprocess.Popen(
+            argv, env=self.env(raised=raised), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until_up(f"{self.base}/healthz")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait()
+
+    def login(self) -> dict[str, str]:
+        response = httpx.post(f"{self.base}/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+        response.raise_for_status()
+        tokens: dict[str, str] = response.json()
+        if not self.user_id:
+            me = httpx.get(f"{self.base}/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+            self.user_id = me.json()["id"]
+        return tokens
+
+
+# --- results -------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    system: str
+    scenario: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    # (what, measured, target, True when the target is an upper bound)
+    ratios: list[tuple[str, float, float, bool]] = field(default_factory=list)
+    note: str = ""
+
+    def ratio_text(self) -> str:
+        parts = []
+        for what, value, target, upper in self.ratios:
+            met = value <= target if upper else value >= target
+            parts.append(f"{value:.3g} {what} (target {'<=' if upper else '>='} {target:g}) {'ok' if met else 'MISS'}")
+        return "; ".join(parts) or self.note
+
+
+class Bench:
+    def __init__(self, seconds: int, rows: int, tmp: Path) -> None:
+        self.seconds, self.rows, self.tmp = seconds, rows, tmp
+        self.bastion = Bastion(tmp / "bastion")
+        self.pb = PocketBase(tmp / "pocketbase", free_port(), pin(0))
+        self.results: list[Row] = []
+        self.bounds: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.by_key: dict[tuple[str, int], dict[str, Any]] = {}
+        self.records_api = True
+        self.record_ids: dict[str, str] = {}
+
+    def add(self, row: Row, scenario: int | None = None) -> Row:
+        self.results.append(row)
+        if scenario is not None:
+            self.by_key[(row.system, scenario)] = row.figures
+        non2xx = row.figures.get("non2xx", 0)
+        if not row.note and non2xx and non2xx > 0.01 * row.figures["requests"]:
+            row.note = f"{non2xx} non-2xx of {row.figures['requests']} {row.figures['statuses']}"
+        print(f"  {row.system:<11}{row.scenario:<36}{row.figures.get('rps', 0):>10.1f}  {row.ratio_text()}", flush=True)
+        return row
+
+    # --- bounds --------------------------------------------------------------
+
+    def measure_bounds(self) -> None:
+        t_verify, _ = argon2_bound()
+        self.bounds["argon2id_t_verify_ms"] = 1000 * t_verify
+        self.bounds["argon2id_bound_per_s"] = SERVER_CORES / t_verify
+        self.add(
+            Row(
+                "bound",
+                f"Argon2id: {SERVER_CORES} core / t_verify",
+                {"rps": SERVER_CORES / t_verify},
+                note=f"t_verify {1000 * t_verify:.1f} ms (m=19 MiB, t=2, p=1)",
+            )
+        )
+        self.bounds["fsync_bound_per_s"] = fsync_bound(self.tmp / "fsync.db")
+        self.add(
+            Row(
+                "bound",
+                "fsync: durable 1-row commits/s",
+                {"rps": self.bounds["fsync_bound_per_s"]},
+                note="SQLite WAL, synchronous=FULL",
+            )
+        )
+        port = free_port()
+        granian = str(Path(sys.executable).with_name("granian"))
+        bare = subprocess.Popen(
+            [
+                *pin(0),
+                granian,
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+                "bare:app",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/record")
+            figures = wrk(f"http://127.0.0.1:{port}/record", self.seconds)
+        finally:
+            bare.terminate()
+            bare.wait()
+        self.bounds["bare_framework"] = figures
+        self.add(Row("bound", "bare framework GET, c=8", figures, note="granian + plain Starlette JSON, 1 worker"))
+
+    # --- set-up ----------------------------------------------------------------
+
+    def start(self, scenarios: list[int]) -> None:
+        self.bastion.prepare()
+        self.bastion.start()
+        self.pb.start()
+        self.pb.define(EMAIL, PASSWORD)
+        token = self.bastion.login()["access_token"]
+        response = httpx.post(
+            f"{self.bastion.base}/api/v1/collections/notes/records",
+            json=NOTE,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status_code == 201:
+            self.record_ids["Bastion"] = response.json()["id"]
+        else:
+            self.records_api = False
+            self.notes.append(f"Bastion's records API answered {response.status_code}: scenarios 3-5 not available")
+        self.record_ids["PocketBase"] = self.pb.post(
+            "/api/collections/notes/records",
+            json.loads(self.pb.note_body()),
+            {"Authorization": self.pb.login(EMAIL, PASSWORD)},
+        )["id"]
+        if 5 in scenarios:
+            self.seed()
+
+    def seed(self) -> None:
+        if self.records_api:
+            start = time.monotonic()
+            asyncio.run(seed(self.bastion.data, uuid.UUID(self.bastion.user_id), self.rows))
+            self.notes.append(
+                f"Bastion: {self.rows} notes inserted straight into its SQLite table (the records API has no bulk "
+                f"route), encrypted as the API would, in {time.monotonic() - start:.1f} s"
+            )
+        took = self.pb.seed(self.rows)
+        self.notes.append(f"PocketBase: {self.rows} notes through its /api/batch (500 per request), {took:.1f} s")
+
+    def stop(self) -> None:
+        self.bastion.stop()
+        self.pb.stop()
+
+    # --- scenarios -------------------------------------------------------------
+
+    def s1(self) -> None:
+        bastion = self.add(
+            Row(
+                "Bastion",
+                NAMES[1],
+                wrk(
+                    f"{self.bastion.base}/api/v1/auth/login",
+                    self.seconds,
+                    connections=4,
+                    method="POST",
+                    body=json.dumps({"email": EMAIL, "password": PASSWORD}),
+                ),
+            ),
+            1,
+        )
+        pb = wrk(
+            f"{self.pb.base}/api/collections/users/auth-with-password",
+            self.seconds,
+            connections=4,
+            method="POST",
+            body=json.dumps({"identity": EMAIL, "password": PASSWORD}),
+        )
+        self.add(Row("PocketBase", NAMES[1], pb, note="bcrypt cost 10"), 1)
+        bastion.ratios = [
+            ("of the hash bound", bastion.figures["rps"] / self.bounds["argon2id_bound_per_s"], 0.9, False),
+            ("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False),
+        ]
+
+    def s2(self) -> None:
+        tokens = ",".join(self.bastion.login()["refresh_token"] for _ in range(4))
+        bastion = self.add(
+            Row(
+                "Bastion",
+                NAMES[2],
+                wrk(
+                    f"{self.bastion.base}/api/v1/auth/refresh",
+                    self.seconds,
+                    "chain.lua",
+                    4,
+                    4,
+                    chain="bastion",
+                    tokens=tokens,
+                ),
+            ),
+            2,
+        )
+        tokens = ",".join(self.pb.login(EMAIL, PASSWORD) for _ in range(4))
+        pb = wrk(
+            f"{self.pb.base}/api/collections/users/auth-refresh",
+            self.seconds,
+            "chain.lua",
+            4,
+            4,
+            chain="pocketbase",
+            tokens=tokens,
+        )
+        self.add(Row("PocketBase", NAMES[2], pb, note="stateless: the old token stays valid"), 2)
+        bastion.ratios = [("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False)]
+
+    def bastion_notes(self, scenario: int, suffix: str, **env: str) -> Row | None:
+        if not self.records_api:
+            self.add(Row("Bastion", NAMES[scenario], note="not available (records API)"))
+            return None
+        token = self.bastion.login()["access_token"]
+        url = f"{self.bastion.base}/api/v1/collections/notes/records{suffix}"
+        return self.add(
+            Row("Bastion", NAMES[scenario], wrk(url, self.seconds, auth=f"Bearer {token}", **env)), scenario
+        )
+
+    def pb_notes(self, scenario: int, suffix: str, note: str = "", **env: str) -> dict[str, Any]:
+        url = f"{self.pb.base}/api/collections/notes/records{suffix}"
+        figures = wrk(url, self.seconds, auth=self.pb.login(EMAIL, PASSWORD), **env)
+        self.add(Row("PocketBase", NAMES[scenario], figures, note=note), scenario)
+        return figures
+
+    def s3(self) -> None:
+        bastion = self.bastion_notes(3, f"/{self.record_ids.get('Bastion')}")
+        pb = self.pb_notes(3, f"/{self.record_ids['PocketBase']}")
+        if bastion:
+            bastion.ratios = [
+                ("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False),
+                ("of bare framework", bastion.figures["rps"] / self.bounds["bare_framework"]["rps"], 0.5, False),
+            ]
+
+    def s4(self) -> None:
+        body = json.dumps(NOTE)
+        bastion = self.bastion_notes(4, "", method="POST", body=body)
+        pb = self.pb_notes(4, "", method="POST", body=self.pb.note_body())
+        if bastion:
+            bastion.ratios = [
+                ("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False),
+                ("of fsync bound", bastion.figures["rps"] / self.bounds["fsync_bound_per_s"], 0.5, False),
+            ]
+
+    def s5(self) -> None:
+        bastion = self.bastion_notes(5, "?priority.eq=3&limit=20")
+        pb = self.pb_notes(5, "?filter=priority%3D3&perPage=20&skipTotal=1", note="skipTotal=1")
+        if bastion:
+            bastion.ratios = [("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False)]
+
+    def s6(self) -> None:
+        """Legit reads alone, the flood alone, then both at once, for each system."""
+        self.bastion.stop()
+        self.bastion.start(raised=False)  # the shipped throttles, X-Forwarded-For from 127.0.0.1 believed
+        self.notes.append("scenario 6: Bastion restarted with its default throttles and trusted_proxies=127.0.0.1/32")
+        token = self.bastion.login()["access_token"]
+        if self.records_api:
+            read = f"{self.bastion.base}/api/v1/collections/notes/records/{self.record_ids['Bastion']}"
+        else:
+            read = f"{self.bastion.base}/api/v1/me"
+        self.flood(
+            "Bastion",
+            read,
+            f"Bearer {token}",
+            f"{self.bastion.base}/api/v1/auth/login",
+            json.dumps({"email": EMAIL, "password": WRONG}),
+            self.bounds["argon2id_t_verify_ms"] / 1000,
+            "of one Argon2id verify",
+        )
+        login = self.by_key.get(("PocketBase", 1))
+        self.flood(
+            "PocketBase",
+            f"{self.pb.base}/api/collections/notes/records/{self.record_ids['PocketBase']}",
+            self.pb.login(EMAIL, PASSWORD),
+            f"{self.pb.base}/api/collections/users/auth-with-password",
+            json.dumps({"identity": EMAIL, "password": WRONG}),
+            SERVER_CORES / login["rps"] if login else 0.0,
+            "of one PocketBase login (scenario 1)",
+        )
+
+    def flood(self, system: str, read: str, auth: str, login: str, body: str, one_hash_s: float, what: str) -> None:
+        seconds = self.seconds
+        alone = wrk(read, seconds, connections=4, auth=auth)
+        self.add(Row(system, "6 legit reads alone, c=4", alone))
+        flood = wrk(login, seconds, "flood.lua", connections=8, body=body)
+        cost = SERVER_CORES / flood["rps"]
+        note = f"statuses {answers(flood)}; {1000 * cost:.2f} ms of server core per attempt"
+        row = self.add(Row(system, "6 flood alone, c=8, random XFF", flood, note=note))
+        if one_hash_s:
+            row.ratios = [(what, cost / one_hash_s, 0.01, True)]
+            row.figures["cost_per_attempt_ms"] = 1000 * cost
+        attack = start_wrk(login, seconds + 2, "flood.lua", 8, body=body)
+        time.sleep(1)
+        loaded = wrk(read, seconds, connections=4, auth=auth)
+        under = finish_wrk(attack)
+        ratio = [("of unloaded", loaded["rps"] / alone["rps"], 0.8, False)]
+        self.add(Row(system, "6 legit reads under flood, c=4", loaded, ratio))
+        self.add(Row(system, "6 the flood meanwhile, c=8", under, note=f"statuses {answers(under)}"))
+
+
+def answers(figures: dict[str, Any]) -> str:
+    return ", ".join(f"{status}: {n}" for status, n in sorted(figures["statuses"].items()))
+
+
+# --- report ------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(kib / 2**20, 1),
+        "kernel": platform.release(),
+        "pinning": "server on core 0, wrk on core 1 (taskset)" if CAN_PIN else "not pinned",
+    }
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| system | scenario | req/s | p50 ms | p99 ms | ratio to target |", "|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        figures = row.figures
+        rps = f"{figures['rps']:.1f}" if "rps" in figures else "n/a"
+        p50 = f"{figures['p50_ms']:.2f}" if "p50_ms" in figures else ""
+        p99 = f"{figures['p99_ms']:.2f}" if "p99_ms" in figures else ""
+        text = row.ratio_text()
+        if row.note and row.ratios:
+            text += f"; {row.note}"
+        lines.append(f"| {row.system} | {row.scenario} | {rps} | {p50} | {p99} | {text} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="per measurement (default 10)")
+    parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated (default all: 1,2,3,4,5,6)")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows seeded for scenario 5 (default 100000)")
+    args = parser.parse_args()
+    chosen = sorted({int(s) for s in args.scenarios.split(",")} & set(NAMES))
+    info = machine()
+    print(f"machine: {info['nproc']} cores, {info['cpu']}, {info['memory_gib']} GiB; {info['pinning']}")
+    print(
+        "Bastion's throttles are raised for scenarios 1-5 so wrk is not rate limited: "
+        + ", ".join(f"{k}={v}" for k, v in RAISED.items())
+    )
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+        bench = Bench(args.seconds, args.rows, Path(tmp))
+        try:
+            bench.measure_bounds()
+            bench.start(chosen)
+            for scenario in ORDER:
+                if scenario in chosen:
+                    getattr(bench, f"s{scenario}")()
+        finally:
+            bench.stop()
+    rows = [r for r in bench.results if r.system == "bound"] + sorted(
+        (r for r in bench.results if r.system != "bound"), key=lambda r: (r.scenario[:1], r.system != "Bastion")
+    )
+    print()
+    print(table(rows))
+    for note in bench.notes:
+        print(f"- {note}")
+    print(f"({time.monotonic() - started:.0f} s)")
+    result = {
+        "machine": info,
+        "seconds_per_measurement": args.seconds,
+        "scenarios": chosen,
+        "throttles_raised_for_1_to_5": RAISED,
+        "bounds": bench.bounds,
+        "notes": bench.notes,
+        "rows": [{**asdict(row), "ratio_text": row.ratio_text()} for row in rows],
+        "table_markdown": table(rows),
+    }
+    out = ROOT / "results" / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
