@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         # Routes read their services from app.state (request.app.state.identity, …).
         for name, value in vars(services).items():
             setattr(app.state, name, value)
-        await services.data.refresh()
+        await services.data.start()
         try:
             yield
         finally:

@@ -13,6 +13,7 @@ from rich.table import Table
 from bastion import __version__, instance
 from bastion.app import APP_ENV, load_target
 from bastion.cliutil import err, fail, one_line_errors, out
+from bastion.data import cli as data_commands
 from bastion.identity.cli import sessions, users
 from bastion.logging import configure_logging
 from bastion.network.cli import ca as ca_commands
@@ -49,6 +50,8 @@ app.add_typer(users, name="user")
 app.add_typer(sessions, name="sessions")
 app.add_typer(ca_commands, name="ca")
 app.add_typer(firewall_commands, name="firewall")
+app.add_typer(data_commands.collections, name="collections")
+app.add_typer(data_commands.keys, name="keys")
 
 
 @app.callback()

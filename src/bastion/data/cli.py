@@ -1,0 +1,136 @@
+"""``bastion collections …`` and ``bastion keys …``: thin commands over the data service."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, TaskID
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.audit import EventTag, Origin, record_event
+from bastion.cliutil import CommandError, one_line_errors, out
+from bastion.clock import SystemClock
+from bastion.data.rewrap import rewrap_all
+from bastion.data.service import apply_configured
+from bastion.data.tables import Plan
+from bastion.db import create_engine
+from bastion.secrets import KEY_PURPOSES, open_keyrings
+from bastion.settings import Settings, load_settings
+
+collections = typer.Typer(help="Collections declared in bastion.toml.", no_args_is_help=True)
+keys = typer.Typer(help="The keystore: list, rotate, rewrap.", no_args_is_help=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="BASTION_DATA_DIR", help="Data directory [default: ./bastion-data]."),
+]
+# Rotating the HMAC key would change every blind index at once (lookups would
+# miss until all were recomputed), so only these rotate.
+ROTATABLE = ("encryption", "signing")
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    with one_line_errors():
+        return load_settings(data_dir)
+
+
+def _show(changes: Plan) -> None:
+    if changes.empty:
+        out.print("collections are up to date")
+    for change in changes.changes:
+        colour = "red" if change.destructive else "green"
+        out.print(f"[{colour}]{'!' if change.destructive else '+'}[/] {change.description}", highlight=False)
+
+
+@collections.command("plan")
+def plan_command(data_dir: DataDir = None) -> None:
+    """Show what `apply` would change, without changing anything."""
+    settings = _settings(data_dir)
+    with one_line_errors():
+        _show(apply_configured(settings, SystemClock(), dry_run=True))
+
+
+@collections.command("apply")
+def apply_command(
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Also make changes that drop data.")] = False,
+) -> None:
+    """Bring the tables to bastion.toml; refuses changes that drop data without --force."""
+    settings = _settings(data_dir)
+    with one_line_errors():
+        _show(apply_configured(settings, SystemClock(), dry_run=True))
+        apply_configured(settings, SystemClock(), force=force)
+    out.print("[green]applied[/]")
+
+
+@keys.command("list")
+def list_keys(data_dir: DataDir = None) -> None:
+    """Every key of every keyring (ids and dates, never material)."""
+    settings = _settings(data_dir)
+    with one_line_errors():
+        rings = open_keyrings(settings)
+    table = Table("purpose", "kid", "created", "status", title="Bastion keystore")
+    for purpose in KEY_PURPOSES:
+        for info in getattr(rings, purpose).kids():
+            colour = "green" if info.status == "active" else "dim"
+            table.add_row(purpose, info.kid, info.created_at.isoformat(), f"[{colour}]{info.status}[/]")
+    out.print(table)
+
+
+@keys.command("rotate")
+def rotate(
+    purpose: Annotated[str, typer.Argument(help="encryption or signing")],
+    data_dir: DataDir = None,
+) -> None:
+    """Make a new active key; old ones stay to read what they wrote. Running servers switch at once."""
+    if purpose not in ROTATABLE:
+        with one_line_errors():
+            raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate (hmac would change every blind index)")
+    settings = _settings(data_dir)
+    with one_line_errors():
+        kid = getattr(open_keyrings(settings), purpose).rotate()
+        asyncio.run(_audit(settings, EventTag.KEY_ROTATE, {"purpose": purpose, "kid": kid}))
+    out.print(f"[green]new active {purpose} key:[/] {kid}", highlight=False)
+    if purpose == "encryption":
+        out.print("run `bastion keys rewrap` to move existing values to it")
+
+
+@keys.command("rewrap")
+def rewrap(
+    data_dir: DataDir = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Records per transaction.")] = 500,
+) -> None:
+    """Re-encrypt every encrypted field under the active key, in batches. Safe to
+    interrupt and run again; the server keeps serving meanwhile."""
+    settings = _settings(data_dir)
+    with one_line_errors():
+        rings = open_keyrings(settings)
+    with Progress(transient=False) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(collection: str, done: int, total: int) -> None:
+            if collection not in tasks:
+                tasks[collection] = progress.add_task(collection, total=total)
+            progress.update(tasks[collection], completed=done)
+
+        result = asyncio.run(rewrap_all(settings, rings, batch_size=batch_size, report=report))
+    with one_line_errors():
+        asyncio.run(_audit(settings, EventTag.KEYS_REWRAP, {"rewrapped": result.rewrapped, "corrupt": result.corrupt}))
+    out.print(f"[green]rewrapped {result.rewrapped} values[/]", highlight=False)
+    if result.corrupt:
+        out.print(f"[red]{result.corrupt} values failed their integrity check and were left as they are[/]")
+        raise typer.Exit(1)
+
+
+async def _audit(settings: Settings, tag: EventTag, details: dict[str, object]) -> None:
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        async with engine.begin() as connection, AsyncSession(bind=connection) as db:
+            record_event(db, SystemClock(), tag, origin=Origin.cli(), details=details)
+            await db.flush()
+    finally:
+        await engine.dispose()

@@ -1,0 +1,150 @@
+"""``/api/v1/collections/{name}/records``: thin handlers over the data service.
+
+Collections can be defined while the server runs (admin API), so one set of
+routes serves them all and validates with each collection's own models. The
+OpenAPI document still shows every collection with its real schema: it is
+generated from per-collection routes that exist only for documentation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from bastion.access import Principal, by_rule, optional_principal
+from bastion.data.schema import Catalog, Collection
+from bastion.data.service import DataService
+from bastion.http.deps import work
+
+PREFIX = "/api/v1/collections"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not authenticated"},
+    403: {"description": "Not allowed in this collection"},
+    404: {"description": "No such collection or record (also: one the caller may not see)"},
+    422: {"description": "Invalid body or query"},
+}
+
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(by_rule)], include_in_schema=False)
+Caller = Annotated[Principal | None, Depends(optional_principal)]
+
+
+def _data(request: Request) -> DataService:
+    service: DataService = request.app.state.data
+    return service
+
+
+@router.get("/{name}/records")
+async def list_records(name: str, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        page = await _data(request).list(uow, name, caller, request.query_params.multi_items())
+    return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
+
+
+@router.post("/{name}/records", status_code=201)
+async def create_record(name: str, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        record = await _data(request).create(uow, name, caller, await request.body())
+    return JSONResponse(record, status_code=201, headers={"Location": f"{PREFIX}/{name}/records/{record['id']}"})
+
+
+@router.get("/{name}/records/{record_id}")
+async def read_record(name: str, record_id: uuid.UUID, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        record = await _data(request).read(uow, name, caller, record_id)
+    return JSONResponse(record)
+
+
+@router.patch("/{name}/records/{record_id}")
+async def update_record(name: str, record_id: uuid.UUID, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        record = await _data(request).update(uow, name, caller, record_id, await request.body())
+    return JSONResponse(record)
+
+
+@router.delete("/{name}/records/{record_id}", status_code=204)
+async def delete_record(name: str, record_id: uuid.UUID, caller: Caller, request: Request) -> Response:
+    async with work(request) as uow:
+        await _data(request).delete(uow, name, caller, record_id)
+    return Response(status_code=204)
+
+
+# --- the OpenAPI document ----------------------------------------------------
+
+
+def install(app: FastAPI) -> None:
+    """Serve the records routes, and document every collection in /openapi.json."""
+    app.include_router(router)
+    cache: dict[int, dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        service: DataService | None = getattr(app.state, "data", None)
+        catalog = service.catalog if service is not None else Catalog({})
+        if catalog.version not in cache:
+            cache.clear()
+            cache[catalog.version] = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                routes=[*app.routes, *_documentation(catalog)],
+            )
+        return cache[catalog.version]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _documentation(catalog: Catalog) -> list[APIRoute]:
+    routes: list[APIRoute] = []
+    for collection in catalog.collections.values():
+        routes.extend(_collection_routes(collection))
+    return routes
+
+
+def _collection_routes(collection: Collection) -> list[APIRoute]:
+    """Routes that are never served, only described: their signatures carry the collection's models."""
+    base = f"{PREFIX}/{collection.name}/records"
+    record_id = inspect.Parameter("record_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=uuid.UUID)
+    query = inspect.Parameter(
+        "query", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[collection.query_model, Query()]
+    )
+
+    def body(model: type[Any]) -> inspect.Parameter:
+        return inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=model)
+
+    tag: list[str | Enum] = [f"collection: {collection.name}"]
+    specs: list[tuple[str, str, list[inspect.Parameter], Any, int]] = [
+        (base, "GET", [query], collection.page_model, 200),
+        (base, "POST", [body(collection.create_model)], collection.record_model, 201),
+        (f"{base}/{{record_id}}", "GET", [record_id], collection.record_model, 200),
+        (f"{base}/{{record_id}}", "PATCH", [record_id, body(collection.update_model)], collection.record_model, 200),
+        (f"{base}/{{record_id}}", "DELETE", [record_id], None, 204),
+    ]
+    return [
+        APIRoute(
+            path,
+            _described(parameters),
+            methods=[method],
+            response_model=model,
+            status_code=status,
+            responses=ERRORS,
+            tags=tag,
+            name=f"{method.lower()}_{collection.name}{'_one' if '{record_id}' in path else ''}",
+            summary=f"{method} {collection.name}",
+        )
+        for path, method, parameters, model, status in specs
+    ]
+
+
+def _described(parameters: list[inspect.Parameter]) -> Callable[..., Any]:
+    async def endpoint(**_: Any) -> None:  # pragma: no cover - documentation only
+        raise NotImplementedError
+
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return endpoint

@@ -1,0 +1,45 @@
+"""Encrypted fields: AES-256-GCM through ``bastion.security``, bound to their place.
+
+The associated data names the collection, the field and the record id, so a
+ciphertext copied to another record or field fails authentication instead of
+decrypting there (ASVS V11.3.3). A searchable field also stores an HMAC
+blind index of its value, scoped to that collection and field, for equality
+lookups that never decrypt; it reveals which records share a value, and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from bastion.security import BlindIndex, Encryptor, aad_for
+
+_LABEL = "bastion/record/v1"
+
+
+class FieldSealer:
+    def __init__(self, encryptor: Encryptor, blind_index: BlindIndex) -> None:
+        self._encryptor = encryptor
+        self._index = blind_index
+
+    def seal(self, collection: str, field: str, record_id: uuid.UUID, value: str) -> bytes:
+        return self._encryptor.encrypt(value.encode(), _aad(collection, field, record_id))
+
+    def open(self, collection: str, field: str, record_id: uuid.UUID, blob: bytes) -> str:
+        """The plaintext; raises InvalidCiphertext for a tampered, misplaced or unknown-key blob."""
+        return self._encryptor.decrypt(blob, _aad(collection, field, record_id)).decode()
+
+    def rewrap(self, collection: str, field: str, record_id: uuid.UUID, blob: bytes) -> bytes:
+        """The blob under the active key (authenticated first; unchanged if already there)."""
+        return self._encryptor.rewrap(blob, _aad(collection, field, record_id))
+
+    def digest(self, collection: str, field: str, value: str) -> str:
+        return self._index.digest(value, f"records:{collection}.{field}")
+
+    def key_id(self, blob: bytes) -> str:
+        """The kid a blob was written under (InvalidCiphertext if it is not a blob at all)."""
+        return self._encryptor.key_id(blob)
+
+
+def _aad(collection: str, field: str, record_id: uuid.UUID) -> bytes:
+    return aad_for(_LABEL, collection, field, str(record_id))
