@@ -1,4 +1,4 @@
-"""``/admin/api/v1/…``: users, roles, API keys and sessions.
+"""``/admin/api/v1/…``: users, roles, API keys, sessions and collections.
 
 Every route needs an admin permission from a session signed in with two
 factors. The network guard serves ``/admin/*`` on the admin listener only.
@@ -20,9 +20,11 @@ from bastion.access.models import Role
 from bastion.access.routes import info
 from bastion.access.schemas import ApiKeyInfo, Scope
 from bastion.audit import EventTag, record_event
-from bastion.http.deps import work
+from bastion.data.service import DataService
+from bastion.http.deps import origin_of, work
 from bastion.http.problems import NotFound
 from bastion.identity.models import User, UserRole
+from bastion.settings import CollectionSettings
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
@@ -169,3 +171,47 @@ async def revoke_user_sessions(user_id: uuid.UUID, request: Request, caller: Ses
     async with work(request) as uow:
         await request.app.state.sessions.revoke_all(uow, user_id, reason="admin")
     return Response(status_code=204)
+
+
+CollectionsRead = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_COLLECTIONS_READ))]
+CollectionsWrite = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_COLLECTIONS_WRITE))]
+CollectionName = Annotated[str, Path(min_length=1, max_length=48, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class CollectionChanges(BaseModel):
+    changes: list[str]
+
+
+@router.get("/collections")
+async def list_collections(request: Request, caller: CollectionsRead) -> dict[str, CollectionSettings]:
+    data: DataService = request.app.state.data
+    await data.refresh()
+    return {name: collection.settings for name, collection in sorted(data.catalog.collections.items())}
+
+
+@router.put(
+    "/collections/{name}",
+    responses={409: {"description": "Declared in bastion.toml, or drops data without ?force=true"}},
+)
+async def put_collection(
+    name: CollectionName, body: CollectionSettings, request: Request, caller: CollectionsWrite, force: bool = False
+) -> CollectionChanges:
+    """Create or change a collection; a change that drops data needs ``?force=true``."""
+    plan = await request.app.state.data.define(
+        name, body, force=force, origin=origin_of(request), actor_id=caller.user_id
+    )
+    return CollectionChanges(changes=[change.description for change in plan.changes])
+
+
+@router.delete(
+    "/collections/{name}",
+    responses={409: {"description": "Declared in bastion.toml, or not forced"}},
+)
+async def delete_collection(
+    name: CollectionName, request: Request, caller: CollectionsWrite, force: bool = False
+) -> CollectionChanges:
+    """Drop a collection and its records (needs ``?force=true``)."""
+    plan = await request.app.state.data.define(
+        name, None, force=force, origin=origin_of(request), actor_id=caller.user_id
+    )
+    return CollectionChanges(changes=[change.description for change in plan.changes])

@@ -217,3 +217,27 @@ async def test_unknown_permission_is_denied_by_default(harness: Harness) -> None
 
     assert (await harness.client.get("/test/reports", headers=harness.bearer(alice))).status_code == 403
     assert PASSWORD
+
+
+async def test_admin_defines_collections_through_the_api(harness: Harness, admin_client: httpx.AsyncClient) -> None:
+    """V8.2.2 (function level): only a two-factor admin changes the schema; data-dropping changes need force."""
+    await harness.register(ALICE)
+    alice = await harness.login(ALICE)
+    admin = harness.bearer(await make_admin(harness))
+    tasks = {"fields": {"label": {"type": "string", "max_length": 50}}, "rules": {"create": "owner", "read": "owner"}}
+    denied = await admin_client.put("/admin/api/v1/collections/tasks", json=tasks, headers=harness.bearer(alice))
+    assert denied.status_code == 403
+    created = await admin_client.put("/admin/api/v1/collections/tasks", json=tasks, headers=admin)
+    assert created.status_code == 200, created.text
+    assert created.json()["changes"]
+    assert "tasks" in (await admin_client.get("/admin/api/v1/collections", headers=admin)).json()
+    record = await harness.client.post(
+        "/api/v1/collections/tasks/records", json={"label": "ship it"}, headers=harness.bearer(alice)
+    )
+    assert record.status_code == 201, record.text
+
+    unforced = await admin_client.delete("/admin/api/v1/collections/tasks", headers=admin)
+    assert unforced.status_code == 409
+    assert (await admin_client.delete("/admin/api/v1/collections/tasks?force=true", headers=admin)).status_code == 200
+    gone = await harness.client.get("/api/v1/collections/tasks/records", headers=harness.bearer(alice))
+    assert gone.status_code == 404
