@@ -60,11 +60,13 @@ async def optional_principal(request: Request) -> Principal | None:
     state = request.app.state
     found: Principal
     try:
-        async with state.sessionmaker() as db:
-            if token.startswith("bsk_"):
+        if token.startswith("bsk_"):
+            async with state.sessionmaker() as db:
                 found = await state.access.authenticate_key(db, token)
-            else:
-                found = await state.access.for_session(db, await state.sessions.authenticate(db, token))
+        else:
+            user_id, session_id = state.sessions.verify_access_token(token)
+            async with state.engine.connect() as connection:
+                found = await state.access.for_access_token(connection, user_id, session_id)
     except Unauthorized as refused:
         refused.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise

@@ -12,8 +12,8 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bastion.access.errors import InvalidCredential, ScopeNotHeld
 from bastion.access.models import ApiKey, Role
@@ -23,7 +23,8 @@ from bastion.audit import EventTag, record_event
 from bastion.clock import Clock
 from bastion.identity.models import User, UserRole
 from bastion.security import constant_time_equals, hash_token, token_bytes, token_urlsafe
-from bastion.sessions.service import SessionClaims
+from bastion.sessions.models import Session
+from bastion.sessions.service import InvalidSession
 from bastion.work import UnitOfWork
 
 API_KEY_PREFIX = "bsk"
@@ -50,14 +51,48 @@ class AccessService:
         roles = frozenset(row.role for row in rows if row.role is not None)
         return roles, frozenset(p for row in rows if row.permissions for p in row.permissions)
 
-    async def for_session(self, db: AsyncSession, claims: SessionClaims) -> Principal:
-        roles, permissions = await self.grants_of(db, claims.user_id)
+    async def for_access_token(
+        self, connection: AsyncConnection, user_id: uuid.UUID, session_id: uuid.UUID
+    ) -> Principal:
+        """The principal of a verified access token, if its session is live and its user enabled.
+
+        One statement joins the session, the user and the roles: this runs on
+        every authenticated request, so it reads the sessions table directly
+        instead of going through the sessions service.
+        """
+        now = self.clock.now()
+        rows = (
+            await connection.execute(
+                select(
+                    Session.user_id,
+                    Session.mfa,
+                    Session.revoked_at,
+                    Session.expires_at,
+                    Session.last_used_at,
+                    User.disabled,
+                    UserRole.role,
+                    Role.permissions,
+                )
+                .join(User, User.id == Session.user_id)
+                .outerjoin(UserRole, UserRole.user_id == User.id)
+                .outerjoin(Role, Role.name == UserRole.role)
+                .where(Session.id == session_id)
+            )
+        ).all()
+        if not rows:
+            raise InvalidSession
+        live = rows[0]
+        if live.user_id != user_id or live.revoked_at is not None or live.expires_at <= now or live.disabled:
+            raise InvalidSession
+        if now - live.last_used_at > TOUCH_INTERVAL:
+            await connection.execute(update(Session).where(Session.id == session_id).values(last_used_at=now))
+            await connection.commit()
         return Principal(
-            user_id=claims.user_id,
-            roles=roles,
-            permissions=permissions,
-            mfa=claims.mfa,
-            session_id=claims.session_id,
+            user_id=user_id,
+            roles=frozenset(row.role for row in rows if row.role is not None),
+            permissions=frozenset(p for row in rows if row.permissions for p in row.permissions),
+            mfa=live.mfa,
+            session_id=session_id,
         )
 
     # --- API keys -------------------------------------------------------

@@ -45,15 +45,6 @@ class TokenPair:
     token_type: str = "Bearer"  # noqa: S105 - RFC 6750 token type
 
 
-@dataclass(frozen=True)
-class SessionClaims:
-    """What a valid access token with a live session establishes."""
-
-    user_id: uuid.UUID
-    session_id: uuid.UUID
-    mfa: bool
-
-
 class SessionService:
     def __init__(self, settings: AuthSettings, *, clock: Clock, signer: TokenSigner) -> None:
         self.settings = settings
@@ -112,22 +103,18 @@ class SessionService:
         record_event(db, self.clock, EventTag.REFRESH, origin=uow.origin, actor_id=session.user_id)
         return self._issue(db, session)
 
-    async def authenticate(self, db: AsyncSession, access_token: str) -> SessionClaims:
-        """The principal of a bearer access token whose session is still live."""
-        now = self.clock.now()
+    def verify_access_token(self, access_token: str) -> tuple[uuid.UUID, uuid.UUID]:
+        """The (user id, session id) of a validly signed, unexpired access token.
+
+        Signature and claims only: whether the session is still live is the
+        caller's database question (bastion.access asks it in the same query
+        that loads the roles).
+        """
         try:
-            claims = self.signer.verify(access_token, now=int(now.timestamp()))
-            session_id = uuid.UUID(str(claims["sid"]))
-            user_id = uuid.UUID(str(claims["sub"]))
+            claims = self.signer.verify(access_token, now=int(self.clock.now().timestamp()))
+            return uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
         except (InvalidToken, KeyError, ValueError):
             raise InvalidSession from None
-        session = await db.get(Session, session_id)
-        if session is None or session.user_id != user_id or session.revoked_at is not None or session.expires_at <= now:
-            raise InvalidSession
-        if now - session.last_used_at > TOUCH_INTERVAL:
-            session.last_used_at = now
-            await db.commit()
-        return SessionClaims(user_id=user_id, session_id=session_id, mfa=session.mfa)
 
     async def list(self, db: AsyncSession, user_id: uuid.UUID) -> Sequence[Session]:
         now = self.clock.now()
