@@ -8,6 +8,8 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
+from bastion.db.sqlite import install as one_hop_cursors
+
 
 class Base(DeclarativeBase):
     """Every Bastion table derives from this."""
@@ -15,6 +17,7 @@ class Base(DeclarativeBase):
 
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
+        one_hop_cursors()
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
