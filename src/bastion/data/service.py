@@ -249,11 +249,10 @@ class DataService:
         self, uow: UnitOfWork, collection: Collection, op: RecordOp, caller: Principal | None, record_id: uuid.UUID
     ) -> Mapping[Any, Any]:
         verdict = await self._admit(uow, collection, op, caller, record_id=record_id)
-        table = collection.table
-        statement = sa.select(table).where(table.c.id == record_id)
-        if verdict is Verdict.OWN_RECORDS and caller is not None:
-            statement = statement.where(table.c.owner == caller.user_id)
-        row = (await uow.db.execute(statement)).mappings().first()
+        own = verdict is Verdict.OWN_RECORDS and caller is not None
+        statement = collection.fetch_own if own else collection.fetch_any
+        parameters = {"id": record_id, "owner": caller.user_id if own and caller else None}
+        row: Mapping[Any, Any] | None = (await uow.db.execute(statement, parameters)).mappings().first()
         if row is None:
             self._deny(uow, collection, op, caller, record_id)
             raise RecordNotFound
