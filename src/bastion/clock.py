@@ -28,3 +28,12 @@ class FrozenClock:
 
     def advance(self, **delta: float) -> None:
         self.at += dt.timedelta(**delta)
+
+
+def in_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` in UTC, or ValueError (a 422 in a model) when it has no UTC
+    form: year 1 at +01:00 or year 9999 at -01:00 would overflow on storage."""
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None

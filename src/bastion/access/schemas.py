@@ -6,7 +6,9 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from bastion.clock import in_utc
 
 # A permission name such as records:notes:read, or a subtree such as records:*.
 Scope = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9*][a-z0-9:*_-]*$")]
@@ -16,7 +18,7 @@ class NewApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(min_length=1, max_length=64)
-    expires_at: dt.datetime | None = None
+    expires_at: Annotated[AwareDatetime, AfterValidator(in_utc)] | None = None
 
 
 class ApiKeyInfo(BaseModel):

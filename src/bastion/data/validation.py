@@ -13,7 +13,6 @@ allowlist of tags, attributes and URL schemes (ASVS V1.3.1).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import unicodedata
 import uuid
@@ -36,6 +35,7 @@ from pydantic import (
     create_model,
 )
 
+from bastion.clock import in_utc
 from bastion.settings import CollectionSettings, FieldSettings
 
 # JSON numbers beyond 2**53 lose precision in JavaScript clients, and 64-bit
@@ -160,7 +160,7 @@ def _scalar_type(field: FieldSettings, *, strict: bool) -> Any:  # noqa: PLR0911
     if field.type == "boolean":
         return Annotated[bool, strictness]
     if field.type == "datetime":
-        return Annotated[AwareDatetime, AfterValidator(_in_utc)]
+        return Annotated[AwareDatetime, AfterValidator(in_utc)]
     if field.type == "email":
         return Annotated[EmailStr, StringConstraints(max_length=320)]
     if field.type == "url":
@@ -171,14 +171,6 @@ def _scalar_type(field: FieldSettings, *, strict: bool) -> Any:  # noqa: PLR0911
         return uuid.UUID
     # PostgreSQL refuses NUL in text outright: stop it (and other controls) here, as a 422.
     return Annotated[str, StringConstraints(max_length=max_length(field)), AfterValidator(_no_controls(""))]
-
-
-def _in_utc(value: dt.datetime) -> dt.datetime:
-    # Stored as UTC: year 1 at +01:00 or year 9999 at -01:00 has no UTC form.
-    try:
-        return value.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError("the time is out of range once converted to UTC") from None
 
 
 def query_value_type(field: FieldSettings) -> Any:

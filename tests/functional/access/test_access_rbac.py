@@ -241,3 +241,16 @@ async def test_admin_defines_collections_through_the_api(harness: Harness, admin
     assert (await admin_client.delete("/admin/api/v1/collections/tasks?force=true", headers=admin)).status_code == 200
     gone = await harness.client.get("/api/v1/collections/tasks/records", headers=harness.bearer(alice))
     assert gone.status_code == 404
+
+
+@pytest.mark.parametrize("expires_at", ["9999-12-31T23:59:00-01:00", "2030-01-01T00:00:00"])
+async def test_api_key_expiry_must_be_a_storable_aware_time(harness: Harness, expires_at: str) -> None:
+    """V2.2.1: no timezone, or no UTC form, is a 422 rather than a 500."""
+    await harness.register(ALICE)
+    alice = await harness.login(ALICE)
+    response = await harness.client.post(
+        "/api/v1/me/api-keys",
+        json={"name": "k", "scopes": ["records:*"], "expires_at": expires_at},
+        headers=harness.bearer(alice),
+    )
+    assert response.status_code == 422
