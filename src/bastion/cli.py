@@ -12,7 +12,7 @@ from rich.table import Table
 
 from bastion import __version__, instance
 from bastion.app import APP_ENV, load_target
-from bastion.cliutil import err, fail, one_line_errors, out
+from bastion.cliutil import DataDir, err, fail, one_line_errors, out
 from bastion.data import cli as data_commands
 from bastion.identity.cli import sessions, users
 from bastion.logging import configure_logging
@@ -29,16 +29,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="BASTION_DATA_DIR",
-        help="Data directory [default: ./bastion-data].",
-        show_default=False,
-    ),
-]
 
 
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:

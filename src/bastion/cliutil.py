@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -11,6 +12,17 @@ from rich.markup import escape
 
 from bastion.security import KeyringError
 from bastion.settings import ConfigError
+
+# Every command takes the data directory the same way.
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="BASTION_DATA_DIR",
+        help="Data directory [default: ./bastion-data].",
+        show_default=False,
+    ),
+]
 
 # No emoji codes: ":x" in a module path must print as written.
 out = Console(soft_wrap=True, emoji=False)

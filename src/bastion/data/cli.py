@@ -12,7 +12,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.audit import EventTag, Origin, record_event
-from bastion.cliutil import CommandError, one_line_errors, out
+from bastion.cliutil import CommandError, DataDir, one_line_errors, out
 from bastion.clock import SystemClock
 from bastion.data.rewrap import rewrap_all
 from bastion.data.service import apply_configured
@@ -24,10 +24,6 @@ from bastion.settings import Settings, load_settings
 collections = typer.Typer(help="Collections declared in bastion.toml.", no_args_is_help=True)
 keys = typer.Typer(help="The keystore: list, rotate, rewrap.", no_args_is_help=True)
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", envvar="BASTION_DATA_DIR", help="Data directory [default: ./bastion-data]."),
-]
 # Rotating the HMAC key would change every blind index at once (lookups would
 # miss until all were recomputed), so only these rotate.
 ROTATABLE = ("encryption", "signing")

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from bastion.audit import Origin
-from bastion.cliutil import CommandError, fail, one_line_errors, out
+from bastion.cliutil import CommandError, DataDir, fail, one_line_errors, out
 from bastion.clock import SystemClock
 from bastion.identity.errors import WeakPassword
 from bastion.identity.models import User
@@ -24,7 +24,6 @@ users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 sessions = typer.Typer(help="Manage sign-in sessions.", no_args_is_help=True)
 
 T = TypeVar("T")
-DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="BASTION_DATA_DIR", help="Data directory.")]
 
 
 def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitable[T]]) -> T:

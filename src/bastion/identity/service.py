@@ -125,18 +125,25 @@ class IdentityService:
         password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
         if await self.by_email(uow.db, email) is not None:
             raise ValueError("an account with this email already exists")
+        user = await self._add_user(uow, email, password_hash, roles, verified=verified)
+        self._audit(uow, EventTag.USER_CREATE, actor_id=actor_id, subject_id=user.id)
+        return user
+
+    async def _add_user(
+        self, uow: UnitOfWork, email: str, password_hash: str | None, roles: Sequence[str], *, verified: bool
+    ) -> User:
         now = self.clock.now()
         user = User(
             id=uuid.uuid4(),
             email=email,
             password_hash=password_hash,
             created_at=now,
-            password_changed_at=now if password else None,
+            password_changed_at=now if password_hash else None,
             email_verified_at=now if verified else None,
             roles=[UserRole(role=role) for role in dict.fromkeys(roles)],
         )
         uow.db.add(user)
-        self._audit(uow, EventTag.USER_CREATE, actor_id=actor_id, subject_id=user.id)
+        await uow.db.flush()  # the row must exist before anything that refers to it
         return user
 
     async def register(self, uow: UnitOfWork, email: str, password: str) -> None:
@@ -155,17 +162,7 @@ class IdentityService:
                 mails.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
             )
             return
-        now = self.clock.now()
-        user = User(
-            id=uuid.uuid4(),
-            email=email,
-            password_hash=password_hash,
-            created_at=now,
-            password_changed_at=now,
-            roles=[UserRole(role="user")],
-        )
-        uow.db.add(user)
-        await uow.db.flush()  # the user row must exist before its token's
+        user = await self._add_user(uow, email, password_hash, ["user"], verified=False)
         self._audit(uow, EventTag.REGISTER, actor_id=user.id)
         token = await self._issue_token(uow, user, VERIFY_EMAIL, self.settings.email_token_ttl)
         uow.outbox.append(mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name))

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bastion.cliutil import err, fail, one_line_errors, out
+from bastion.cliutil import DataDir, err, fail, one_line_errors, out
 from bastion.network import firewall as firewall_rules
 from bastion.network.ca import BastionCa, list_issued
 from bastion.security import token_urlsafe
@@ -18,16 +18,6 @@ from bastion.settings import load_settings
 
 ca = typer.Typer(name="ca", help="Bastion's own CA for admin client certificates (mTLS).", no_args_is_help=True)
 firewall = typer.Typer(name="firewall", help="Host firewall rules for the configured listeners.", no_args_is_help=True)
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="BASTION_DATA_DIR",
-        help="Data directory [default: ./bastion-data].",
-        show_default=False,
-    ),
-]
 
 
 def _now() -> dt.datetime:
