@@ -185,6 +185,7 @@ def main() -> None:  # noqa: PLR0915 - one straight script
     print(f"{'fsync bound (durable commits/s)':<36}{bound:>10.1f}")
     print(f"encryption on ÷ off (scenario 3): {read_enc['rps'] / read_plain['rps']:.2f}")
     out = ROOT / "results" / f"data-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 

@@ -164,6 +164,7 @@ def main() -> None:
         ratio = f"{figures['rps'] / bound:>10.2f}" if figures is login else ""
         print(f"{name:<28}{figures['rps']:>10.1f}{figures['p50_ms']:>10.1f}{figures['p99_ms']:>10.1f}{ratio}")
     out = ROOT / "results" / f"identity-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 

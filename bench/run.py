@@ -549,6 +549,7 @@ def main() -> None:
     }
     out = ROOT / "results" / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {out}")
 
