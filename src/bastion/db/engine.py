@@ -18,7 +18,7 @@ class Base(DeclarativeBase):
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         one_hop_cursors()
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

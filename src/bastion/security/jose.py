@@ -37,6 +37,8 @@ _TYP = "JWT"
 _ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
 _SIGNER_CLAIMS = frozenset({"iss", "aud", "iat", "nbf", "exp", "jti"})
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+")
+# Verified tokens remembered at most; the memory is emptied when full.
+_REMEMBERED_TOKENS = 10_000
 
 
 class _EdDSA(EdDSAAlgorithm):
@@ -118,6 +120,7 @@ class TokenSigner:
         self._leeway = leeway_seconds
         self._registry = _Registry(algorithms=algorithms)
         self._public_keys: dict[str, OKPKey] = {}
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def sign(self, claims: dict[str, Any], *, now: int, ttl_seconds: int) -> str:
         """Return a JWT of ``claims`` valid from ``now`` for ``ttl_seconds``.
@@ -147,9 +150,24 @@ class TokenSigner:
         return jwt.encode(header, payload, key, registry=self._registry)
 
     def verify(self, token: str, *, now: int) -> dict[str, Any]:
-        """Return the claims of ``token`` if it is acceptable at ``now``, else raise InvalidToken."""
+        """Return the claims of ``token`` if it is acceptable at ``now``, else raise InvalidToken.
+
+        A token whose signature verified once is remembered (the exact
+        string, so nothing unverified can match), and only its time claims
+        are checked again: the signature check was a third of an
+        authenticated request. Keys are retired, never removed, so a
+        remembered verification stays true.
+        """
         try:
-            return self._verify(token, now)
+            claims = self._verified.get(token)
+            if claims is None:
+                claims = self._verify(token, now)
+                if len(self._verified) >= _REMEMBERED_TOKENS:
+                    self._verified.clear()
+                self._verified[token] = claims
+            else:
+                self._check_claims(claims, now)
+            return dict(claims)
         except (JoseError, KeyringError, ValueError, TypeError):
             raise InvalidToken from None
 
@@ -176,6 +194,10 @@ class TokenSigner:
         if key.get("use") != "sig" or "verify" not in (key.get("key_ops") or ()):
             raise InvalidToken
         claims = jwt.decode(token, key, algorithms=self._algorithms, registry=self._registry).claims
+        self._check_claims(claims, now)
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any], now: int) -> None:
         jwt.JWTClaimsRegistry(
             now=now,
             leeway=self._leeway,
@@ -186,7 +208,6 @@ class TokenSigner:
             iat={"essential": True},
             jti={"essential": True},
         ).validate(claims)
-        return claims
 
     def _public_key(self, kid: str) -> OKPKey:
         # Cached per kid (material for a kid never changes); only kids the

@@ -1,7 +1,9 @@
-"""The one-hop SQLite cursor: same results as a DB-API cursor, one thread round trip per statement."""
+"""The SQLite cursor: same results as a DB-API cursor, thread round trips only where a statement may wait."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import aiosqlite.core
@@ -36,7 +38,10 @@ async def test_results_rowcount_and_lastrowid(tmp_path: Path) -> None:
         await engine.dispose()
 
 
-async def test_one_round_trip_per_statement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_round_trips_only_where_a_statement_may_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads run inline; the first write of a transaction (it may wait for the
+    lock) and the commit (the fsync) take one thread round trip each; ending
+    a read-only connection takes none."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     calls = 0
     original = aiosqlite.core.Connection._execute
@@ -49,9 +54,45 @@ async def test_one_round_trip_per_statement(tmp_path: Path, monkeypatch: pytest.
     try:
         async with engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
+        monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
         async with engine.connect() as connection:
-            monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
             await connection.execute(sa.select(things.c.id).where(things.c.id == 1))
-            assert calls == 1  # aiosqlite's own cursor takes four
+        assert calls == 0
+        async with engine.begin() as connection:
+            await connection.execute(things.insert().values(name="a"))
+            assert calls == 1
+            await connection.execute(things.insert().values(name="b"))
+            await connection.execute(sa.select(things.c.id))
+            assert calls == 1
+        assert calls == 2  # the commit
+        async with engine.connect() as connection:
+            assert (await connection.execute(sa.select(sa.func.count()).select_from(things))).scalar() == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_waiting_for_the_lock_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+        async def write() -> None:
+            async with engine.begin() as connection:
+                await connection.execute(things.insert().values(name="waits"))
+
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0.2)  # run inline, the write would hold the loop here until busy_timeout
+        assert not writer.done()
+        async with engine.connect() as connection:  # readers are not held up either
+            assert (await connection.execute(sa.select(sa.func.count()).select_from(things))).scalar() == 0
+        holder.execute("COMMIT")
+        holder.close()
+        await asyncio.wait_for(writer, 10)
+        async with engine.connect() as connection:
+            assert (await connection.execute(sa.select(things.c.name))).scalars().all() == ["waits"]
     finally:
         await engine.dispose()

@@ -18,7 +18,7 @@ from joserfc import jws
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeyParameters, OKPKey
 
-from bastion.security import ALLOWED_ALGORITHMS, InvalidToken, Keyring, MasterKey, TokenSigner
+from bastion.security import ALLOWED_ALGORITHMS, InvalidToken, Keyring, MasterKey, TokenSigner, jose
 from bastion.security.jose import _okp_key, _Registry
 
 NOW = 1_700_000_000
@@ -182,6 +182,25 @@ def test_v9_2_1_token_is_valid_exactly_within_its_lifetime(signer: TokenSigner) 
     for now in (NOW + 60, NOW + 61, NOW - 1):
         with pytest.raises(InvalidToken):
             signer.verify(token, now=now)
+
+
+def test_v9_2_1_a_remembered_verification_still_expires_and_is_bounded(signer: TokenSigner) -> None:
+    """ASVS V9.2.1: verified tokens are remembered, yet a remembered token is
+    refused after exp, a copy with another signature is checked in full, and
+    the memory cannot grow without bound."""
+    token = signer.sign({"sub": "u"}, now=NOW, ttl_seconds=60)
+    assert signer.verify(token, now=NOW)["sub"] == "u"
+    assert token in signer._verified
+    signer.verify(token, now=NOW)["sub"] = "admin"  # callers get a copy
+    assert signer.verify(token, now=NOW + 1)["sub"] == "u"
+    head, body, signature = token.split(".")
+    with pytest.raises(InvalidToken):
+        signer.verify(f"{head}.{body}.{signature[:-4]}AAAA", now=NOW)
+    with pytest.raises(InvalidToken):
+        signer.verify(token, now=NOW + 60)
+    for _ in range(jose._REMEMBERED_TOKENS + 5):
+        signer.verify(signer.sign({"sub": "u"}, now=NOW, ttl_seconds=60), now=NOW)
+    assert len(signer._verified) <= jose._REMEMBERED_TOKENS
 
 
 def test_v9_2_1_leeway_tolerates_bounded_clock_skew(signing_keyring: Keyring) -> None:
