@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import importlib
 import os
 import sys
@@ -38,6 +40,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         for name, value in vars(services).items():
             setattr(app.state, name, value)
         await services.data.start()
+        # Everything built so far lives as long as the process: out of the
+        # collector's sight, a full collection scans only request garbage
+        # (it took ~60 ms per pass over the whole heap, the p99 of a read).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
