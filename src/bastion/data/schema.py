@@ -65,7 +65,11 @@ class Collection:
         return self.settings.fields
 
     # Built once per collection: composing a statement per request costs more
-    # than running it. Parameters: id (and owner for fetch_own).
+    # than running it. Parameters: id (and owner for fetch_own); the row for insert.
+    @functools.cached_property
+    def insert(self) -> sa.Insert:
+        return sa.insert(self.table)
+
     @functools.cached_property
     def fetch_any(self) -> sa.Select[Any]:
         return sa.select(self.table).where(self.table.c.id == sa.bindparam("id"))

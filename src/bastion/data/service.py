@@ -160,7 +160,7 @@ class DataService:
             "updated_at": now,
             **self._to_columns(collection, record_id, values),
         }
-        await uow.db.execute(sa.insert(collection.table).values(row))
+        await uow.db.execute(collection.insert, row)
         self._audit(uow, EventTag.RECORD_CREATE, collection, "create", caller, record_id)
         return self._present(collection, row, plaintext=values)
 

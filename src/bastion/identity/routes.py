@@ -92,12 +92,15 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
 
 
 @router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(per_ip("login"))])
-async def login(body: schemas.Credentials, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
+async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
     settings = request.app.state.settings.auth
     await _per_account(request, "auth:login:account", settings.login_rate_per_account, body.email)
+    email = schemas.canonical_email(body.email)
+    if email is None:  # matches no account: the same answer as a wrong password
+        raise LoginFailed
     identity = _identity(request)
     async with work(request) as uow:
-        user = await identity.authenticate(uow, body.email, body.password)
+        user = await identity.authenticate(uow, email, body.password)
         if user.totp_enabled:
             token = await identity.start_mfa(uow, user)
             return schemas.MfaChallenge(mfa_token=token, methods=["totp", "recovery_code"])

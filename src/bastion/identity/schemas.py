@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, ValidationError, model_validator
 
 # Bounded well above any policy maximum, so oversized input is refused by
 # validation before it reaches the (expensive) hasher.
@@ -21,6 +21,24 @@ class Strict(BaseModel):
 class Credentials(Strict):
     email: EmailStr = Field(max_length=254)
     password: str = Password
+
+
+class Login(Strict):
+    # A plain string here: the per-account throttle runs first, and only an
+    # attempt it admits pays for the address parser (``canonical_email``).
+    email: str = Field(min_length=1, max_length=254)
+    password: str = Password
+
+
+_EMAIL: TypeAdapter[str] = TypeAdapter(EmailStr)
+
+
+def canonical_email(email: str) -> str | None:
+    """The address as registration stores it (before normalisation), or None if it is not one."""
+    try:
+        return _EMAIL.validate_python(email)
+    except ValidationError:
+        return None
 
 
 class EmailOnly(Strict):

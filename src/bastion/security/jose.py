@@ -119,6 +119,8 @@ class TokenSigner:
         self._algorithms = algorithms
         self._leeway = leeway_seconds
         self._registry = _Registry(algorithms=algorithms)
+        # Per kid, built once: a kid's key material never changes.
+        self._private_keys: dict[str, OKPKey] = {}
         self._public_keys: dict[str, OKPKey] = {}
         self._verified: dict[str, dict[str, Any]] = {}
 
@@ -146,8 +148,9 @@ class TokenSigner:
         }
         kid = self._keyring.active_kid
         header = {"alg": _ALG, "kid": kid, "typ": _TYP}
-        key = _okp_key(kid, self._keyring.secret(kid), private=True)
-        return jwt.encode(header, payload, key, registry=self._registry)
+        if kid not in self._private_keys:
+            self._private_keys[kid] = _okp_key(kid, self._keyring.secret(kid), private=True)
+        return jwt.encode(header, payload, self._private_keys[kid], registry=self._registry)
 
     def verify(self, token: str, *, now: int) -> dict[str, Any]:
         """Return the claims of ``token`` if it is acceptable at ``now``, else raise InvalidToken.
