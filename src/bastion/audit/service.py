@@ -29,6 +29,10 @@ class Origin:
     ip: str | None = None
     request_id: str | None = None
     user_agent: str | None = None
+    # The verified client certificate of an admin-listener request (CN, hex
+    # serial); recorded in the event's details as "client_cert".
+    client_cert_cn: str | None = None
+    client_cert_serial: str | None = None
 
     @classmethod
     def cli(cls) -> Origin:
@@ -46,6 +50,8 @@ def record_event(
     subject_id: uuid.UUID | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
+    if origin.client_cert_serial is not None:
+        details = {**(details or {}), "client_cert": {"cn": origin.client_cert_cn, "serial": origin.client_cert_serial}}
     log.info(
         "audit",
         tag=tag.value,

@@ -11,10 +11,16 @@ from bastion.work import UnitOfWork, unit_of_work
 
 
 def origin_of(request: Request) -> Origin:
+    """Where a request came from; on the admin listener, also the client
+    certificate its handshake verified (``request.state.admin_identity``, set
+    by ``bastion.network.admin`` from the TLS layer, never from the request)."""
+    admin = getattr(request.state, "admin_identity", None)
     return Origin(
         ip=request.client.host if request.client else None,
         request_id=request.state.request_id,
         user_agent=request.headers.get("user-agent", "")[:256],
+        client_cert_cn=getattr(admin, "subject_cn", None),
+        client_cert_serial=getattr(admin, "serial", None),
     )
 
 

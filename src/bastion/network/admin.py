@@ -1,32 +1,54 @@
 """The admin listener's application: the same app, marked as the admin plane.
 
-Transport (in the granian process, rustls): in mTLS mode the handshake fails
-unless the client presents a certificate that chains to Bastion's CA, carries
-``clientAuth``, is within its validity and is not on ``ca/crl.pem``. No
-request from any other client reaches this code.
+Transport (``bastion.network.adminserver``, Python's ``ssl``): in mTLS mode
+the handshake fails unless the client presents a certificate that chains to
+Bastion's CA, carries ``clientAuth``, is within its validity and is not on
+``ca/crl.pem``. No request from any other client reaches this code.
 
-Attribution: granian 2.x does not pass the peer certificate (or any TLS
-detail) to the ASGI application, so the app cannot tell *which* Bastion
-certificate was used. Each admin request is therefore attributed to "a
-verified Bastion client certificate" plus the client address, and
-``subject_cn``/``serial`` stay ``None`` until the server can supply them.
-The audit domain reads ``request.state.admin_identity``; it never guesses.
+Attribution: the server reads the verified leaf certificate once per
+connection and puts it on every request's scope (``PEER_CERT_KEY``), so each
+admin request is attributed to the certificate's subject CN and serial (hex,
+as `bastion ca list` prints it) plus the client address: in
+``request.state.admin_identity``, in the ``bastion.admin`` log line, in every
+log line of the request, and, through the admin API's audit origin, in the
+audit events it writes. The values come from the handshake only; nothing a
+client sends in a request can set them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bastion.http.problems import Forbidden
 from bastion.logging import get_logger
 from bastion.network.ca import CaPaths
 from bastion.network.ipfilter import LISTENER_KEY
 from bastion.settings import Settings, load_settings
 
 log = get_logger("bastion.admin")
+# Scope extensions only the server sets; clients cannot reach them.
 CLIENT_CERT_KEY = "bastion.client_cert"
+PEER_CERT_KEY = "bastion.peer_cert"
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """The client certificate the TLS handshake verified for this connection."""
+
+    common_name: str
+    serial: int
+    # Listed on the CRL since the connection was opened (checked per request).
+    revoked: bool = False
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial, "x")
 
 
 @dataclass(frozen=True)
@@ -35,7 +57,7 @@ class AdminIdentity:
 
     client_cert_verified: bool
     address: str
-    # Unknown under granian (see the module docstring); never filled from client input.
+    # From the verified client certificate; None without one (dev's open mode).
     subject_cn: str | None = None
     serial: str | None = None
 
@@ -73,17 +95,34 @@ class AdminListener:
         await self.app(scope, receive, send)
 
 
-def attribute(scope: Scope) -> AdminIdentity:
-    """Record who made an admin request in ``request.state`` and the log.
+@contextmanager
+def attributed(scope: Scope) -> Iterator[AdminIdentity]:
+    """Record who made an admin request, for the duration of the request.
 
     Called by the network guard after the IP policy passed, so the address is
-    the real (proxy-resolved) client address.
+    the real (proxy-resolved) client address. Sets ``request.state.admin_identity``,
+    writes the ``bastion.admin`` line and binds the certificate to every log
+    line of the request. A certificate revoked after its connection was opened
+    is refused here (403): revocation holds for open keep-alive connections too.
     """
     client = scope.get("client")
+    extensions = scope.get("extensions") or {}
+    peer = extensions.get(PEER_CERT_KEY)
+    certificate = peer if isinstance(peer, PeerCertificate) else None
     identity = AdminIdentity(
-        client_cert_verified=bool((scope.get("extensions") or {}).get(CLIENT_CERT_KEY)),
+        client_cert_verified=bool(extensions.get(CLIENT_CERT_KEY)),
         address=str(client[0]) if client else "",
+        subject_cn=certificate.common_name if certificate else None,
+        serial=certificate.serial_hex if certificate else None,
     )
+    if certificate is not None and certificate.revoked:
+        log.warning(
+            "admin request with a revoked certificate",
+            client_ip=identity.address,
+            subject_cn=identity.subject_cn,
+            serial=identity.serial,
+        )
+        raise Forbidden
     scope.setdefault("state", {})["admin_identity"] = identity
     log.info(
         "admin request",
@@ -94,11 +133,17 @@ def attribute(scope: Scope) -> AdminIdentity:
         subject_cn=identity.subject_cn,
         serial=identity.serial,
     )
-    return identity
+    if certificate is None:
+        yield identity
+        return
+    with structlog.contextvars.bound_contextvars(
+        client_cert_cn=identity.subject_cn, client_cert_serial=identity.serial
+    ):
+        yield identity
 
 
 def app_factory() -> ASGIApp:
-    """Entry point of the admin listener's worker processes (settings from the environment)."""
+    """The admin listener's application (settings from the environment)."""
     from bastion.app import app_factory as public_app_factory
 
     settings = load_settings()

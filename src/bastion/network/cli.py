@@ -30,7 +30,8 @@ def ca_init(data_dir: DataDir = None) -> None:
     with one_line_errors():
         authority = BastionCa.init(load_settings(data_dir), now=_now())
     out.print(f"[green]CA created:[/] {authority.paths.certificate}", highlight=False)
-    err.print("restart `bastion serve` (or send it SIGHUP) to turn on client certificates on the admin listener")
+    # The admin listener chooses its mode (mTLS or, in dev, open) when it starts; SIGHUP only reloads files.
+    err.print("restart `bastion serve` to turn on client certificates on the admin listener")
 
 
 @ca.command("issue")

@@ -131,9 +131,11 @@ class NetworkGuard:
         if on_admin_path != (listener == "admin"):
             raise NotFound
         if listener == "admin":
-            from bastion.network.admin import attribute
+            from bastion.network.admin import attributed
 
-            attribute(scope)
+            with attributed(scope):
+                await self.app(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

@@ -1,23 +1,25 @@
-"""``bastion serve``: one supervisor, one granian server per listener.
+"""``bastion serve``: one supervisor, one server process per listener.
 
 Listeners: ``public`` (the API), ``admin`` (``/admin/*`` only, mTLS with
 Bastion's CA) and, when ``server.redirect_port`` is set, ``redirect`` (plain
-HTTP that only redirects to HTTPS). Each runs as its own granian server in a
-child process, because one granian server has one TLS configuration and the
-admin listener's differs (client verification, CRL).
+HTTP that only redirects to HTTPS). Each runs in its own child process. The
+public and redirect listeners are granian servers. The admin listener is
+uvicorn on Python's ``ssl`` (``bastion.network.adminserver``), because granian
+does not tell the application which client certificate a connection used,
+and every admin request is attributed to its certificate.
 
 Signals: SIGTERM/SIGINT stop every listener gracefully. SIGHUP is passed on:
-granian then starts fresh workers, which read the certificate, key and CRL
-files again, before stopping the old ones, so a renewed certificate is served
-without dropping the listening socket. The admin listener also reloads by
-itself when ``ca/crl.pem`` changes, so ``bastion ca revoke`` takes effect
-without an operator step.
+granian then starts fresh workers, which read the certificate and key files
+again, before stopping the old ones, so a renewed certificate is served
+without dropping the listening socket; the admin listener rebuilds its TLS
+context for the next connection. The admin listener also notices by itself
+when its certificate, key, CA or CRL file changes (it looks on every new
+connection), so `bastion ca revoke` takes effect at the next handshake.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
@@ -46,11 +48,8 @@ GRANIAN_LOGGING = {
 _DRAIN_SECONDS = 30
 # On reload granian starts the new worker, waits this long, then stops the old
 # one. The new worker must have bound its (SO_REUSEPORT) socket by then or new
-# connections are refused for a moment; the admin listener trades a shorter
-# wait for a shorter window in which the old worker still has the old CRL.
-_RESPAWN_SECONDS = {"public": 5.0, "redirect": 5.0, "admin": 2.0}
-# How often the admin listener looks at the CRL file.
-_CRL_POLL_SECONDS = 0.5
+# connections are refused for a moment.
+_RESPAWN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -167,16 +166,34 @@ def supervise(listeners: list[Listener]) -> int:
 
 def run_listener(name: str) -> None:
     """Serve one listener in this process (the supervisor's child)."""
+    settings = load_settings()
+    configure_logging(settings.log.level)
+    listener = next(item for item in plan(settings) if item.name == name)
+    if listener.name == "admin":
+        from bastion.network.adminserver import serve_admin
+
+        if listener.cert is None or listener.key is None:
+            raise ConfigError("the admin listener needs a TLS certificate and key")
+        serve_admin(
+            settings,
+            host=listener.host,
+            port=listener.port,
+            cert=listener.cert,
+            key=listener.key,
+            client_ca=listener.client_ca,
+            crl=listener.crl,
+            drain_seconds=_DRAIN_SECONDS,
+        )
+        return
+    _serve_granian(settings, listener)
+
+
+def _serve_granian(settings: Settings, listener: Listener) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings, HTTP2Settings
 
-    settings = load_settings()
-    configure_logging(settings.log.level)
-    listener = next(item for item in plan(settings) if item.name == name)
     server = settings.server
-    if listener.crl is not None:
-        _watch_files([listener.crl])
     Granian(
         listener.target,
         factory=True,
@@ -204,42 +221,8 @@ def run_listener(name: str) -> None:
         ssl_cert=listener.cert,
         ssl_key=listener.key,
         ssl_protocol_min=SSLProtocols(profile_of(settings).min_version),
-        ssl_ca=listener.client_ca,
-        ssl_crl=[listener.crl] if listener.crl else None,
-        ssl_client_verify=listener.client_ca is not None,
-        respawn_interval=_RESPAWN_SECONDS[listener.name],
+        respawn_interval=_RESPAWN_SECONDS,
         workers_kill_timeout=_DRAIN_SECONDS,
         log_access=False,
         log_dictconfig=GRANIAN_LOGGING,
     ).serve()
-
-
-def _watch_files(paths: list[Path]) -> None:
-    """SIGHUP this granian server whenever one of ``paths`` is replaced or rewritten.
-
-    A reload starts new workers with the new file before the old ones stop,
-    so a revoked certificate is refused from the first handshake after that.
-    """
-
-    def stamp() -> list[tuple[int, int]]:
-        stamps = []
-        for path in paths:
-            try:
-                info = path.stat()
-            except FileNotFoundError:
-                stamps.append((0, 0))
-            else:
-                stamps.append((info.st_ino, info.st_mtime_ns))
-        return stamps
-
-    def watch() -> None:
-        seen = stamp()
-        while True:
-            time.sleep(_CRL_POLL_SECONDS)
-            now = stamp()
-            if now != seen:
-                seen = now
-                log.info("revocation list changed, reloading TLS workers", files=[str(p) for p in paths])
-                os.kill(os.getpid(), signal.SIGHUP)
-
-    threading.Thread(target=watch, name="bastion-crl-watch", daemon=True).start()

@@ -1,16 +1,19 @@
 """TLS profiles, certificate expiry and the HTTP-to-HTTPS redirect listener.
 
 Mozilla's server-side TLS guidelines (v5.7) define the profiles. Granian
-terminates TLS with rustls, whose only suites are ECDHE with AES-GCM or
-ChaCha20-Poly1305 (TLS 1.2) and the three TLS 1.3 AEAD suites, on X25519,
-P-256 and P-384: exactly Mozilla's intermediate list minus the DHE suites.
-So a profile comes down to the lowest protocol version; there is no cipher
-string to get wrong.
+(public listener) terminates TLS with rustls, whose only suites are ECDHE with
+AES-GCM or ChaCha20-Poly1305 (TLS 1.2) and the three TLS 1.3 AEAD suites, on
+X25519, P-256 and P-384: exactly Mozilla's intermediate list minus the DHE
+suites. So there a profile comes down to the lowest protocol version.
+
+The admin listener terminates TLS with Python's ``ssl`` (OpenSSL), whose
+defaults are wider, so ``server_context`` spells the same policy out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,16 +29,66 @@ class TlsProfile:
     name: str
     min_version: str  # granian's ssl_protocol_min
     versions: tuple[str, ...]
+    openssl_min: ssl.TLSVersion
 
 
 PROFILES = {
-    "intermediate": TlsProfile("intermediate", "tls1.2", ("TLSv1.2", "TLSv1.3")),
-    "modern": TlsProfile("modern", "tls1.3", ("TLSv1.3",)),
+    "intermediate": TlsProfile("intermediate", "tls1.2", ("TLSv1.2", "TLSv1.3"), ssl.TLSVersion.TLSv1_2),
+    "modern": TlsProfile("modern", "tls1.3", ("TLSv1.3",), ssl.TLSVersion.TLSv1_3),
 }
+
+# Mozilla intermediate's TLS 1.2 suites in OpenSSL's names, less the DHE ones
+# (as rustls): ECDHE key exchange and AEAD only. TLS 1.3 needs no list:
+# OpenSSL's default TLS 1.3 suites are Mozilla's three AEAD suites.
+_TLS12_SUITES = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+# Python 3.11's ssl can name only one key-exchange group. P-256 is in
+# Mozilla's list and every client offers it; OpenSSL's default list would
+# also admit P-521, X448 and the finite-field groups.
+_GROUP = "prime256v1"
 
 
 def profile_of(settings: Settings) -> TlsProfile:
     return PROFILES[settings.tls.profile]
+
+
+def server_context(
+    profile: TlsProfile, cert: Path, key: Path, *, client_ca: Path | None = None, crl: Path | None = None
+) -> ssl.SSLContext:
+    """An OpenSSL server context for ``profile``, verifying client certificates against ``client_ca``.
+
+    With ``client_ca`` a client certificate is required (ASVS V12.1.3,
+    V12.3.5), must chain to that CA alone (not the system store), must allow
+    ``clientAuth`` (OpenSSL's ``sslclient`` purpose) and, with ``crl``, must
+    not be listed there: the leaf is checked, and a missing or expired CRL
+    fails every handshake rather than none.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = profile.openssl_min
+    context.set_ciphers(_TLS12_SUITES)
+    context.set_ecdh_curve(_GROUP)
+    # No session tickets or renegotiation: every connection is a full
+    # handshake, so every connection has its certificate checked against the
+    # CRL in force (a resumed session would skip that).
+    context.options |= ssl.OP_NO_TICKET | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    context.num_tickets = 0
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        if crl is not None:
+            context.load_verify_locations(cafile=crl)
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return context
 
 
 def days_until_expiry(cert_file: Path, *, now: dt.datetime) -> float:

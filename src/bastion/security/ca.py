@@ -23,7 +23,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bastion.security.x509 import cert_builder, key_usage
 
-__all__ = ["CertificateAuthority", "CertificateFacts", "ClientBundle", "certificate_facts"]
+__all__ = [
+    "CertificateAuthority",
+    "CertificateFacts",
+    "ClientBundle",
+    "certificate_facts",
+    "certificate_facts_der",
+    "revoked_serials",
+]
 
 # Comfortably past any admin's tenure; the CA key is rotated by `ca init --force` in a new data dir.
 _CA_DAYS = 3650
@@ -50,6 +57,7 @@ class CertificateFacts:
     """Public facts read from a certificate."""
 
     common_name: str
+    subject: str  # RFC 4514, e.g. "CN=alice"
     serial: int
     not_before: dt.datetime
     not_after: dt.datetime
@@ -168,11 +176,33 @@ class CertificateAuthority:
 
 def certificate_facts(pem: bytes) -> CertificateFacts:
     """Subject CN, serial, validity and fingerprint of the first certificate in ``pem``."""
-    certificate = x509.load_pem_x509_certificate(pem)
+    return _facts(x509.load_pem_x509_certificate(pem))
+
+
+def certificate_facts_der(der: bytes) -> CertificateFacts:
+    """The same facts from a DER certificate (what a TLS peer presented).
+
+    It reads the certificate and nothing more: trust is the handshake's job.
+    """
+    return _facts(x509.load_der_x509_certificate(der))
+
+
+def revoked_serials(crl_pem: bytes) -> frozenset[int]:
+    """The serial numbers a PEM CRL lists.
+
+    The signature is not checked here: callers use the set only to refuse
+    more (a connection opened before the CRL changed), never to accept; the
+    handshake verifies the CRL against the CA.
+    """
+    return frozenset(entry.serial_number for entry in x509.load_pem_x509_crl(crl_pem))
+
+
+def _facts(certificate: x509.Certificate) -> CertificateFacts:
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     common_name = names[0].value if names else ""
     return CertificateFacts(
         common_name=common_name if isinstance(common_name, str) else common_name.decode(),
+        subject=certificate.subject.rfc4514_string(),
         serial=certificate.serial_number,
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,

@@ -13,9 +13,7 @@ import sqlalchemy as sa
 from bastion.db import create_engine
 
 metadata = sa.MetaData()
-things = sa.Table(
-    "things", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(20))
-)
+things = sa.Table("things", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(20)))
 
 
 async def test_results_rowcount_and_lastrowid(tmp_path: Path) -> None:
