@@ -1,7 +1,9 @@
 """``record_event``: the one way security events are written.
 
 The event joins the caller's transaction, so it is committed with the change
-it describes or not at all.
+it describes or not at all: events wait in the session and are inserted, in
+one statement, just before it flushes or commits. A plain INSERT costs a
+fraction of an ORM unit-of-work flush, which was a tenth of a record create.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bastion.audit.events import EventTag, Outcome
 from bastion.audit.models import AuditEvent
@@ -20,6 +24,8 @@ from bastion.clock import Clock
 
 # Every event is also a log line, so log monitoring sees what the table holds.
 log = structlog.get_logger("bastion.audit")
+_PENDING = "bastion.audit.pending"
+_INSERT = sa.insert(AuditEvent)
 
 
 @dataclass(frozen=True)
@@ -61,18 +67,26 @@ def record_event(
         ip=origin.ip,
         details=details,
     )
-    db.add(
-        AuditEvent(
-            at=clock.now(),
-            tag=tag.value,
-            outcome=outcome.value,
-            actor_id=actor_id,
-            subject_id=subject_id if subject_id is not None else actor_id,
-            ip=origin.ip,
-            request_id=origin.request_id,
-            details=details or {},
-        )
+    db.info.setdefault(_PENDING, []).append(
+        {
+            "at": clock.now(),
+            "tag": tag.value,
+            "outcome": outcome.value,
+            "actor_id": actor_id,
+            "subject_id": subject_id if subject_id is not None else actor_id,
+            "ip": origin.ip,
+            "request_id": origin.request_id,
+            "details": details or {},
+        }
     )
+
+
+@event.listens_for(Session, "before_flush")
+@event.listens_for(Session, "before_commit")
+def _insert_pending(session: Session, *_: object) -> None:
+    rows = session.info.pop(_PENDING, None)
+    if rows:
+        session.connection().execute(_INSERT, rows)
 
 
 async def events_for(db: AsyncSession, subject_id: uuid.UUID) -> list[AuditEvent]:

@@ -127,6 +127,6 @@ async def _audit(settings: Settings, tag: EventTag, details: dict[str, object]) 
     try:
         async with engine.begin() as connection, AsyncSession(bind=connection) as db:
             record_event(db, SystemClock(), tag, origin=Origin.cli(), details=details)
-            await db.flush()
+            await db.commit()  # writes the event; the connection's transaction commits it
     finally:
         await engine.dispose()

@@ -139,7 +139,7 @@ class DataService:
             await connection.run_sync(lambda c: tables.run_plan(c, changes, source="api", now=self.clock.now()))
             async with AsyncSession(bind=connection) as db:
                 _audit_plan(db, self.clock, changes, origin, actor_id)
-                await db.flush()
+                await db.commit()  # writes the event; the connection's transaction commits it
         await self.refresh()
         return changes
 
@@ -515,7 +515,7 @@ async def apply_collections(
         await connection.run_sync(lambda c: tables.run_plan(c, changes, source="config", now=clock.now()))
         async with AsyncSession(bind=connection) as db:
             _audit_plan(db, clock, changes, Origin.cli(), None)
-            await db.flush()
+            await db.commit()  # writes the event; the connection's transaction commits it
     return changes
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.access.deps import public
@@ -26,6 +28,7 @@ from bastion.app import create_app
 from bastion.audit import EventTag, Origin, record_event
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
+from bastion.db import create_engine
 from bastion.http.deps import origin_of
 from bastion.instance import initialise
 from bastion.network.admin import PEER_CERT_KEY, AdminIdentity, AdminListener, PeerCertificate
@@ -259,14 +262,6 @@ async def test_a_certificate_revoked_during_its_connection_gets_403(
     assert not any(m.get("event") == "admin request" for m in messages)
 
 
-class _Session:
-    def __init__(self) -> None:
-        self.added: list[Any] = []
-
-    def add(self, row: Any) -> None:
-        self.added.append(row)
-
-
 @pytest.mark.parametrize(
     ("origin", "details"),
     [
@@ -277,9 +272,17 @@ class _Session:
         (Origin(ip="127.0.0.1"), {"role": "ops"}),  # the public listener, or a request without a certificate
     ],
 )
-def test_audit_event_details_carry_the_client_certificate(origin: Origin, details: dict[str, Any]) -> None:
-    db = _Session()
-    record_event(db, FrozenClock(), EventTag.ROLE_CHANGE, origin=origin, details={"role": "ops"})  # type: ignore[arg-type]
-    (event,) = db.added
-    assert isinstance(event, AuditEvent)
-    assert event.details == details
+async def test_audit_event_details_carry_the_client_certificate(
+    tmp_path: Path, origin: Origin, details: dict[str, Any]
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(AuditEvent.__table__.create)
+        async with AsyncSession(engine) as db:
+            record_event(db, FrozenClock(), EventTag.ROLE_CHANGE, origin=origin, details={"role": "ops"})
+            await db.commit()
+            (event,) = (await db.scalars(select(AuditEvent))).all()
+        assert event.details == details
+    finally:
+        await engine.dispose()
