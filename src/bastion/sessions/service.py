@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
@@ -31,6 +31,38 @@ from bastion.work import UnitOfWork
 # Last-use times are written at most this often: a write per request would
 # turn every read into a durable commit.
 TOUCH_INTERVAL = dt.timedelta(minutes=1)
+
+
+# The statements of a rotation, built once (composing them cost more than running them).
+_TOKEN_AND_SESSION = (
+    select(
+        RefreshToken.id.label("token_id"),
+        Session.id.label("session_id"),
+        Session.user_id,
+        Session.mfa,
+        Session.ip,
+        Session.revoked_at,
+        Session.expires_at,
+    )
+    .join(Session, Session.id == RefreshToken.session_id)
+    .where(RefreshToken.token_hash == bindparam("token_hash"))
+)
+_CLAIM = (
+    update(RefreshToken)
+    .where(RefreshToken.id == bindparam("token_id"), RefreshToken.used_at.is_(None))
+    .values(used_at=bindparam("now"))
+)
+_TOUCH = (
+    update(Session)
+    .where(Session.id == bindparam("session_id"))
+    .values(last_used_at=bindparam("now"), ip=bindparam("ip"))
+)
+_REVOKE = (
+    update(Session)
+    .where(Session.id == bindparam("session_id"))
+    .values(revoked_at=bindparam("now"), revoke_reason=bindparam("reason"))
+)
+_NEW_TOKEN = insert(RefreshToken)
 
 
 class InvalidSession(Unauthorized):
@@ -66,42 +98,43 @@ class SessionService:
         uow.db.add(session)
         await uow.db.flush()  # the session row must exist before its refresh token's
         record_event(uow.db, self.clock, EventTag.LOGIN, origin=uow.origin, actor_id=user_id, details={"mfa": mfa})
-        return self._issue(uow.db, session)
+        return await self._issue(await uow.db.connection(), session.id, user_id, mfa=mfa)
 
     async def refresh(self, uow: UnitOfWork, refresh_token: str) -> TokenPair:
-        db, now = uow.db, self.clock.now()
-        row = await db.scalar(select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token)))
-        session = await db.get(Session, row.session_id) if row else None
-        if row is None or session is None:
-            record_event(db, self.clock, EventTag.REFRESH, origin=uow.origin, outcome=Outcome.FAILURE)
+        """Rotate: claim ``refresh_token`` and issue a new pair; InvalidSession otherwise.
+
+        Core statements built once, on the unit of work's connection: this
+        runs for every client every few minutes, and the ORM's identity map
+        and flush cost more than the statements themselves.
+        """
+        connection, now = await uow.db.connection(), self.clock.now()
+        found = (await connection.execute(_TOKEN_AND_SESSION, {"token_hash": hash_token(refresh_token)})).first()
+        if found is None:
+            record_event(uow.db, self.clock, EventTag.REFRESH, origin=uow.origin, outcome=Outcome.FAILURE)
             raise InvalidSession
         # Claim the token atomically: of two racing refreshes, one wins and
         # the other is treated as the reuse it is indistinguishable from.
-        claimed = await db.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            if session.revoked_at is None:
-                self._revoke(session, "refresh_reuse")
+        claimed = await connection.execute(_CLAIM, {"token_id": found.token_id, "now": now})
+        if claimed.rowcount != 1:
+            if found.revoked_at is None:
+                await connection.execute(
+                    _REVOKE, {"session_id": found.session_id, "now": now, "reason": "refresh_reuse"}
+                )
                 record_event(
-                    db,
+                    uow.db,
                     self.clock,
                     EventTag.REFRESH_REUSE,
                     origin=uow.origin,
                     outcome=Outcome.DENIED,
-                    subject_id=session.user_id,
-                    details={"session_id": str(session.id)},
+                    subject_id=found.user_id,
+                    details={"session_id": str(found.session_id)},
                 )
             raise InvalidSession
-        if session.revoked_at is not None or session.expires_at <= now:
+        if found.revoked_at is not None or found.expires_at <= now:
             raise InvalidSession
-        session.last_used_at = now
-        session.ip = uow.origin.ip or session.ip
-        record_event(db, self.clock, EventTag.REFRESH, origin=uow.origin, actor_id=session.user_id)
-        return self._issue(db, session)
+        await connection.execute(_TOUCH, {"session_id": found.session_id, "now": now, "ip": uow.origin.ip or found.ip})
+        record_event(uow.db, self.clock, EventTag.REFRESH, origin=uow.origin, actor_id=found.user_id)
+        return await self._issue(connection, found.session_id, found.user_id, mfa=found.mfa)
 
     def verify_access_token(self, access_token: str) -> tuple[uuid.UUID, uuid.UUID]:
         """The (user id, session id) of a validly signed, unexpired access token.
@@ -172,12 +205,16 @@ class SessionService:
         session.revoked_at = self.clock.now()
         session.revoke_reason = reason
 
-    def _issue(self, db: AsyncSession, session: Session) -> TokenPair:
+    async def _issue(
+        self, connection: AsyncConnection, session_id: uuid.UUID, user_id: uuid.UUID, *, mfa: bool
+    ) -> TokenPair:
         now = self.clock.now()
         refresh = token_urlsafe(32)
-        db.add(RefreshToken(session_id=session.id, token_hash=hash_token(refresh), created_at=now))
+        await connection.execute(
+            _NEW_TOKEN, {"session_id": session_id, "token_hash": hash_token(refresh), "created_at": now}
+        )
         access = self.signer.sign(
-            {"sub": str(session.user_id), "sid": str(session.id), "amr": ["pwd", "otp"] if session.mfa else ["pwd"]},
+            {"sub": str(user_id), "sid": str(session_id), "amr": ["pwd", "otp"] if mfa else ["pwd"]},
             now=int(now.timestamp()),
             ttl_seconds=self.settings.access_token_ttl,
         )
