@@ -40,6 +40,47 @@ log = get_logger(__name__)
 _REDIS_TIMEOUT_SECONDS = 1.0
 
 
+class SweptMemoryStorage(MemoryStorage):
+    """``limits``' in-process storage, without its sweep of every counter on every hit.
+
+    ``MemoryStorage.incr`` starts a task that walks all counters after each
+    hit. A flood that claims a new address per request leaves one counter per
+    address, so each hit cost O(counters): measured, that walk was most of
+    the cost of a throttled login attempt, and it starved legitimate
+    requests. Here a counter is dropped when read after expiry (``get``), and
+    the full walk runs at most once per ``sweep_seconds``.
+    """
+
+    def __init__(self, *, sweep_seconds: float = 10.0) -> None:
+        super().__init__()
+        self.sweep_seconds = sweep_seconds
+        self._next_sweep = 0.0
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        # No await between the read and the write: atomic on the event loop.
+        await self.get(key)
+        self._sweep()
+        self.storage[key] += amount
+        if self.storage[key] == amount:
+            self.expirations[key] = time.time() + expiry
+        return self.storage[key]
+
+    async def decr(self, key: str, amount: int = 1) -> int:
+        await self.get(key)
+        self.storage[key] = max(self.storage[key] - amount, 0)
+        return self.storage[key]
+
+    def _sweep(self) -> None:
+        now = time.time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.sweep_seconds
+        for key in [key for key, at in self.expirations.items() if at <= now]:
+            self.storage.pop(key, None)
+            self.expirations.pop(key, None)
+            self.locks.pop(key, None)
+
+
 @dataclass(frozen=True)
 class RateLimitState:
     """The outcome of one check, with everything the response headers need."""
@@ -91,7 +132,7 @@ class RateLimiter:
     def _open(self, storage_uri: str, key_prefix: str) -> Storage:
         scheme = urlsplit(storage_uri).scheme.lower().removeprefix("async+")
         if scheme == "memory":
-            return MemoryStorage()
+            return SweptMemoryStorage()
         if scheme in ("redis", "rediss"):
             uri = storage_uri.removeprefix("async+")
             # We own the pool so that close() can release it; limits documents

@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from limits.errors import StorageError
 
 from bastion.http.problems import PROBLEM_JSON, Problem, render
-from bastion.http.ratelimit import RateLimiter, RateLimitState, rate_limit
+from bastion.http.ratelimit import RateLimiter, RateLimitState, SweptMemoryStorage, rate_limit
 
 LIMIT = "3/minute"
 
@@ -179,6 +179,35 @@ async def test_storage_failure_fails_closed(calls: Calls) -> None:
 @pytest.mark.asyncio
 async def test_memory_storage_is_ready(limiter: RateLimiter) -> None:
     assert await limiter.ping()
+
+
+async def test_v2_4_1_a_flood_of_new_addresses_neither_slows_nor_fills_the_memory_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """V2.4.1: counters of one-shot addresses are swept at most once per interval
+    (not walked on every hit, which made each hit O(counters)), and the sweep
+    drops every expired counter, so memory stays bounded."""
+    clock = [1_000_000.0]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+    storage = SweptMemoryStorage(sweep_seconds=10)
+    walks = 0
+    original = storage._sweep
+
+    def counted() -> None:
+        nonlocal walks
+        before = storage._next_sweep
+        original()
+        walks += storage._next_sweep != before
+
+    monkeypatch.setattr(storage, "_sweep", counted)
+    for address in range(5000):
+        await storage.incr(f"auth:login:ip/10.0.{address // 256}.{address % 256}", expiry=60)
+    assert walks == 1
+    assert len(storage.expirations) == 5000
+    clock[0] += 61  # every counter expired, and the sweep interval passed
+    await storage.incr("auth:login:ip/192.0.2.1", expiry=60)
+    assert walks == 2
+    assert set(storage.storage) == {"auth:login:ip/192.0.2.1"}
 
 
 def test_state_headers() -> None:
