@@ -86,9 +86,8 @@ class AccessService:
         live = rows[0]
         if live.user_id != user_id or live.revoked_at is not None or live.expires_at <= now or live.disabled:
             raise InvalidSession
-        if now - live.last_used_at > TOUCH_INTERVAL:
+        if now - live.last_used_at > TOUCH_INTERVAL:  # committed by the caller's transaction
             await connection.execute(update(Session).where(Session.id == session_id).values(last_used_at=now))
-            await connection.commit()
         return Principal(
             user_id=user_id,
             roles=frozenset(row.role for row in rows if row.role is not None),

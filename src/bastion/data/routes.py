@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
-from bastion.access import optional_principal
+from bastion.access.deps import resolve_principal
 from bastion.data.schema import Catalog, Collection
 from bastion.data.service import DataService
 from bastion.http.deps import work
@@ -52,8 +52,8 @@ def _record_id(request: Request) -> uuid.UUID:
 async def _records(request: Request) -> Response:
     """``GET`` (list) and ``POST`` (create) on ``{name}/records``."""
     name: str = request.path_params["name"]
-    caller = await optional_principal(request)
     async with work(request) as uow:
+        caller = await resolve_principal(request, uow)
         if request.method == "GET":
             page = await _data(request).list(uow, name, caller, request.query_params.multi_items())
             return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
@@ -65,8 +65,8 @@ async def _record(request: Request) -> Response:
     """``GET``, ``PATCH`` and ``DELETE`` on ``{name}/records/{record_id}``."""
     name: str = request.path_params["name"]
     record_id = _record_id(request)
-    caller = await optional_principal(request)
     async with work(request) as uow:
+        caller = await resolve_principal(request, uow)
         if request.method == "GET":
             record = await _data(request).read(uow, name, caller, record_id)
         elif request.method == "PATCH":
@@ -80,7 +80,7 @@ async def _record(request: Request) -> Response:
 # Plain Starlette routes, mounted ahead of every other route: these are the
 # busiest requests, and FastAPI's routing and dependency solving cost more
 # than the rest of a record read. Access is decided inside, by the
-# collection's rules (``optional_principal``, then ``DataService._admit``).
+# collection's rules (``resolve_principal``, then ``DataService._admit``).
 records = Mount(
     PREFIX,
     routes=[
