@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
@@ -91,8 +92,10 @@ class IdentityService:
 
     # --- accounts -------------------------------------------------------
 
-    async def by_email(self, db: AsyncSession, email: str) -> User | None:
-        return await db.scalar(select(User).where(User.email == normalize_email(email)))
+    async def by_email(self, db: AsyncSession, email: str, *, roles: bool = True) -> User | None:
+        """The user of ``email``; without ``roles``, its roles are not loaded (touching them raises)."""
+        query = select(User).where(User.email == normalize_email(email))
+        return await db.scalar(query if roles else query.options(raiseload(User.roles)))
 
     async def by_id(self, db: AsyncSession, user_id: uuid.UUID) -> User | None:
         return await db.get(User, user_id)
@@ -179,7 +182,7 @@ class IdentityService:
     async def authenticate(self, uow: UnitOfWork, email: str, password: str) -> User:
         """The first factor. Every failure is the same LoginFailed, at the same cost."""
         now = self.clock.now()
-        user = await self.by_email(uow.db, email)
+        user = await self.by_email(uow.db, email, roles=False)
         if user is None or user.password_hash is None:
             await self.hasher.dummy_verify(password)
             self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE)

@@ -33,7 +33,8 @@ from bastion.work import UnitOfWork
 TOUCH_INTERVAL = dt.timedelta(minutes=1)
 
 
-# The statements of a rotation, built once (composing them cost more than running them).
+# Built once: composing a statement cost more than running it.
+_NEW_SESSION = insert(Session)
 _TOKEN_AND_SESSION = (
     select(
         RefreshToken.id.label("token_id"),
@@ -84,21 +85,23 @@ class SessionService:
         self.signer = signer
 
     async def open(self, uow: UnitOfWork, user_id: uuid.UUID, *, mfa: bool, user_agent: str) -> TokenPair:
-        now = self.clock.now()
-        session = Session(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + dt.timedelta(seconds=self.settings.refresh_token_ttl),
-            ip=uow.origin.ip or "",
-            user_agent=user_agent[:256],
-            mfa=mfa,
+        now, session_id = self.clock.now(), uuid.uuid4()
+        connection = await uow.db.connection()
+        await connection.execute(
+            _NEW_SESSION,
+            {
+                "id": session_id,
+                "user_id": user_id,
+                "created_at": now,
+                "last_used_at": now,
+                "expires_at": now + dt.timedelta(seconds=self.settings.refresh_token_ttl),
+                "ip": uow.origin.ip or "",
+                "user_agent": user_agent[:256],
+                "mfa": mfa,
+            },
         )
-        uow.db.add(session)
-        await uow.db.flush()  # the session row must exist before its refresh token's
         record_event(uow.db, self.clock, EventTag.LOGIN, origin=uow.origin, actor_id=user_id, details={"mfa": mfa})
-        return await self._issue(await uow.db.connection(), session.id, user_id, mfa=mfa)
+        return await self._issue(connection, session_id, user_id, mfa=mfa)
 
     async def refresh(self, uow: UnitOfWork, refresh_token: str) -> TokenPair:
         """Rotate: claim ``refresh_token`` and issue a new pair; InvalidSession otherwise.
