@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Annotated, Any
 
@@ -20,11 +20,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
+from bastion.access import Principal
 from bastion.access.deps import resolve_principal
 from bastion.data.schema import Catalog, Collection
 from bastion.data.service import DataService
 from bastion.http.deps import work
 from bastion.http.problems import ValidationFailed
+from bastion.work import UnitOfWork
 
 PREFIX = "/api/v1/collections"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,32 +51,47 @@ def _record_id(request: Request) -> uuid.UUID:
         ) from None
 
 
-async def _records(request: Request) -> Response:
-    """``GET`` (list) and ``POST`` (create) on ``{name}/records``."""
-    name: str = request.path_params["name"]
-    async with work(request) as uow:
-        caller = await resolve_principal(request, uow)
-        if request.method == "GET":
-            page = await _data(request).list(uow, name, caller, request.query_params.multi_items())
-            return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
-        record = await _data(request).create(uow, name, caller, await request.body())
+async def _list(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
+    page = await _data(request).list(uow, name, caller, request.query_params.multi_items())
+    return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
+
+
+async def _create(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
+    record = await _data(request).create(uow, name, caller, await request.body())
     return JSONResponse(record, status_code=201, headers={"Location": f"{PREFIX}/{name}/records/{record['id']}"})
 
 
-async def _record(request: Request) -> Response:
-    """``GET``, ``PATCH`` and ``DELETE`` on ``{name}/records/{record_id}``."""
-    name: str = request.path_params["name"]
-    record_id = _record_id(request)
-    async with work(request) as uow:
-        caller = await resolve_principal(request, uow)
-        if request.method == "GET":
-            record = await _data(request).read(uow, name, caller, record_id)
-        elif request.method == "PATCH":
-            record = await _data(request).update(uow, name, caller, record_id, await request.body())
-        else:
-            await _data(request).delete(uow, name, caller, record_id)
-            return Response(status_code=204)
+async def _read(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
+    return JSONResponse(await _data(request).read(uow, name, caller, _record_id(request)))
+
+
+async def _update(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
+    record = await _data(request).update(uow, name, caller, _record_id(request), await request.body())
     return JSONResponse(record)
+
+
+async def _delete(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
+    await _data(request).delete(uow, name, caller, _record_id(request))
+    return Response(status_code=204)
+
+
+Operation = Callable[[Request, UnitOfWork, str, Principal | None], Awaitable[Response]]
+# Every method a route admits, named: Starlette also routes HEAD to a GET
+# route, and HEAD must read like GET, never fall through to a change.
+_COLLECTION: dict[str, Operation] = {"GET": _list, "HEAD": _list, "POST": _create}
+_RECORD: dict[str, Operation] = {"GET": _read, "HEAD": _read, "PATCH": _update, "DELETE": _delete}
+
+
+def _dispatch(operations: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        operation = operations[request.method]
+        if "record_id" in request.path_params:
+            _record_id(request)  # a malformed id is a 422 before anything else
+        async with work(request) as uow:
+            caller = await resolve_principal(request, uow)
+            return await operation(request, uow, request.path_params["name"], caller)
+
+    return endpoint
 
 
 # Plain Starlette routes, mounted ahead of every other route: these are the
@@ -84,8 +101,8 @@ async def _record(request: Request) -> Response:
 records = Mount(
     PREFIX,
     routes=[
-        Route("/{name}/records", _records, methods=["GET", "POST"]),
-        Route("/{name}/records/{record_id}", _record, methods=["GET", "PATCH", "DELETE"]),
+        Route("/{name}/records", _dispatch(_COLLECTION), methods=["GET", "POST"]),
+        Route("/{name}/records/{record_id}", _dispatch(_RECORD), methods=["GET", "PATCH", "DELETE"]),
     ],
 )
 

@@ -136,3 +136,21 @@ async def test_typed_fields_refuse_what_they_do_not_declare(data: DataHarness, f
     response = await data.client.post(data.records("things"), json={field: value}, headers=data.bearer(data.alice))
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["pointer"].startswith(f"/{field}")
+
+
+async def test_head_reads_and_never_changes_a_record(data: DataHarness) -> None:
+    """V4.1.4 (HTTP methods): HEAD is answered like GET; it never deletes, updates or creates."""
+    note = await data.create(data.alice, "notes", NOTE)
+    one = f"{data.records('notes')}/{note['id']}"
+    head = await data.client.request("HEAD", one, headers=data.bearer(data.alice))
+    assert head.status_code == 200
+    listed = await data.client.request(
+        "HEAD", data.records("notes"), json={**NOTE, "title": "via-head"}, headers=data.bearer(data.alice)
+    )
+    assert listed.status_code == 200
+    items = (await data.client.get(data.records("notes"), headers=data.bearer(data.alice))).json()["items"]
+    assert [item["title"] for item in items] == ["alice-note"]
+    assert (await data.client.get(one, headers=data.bearer(data.alice))).json() == note
+    put = await data.client.put(one, json=NOTE, headers=data.bearer(data.alice))
+    assert put.status_code == 405
+    assert set(put.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "PATCH", "DELETE"}
