@@ -6,6 +6,7 @@ any work, and sign-in is also limited per account before any hashing.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from bastion.sessions.service import SessionService, TokenPair
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]
 
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 ACCEPTED = "If the address can be used, a message with the next step has been sent to it."
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not authenticated"},
@@ -94,10 +96,15 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
 @router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(per_ip("login"))])
 async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
     settings = request.app.state.settings.auth
-    await _per_account(request, "auth:login:account", settings.login_rate_per_account, body.email)
-    email = schemas.canonical_email(body.email)
+    # The per-account throttle must count every spelling of an address as
+    # one account: the address parser folds display names ("x <a@b>") and
+    # IDNA domains into the stored form. A plain ASCII address already is
+    # that form (up to case), so only other spellings pay for the parser
+    # before the throttle.
+    email = body.email if _PLAIN_ADDRESS.fullmatch(body.email) else schemas.canonical_email(body.email)
     if email is None:  # matches no account: the same answer as a wrong password
         raise LoginFailed
+    await _per_account(request, "auth:login:account", settings.login_rate_per_account, email)
     identity = _identity(request)
     async with work(request) as uow:
         user = await identity.authenticate(uow, email, body.password)

@@ -24,8 +24,8 @@ class Credentials(Strict):
 
 
 class Login(Strict):
-    # A plain string here: the per-account throttle runs first, and only an
-    # attempt it admits pays for the address parser (``canonical_email``).
+    # A plain string here: a plain ASCII address goes straight to the
+    # per-account throttle; other spellings are parsed first (see the route).
     email: str = Field(min_length=1, max_length=254)
     password: str = Password
 

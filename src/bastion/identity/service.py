@@ -199,7 +199,7 @@ class IdentityService:
             raise LoginFailed
         valid, new_hash = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
-            self._count_failure(uow, user)
+            await self._count_failure(uow, user)
             raise LoginFailed
         if new_hash is not None:
             user.password_hash = new_hash  # parameters changed since this hash was made
@@ -208,19 +208,27 @@ class IdentityService:
             raise EmailNotVerified
         return user
 
-    def _count_failure(self, uow: UnitOfWork, user: User) -> None:
-        """Record a wrong password; at the threshold, lock for an escalating time."""
-        user.failed_logins += 1
+    async def _count_failure(self, uow: UnitOfWork, user: User) -> None:
+        """Record a wrong password; at the threshold, lock for an escalating time.
+
+        Counted in SQL (``failed_logins + 1``), not on the loaded row: guesses
+        racing each other must not overwrite each other's count.
+        """
         self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
-        if user.failed_logins < self.settings.lockout_threshold:
+        counted = update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1)
+        failures = (await uow.db.execute(counted.returning(User.failed_logins))).scalar_one()
+        if failures < self.settings.lockout_threshold:
             return
         # Each lockout lasts twice the previous one (capped at a day), so a
         # patient attacker gets ever fewer guesses per day.
         seconds = min(self.settings.lockout_seconds * 2 ** min(user.lockouts, 16), 86400)
         until = self.clock.now() + dt.timedelta(seconds=seconds)
-        user.locked_until = until
-        user.lockouts += 1
-        user.failed_logins = 0
+        lock = (
+            update(User)
+            .where(User.id == user.id)
+            .values(locked_until=until, lockouts=User.lockouts + 1, failed_logins=0)
+        )
+        await uow.db.execute(lock)
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
         uow.outbox.append(
             mails.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))

@@ -3,6 +3,8 @@ attacker's side (DESIGN.md §4, issue "Identity and sessions")."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from harness import NEW_PASSWORD, PASSWORD, Harness
 from sqlalchemy import func, select
@@ -213,6 +215,33 @@ async def test_brute_force_never_yields_a_token_and_locks(harness: Harness) -> N
     harness.clock.advance(seconds=61)
     await _lift_throttles(harness)
     await harness.login(ALICE)
+
+
+async def test_other_spellings_of_an_address_share_its_throttle(harness: Harness) -> None:
+    """V6.3.1: a display name, another case or a quoted form of the same address
+    is the same account to the per-account throttle, so it buys no extra guesses."""
+    await harness.register(ALICE)
+    for attempt in range(10):
+        await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"guess-{attempt:04d}"})
+    for spelling in ("x <alice@example.com>", "ALICE@EXAMPLE.COM", "Alice <Alice@Example.COM>", " alice@example.com"):
+        response = await harness.client.post("/api/v1/auth/login", json={"email": spelling, "password": PASSWORD})
+        assert response.status_code == 429, (spelling, response.status_code)
+
+
+async def test_concurrent_wrong_guesses_are_all_counted(harness: Harness) -> None:
+    """V6.3.1: guesses racing each other cannot overwrite each other's failure
+    count, so ten at once still lock the account."""
+    await harness.register(ALICE)
+    guesses = [
+        harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"racing-guess-{n:04d}"})
+        for n in range(10)
+    ]
+    assert {response.status_code for response in await asyncio.gather(*guesses)} == {401}
+    assert "auth:lockout" in await tags(harness)
+    await _lift_throttles(harness)
+    assert (
+        await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": PASSWORD})
+    ).status_code == 401
 
 
 async def _lift_throttles(harness: Harness) -> None:
