@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from bastion.audit.events import EventTag, Outcome
 from bastion.audit.models import AuditEvent
@@ -67,26 +67,61 @@ def record_event(
         ip=origin.ip,
         details=details,
     )
+    sync = db.sync_session
+    if sync.get_transaction() is None:
+        sync.begin()  # no I/O: the event belongs to this transaction, and ends with it
+    # Tagged with the savepoint it belongs to (None: the outer transaction),
+    # so a rollback drops exactly the events of what it undid.
     db.info.setdefault(_PENDING, []).append(
-        {
-            "at": clock.now(),
-            "tag": tag.value,
-            "outcome": outcome.value,
-            "actor_id": actor_id,
-            "subject_id": subject_id if subject_id is not None else actor_id,
-            "ip": origin.ip,
-            "request_id": origin.request_id,
-            "details": details or {},
-        }
+        (
+            sync.get_nested_transaction(),
+            {
+                "at": clock.now(),
+                "tag": tag.value,
+                "outcome": outcome.value,
+                "actor_id": actor_id,
+                "subject_id": subject_id if subject_id is not None else actor_id,
+                "ip": origin.ip,
+                "request_id": origin.request_id,
+                "details": details or {},
+            },
+        )
     )
 
 
 @event.listens_for(Session, "before_flush")
 @event.listens_for(Session, "before_commit")
 def _insert_pending(session: Session, *_: object) -> None:
-    rows = session.info.pop(_PENDING, None)
-    if rows:
-        session.connection().execute(_INSERT, rows)
+    """Insert the events of the current savepoint (and those inside it); inside
+    a savepoint, the events of the enclosing transaction wait for it, so that
+    rolling the savepoint back cannot take them along."""
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    current = session.get_nested_transaction()
+    due = [row for savepoint, row in pending if current is None or _within(savepoint, current)]
+    session.info[_PENDING] = [entry for entry in pending if current is not None and not _within(entry[0], current)]
+    if due:
+        session.connection().execute(_INSERT, due)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    if previous.nested:
+        session.info[_PENDING] = [(savepoint, row) for savepoint, row in pending if not _within(savepoint, previous)]
+    else:
+        session.info.pop(_PENDING)
+
+
+def _within(savepoint: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while savepoint is not None:
+        if savepoint is ancestor:
+            return True
+        savepoint = savepoint.parent
+    return False
 
 
 async def events_for(db: AsyncSession, subject_id: uuid.UUID) -> list[AuditEvent]:
