@@ -94,3 +94,40 @@ async def test_a_write_waiting_for_the_lock_does_not_block_the_event_loop(tmp_pa
             assert (await connection.execute(sa.select(things.c.name))).scalars().all() == ["waits"]
     finally:
         await engine.dispose()
+
+
+async def test_writers_of_one_process_queue_instead_of_meeting_in_sqlite(tmp_path: Path) -> None:
+    """Concurrent write transactions all commit, one at a time, without SQLite's
+    busy handler (set to fail at once here); a failed first write and a
+    rollback hand the writer lock on (no writer is left waiting)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    sa.event.listen(engine.sync_engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA busy_timeout=0"))
+    inside = 0
+    most = 0
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+
+        async def write(name: str) -> None:
+            nonlocal inside, most
+            async with engine.begin() as connection:
+                await connection.execute(things.insert().values(name=name))
+                inside += 1
+                most = max(most, inside)
+                await asyncio.sleep(0.01)  # other writers get the loop meanwhile
+                inside -= 1
+
+        await asyncio.wait_for(asyncio.gather(*(write(f"w{n}") for n in range(8))), 10)
+        assert most == 1
+        with pytest.raises(sa.exc.IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(things.insert().values(id=1, name="duplicate id"))
+        async with engine.connect() as connection:
+            await connection.execute(things.insert().values(name="rolled back"))
+            await connection.rollback()
+        await asyncio.wait_for(write("after"), 5)
+        async with engine.connect() as connection:
+            names = (await connection.execute(sa.select(things.c.name))).scalars().all()
+        assert sorted(names) == sorted([f"w{n}" for n in range(8)] + ["after"])
+    finally:
+        await engine.dispose()
