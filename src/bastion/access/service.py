@@ -28,6 +28,8 @@ from bastion.sessions.service import InvalidSession
 from bastion.work import UnitOfWork
 
 API_KEY_PREFIX = "bsk"
+# Last-use times are written at most this often: a write per request would
+# turn every read into a durable commit.
 TOUCH_INTERVAL = dt.timedelta(minutes=1)
 
 

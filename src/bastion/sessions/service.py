@@ -28,11 +28,6 @@ from bastion.sessions.models import RefreshToken, Session
 from bastion.settings import AuthSettings
 from bastion.work import UnitOfWork
 
-# Last-use times are written at most this often: a write per request would
-# turn every read into a durable commit.
-TOUCH_INTERVAL = dt.timedelta(minutes=1)
-
-
 # Built once: composing a statement cost more than running it.
 _NEW_SESSION = insert(Session)
 _TOKEN_AND_SESSION = (
