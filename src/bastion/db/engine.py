@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from sqlalchemy import event, select
@@ -25,10 +26,18 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the writer; synchronous=FULL makes every
-    # commit (auth and audit writes above all) survive a power cut.
+    # WAL lets readers run beside the writer (bastion.db.sqlite runs reads on
+    # the event loop because of it); synchronous=FULL makes every commit
+    # (auth and audit writes above all) survive a power cut.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    mode = str(cursor.fetchone()[0]).lower()
+    if mode not in ("wal", "memory"):  # memory: an in-memory database, nothing to share
+        cursor.close()
+        raise sqlite3.OperationalError(
+            f"SQLite cannot use write-ahead logging for this database (journal mode stays {mode!r}); "
+            "keep the data directory on a local, writable filesystem"
+        )
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")

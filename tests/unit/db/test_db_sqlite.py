@@ -131,3 +131,18 @@ async def test_writers_of_one_process_queue_instead_of_meeting_in_sqlite(tmp_pat
         assert sorted(names) == sorted([f"w{n}" for n in range(8)] + ["after"])
     finally:
         await engine.dispose()
+
+
+async def test_a_database_that_cannot_use_wal_is_refused(tmp_path: Path) -> None:
+    """Reads run on the event loop only because WAL readers never wait: a
+    database where WAL cannot be enabled (here: SQLite's no-locking VFS, as on
+    a filesystem without shared-memory locks) is refused with a message that
+    says why, not served with readers that may block the loop."""
+    path = tmp_path / "no-wal.sqlite"
+    engine = create_engine(f"sqlite+aiosqlite:///file:{path}?vfs=unix-none&uri=true")
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="write-ahead logging"):
+            async with engine.connect() as connection:
+                await connection.execute(sa.select(1))
+    finally:
+        await engine.dispose()
