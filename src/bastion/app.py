@@ -22,6 +22,7 @@ from bastion.http import handlers, health
 from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
 from bastion.identity import routes as identity_routes
+from bastion.identity.gate import SignInGate
 from bastion.logging import configure_logging
 from bastion.services import build_services
 from bastion.settings import Settings, load_settings
@@ -59,6 +60,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin_routes.router)
     data_routes.install(app)
 
+    # Innermost: refuses sign-in attempts at a spent account before routing.
+    app.add_middleware(SignInGate)
     if settings.cors.allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -6,7 +6,6 @@ any work, and sign-in is also limited per account before any hashing.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -20,14 +19,13 @@ from bastion.http.ratelimit import rate_limit
 from bastion.identity import schemas
 from bastion.identity.errors import LoginFailed
 from bastion.identity.models import User
-from bastion.identity.service import IdentityService, SecondFactor, normalize_email
-from bastion.security import hash_token
+from bastion.identity.service import IdentityService, SecondFactor
+from bastion.identity.throttle import LOGIN_ACCOUNT_SCOPE, account_key, sign_in_address
 from bastion.sessions.service import SessionService, TokenPair
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]
 
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 ACCEPTED = "If the address can be used, a message with the next step has been sent to it."
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not authenticated"},
@@ -60,9 +58,8 @@ def _tokens(pair: TokenPair) -> schemas.Tokens:
 
 
 async def _per_account(request: Request, scope: str, limit: str, email: str) -> None:
-    """Throttle by account before any hashing. Keyed by a hash of the address,
-    existing or not, so the throttle itself reveals nothing and stores no email."""
-    state = await request.app.state.rate_limiter.hit(limit, scope, hash_token(normalize_email(email)))
+    """Throttle by account before any hashing (``throttle.account_key``)."""
+    state = await request.app.state.rate_limiter.hit(limit, scope, account_key(email))
     if not state.allowed:
         raise TooManyRequests(headers=state.headers())
 
@@ -96,15 +93,10 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
 @router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(per_ip("login"))])
 async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
     settings = request.app.state.settings.auth
-    # The per-account throttle must count every spelling of an address as
-    # one account: the address parser folds display names ("x <a@b>") and
-    # IDNA domains into the stored form. A plain ASCII address already is
-    # that form (up to case), so only other spellings pay for the parser
-    # before the throttle.
-    email = body.email if _PLAIN_ADDRESS.fullmatch(body.email) else schemas.canonical_email(body.email)
+    email = sign_in_address(body.email)
     if email is None:  # matches no account: the same answer as a wrong password
         raise LoginFailed
-    await _per_account(request, "auth:login:account", settings.login_rate_per_account, email)
+    await _per_account(request, LOGIN_ACCOUNT_SCOPE, settings.login_rate_per_account, email)
     identity = _identity(request)
     async with work(request) as uow:
         user = await identity.authenticate(uow, email, body.password)

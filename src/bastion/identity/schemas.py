@@ -24,8 +24,7 @@ class Credentials(Strict):
 
 
 class Login(Strict):
-    # A plain string here: a plain ASCII address goes straight to the
-    # per-account throttle; other spellings are parsed first (see the route).
+    # A plain string here: see bastion.identity.throttle.sign_in_address.
     email: str = Field(min_length=1, max_length=254)
     password: str = Password
 

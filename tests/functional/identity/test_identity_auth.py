@@ -228,6 +228,28 @@ async def test_other_spellings_of_an_address_share_its_throttle(harness: Harness
         assert response.status_code == 429, (spelling, response.status_code)
 
 
+async def test_a_spent_account_is_refused_before_the_route_runs(harness: Harness) -> None:
+    """V6.3.1, V2.4.1: once an account's budget is spent, an attempt is refused
+    before routing: a body the route would reject (422: unknown field) gets the
+    429 too, while another account and other routes are untouched."""
+    await harness.register(ALICE)
+    await harness.register("bob@example.com")
+    for attempt in range(10):
+        await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"guess-{attempt:04d}"})
+    extra = await harness.client.post(
+        "/api/v1/auth/login", json={"email": "x <ALICE@example.com>", "password": "p", "admin": True}
+    )
+    assert extra.status_code == 429
+    assert extra.headers["content-type"] == "application/problem+json"
+    assert int(extra.headers["retry-after"]) >= 1
+    assert "x-request-id" in extra.headers
+    other = await harness.client.post("/api/v1/auth/login", json={"email": "bob@example.com", "password": "wrong-0"})
+    assert other.status_code == 401
+    shape = await harness.client.post("/api/v1/auth/login", json={"email": "bob@example.com", "password": "p", "x": 1})
+    assert shape.status_code == 422  # not spent: the route decides, as before
+    assert (await harness.login("bob@example.com"))["access_token"]
+
+
 async def test_concurrent_wrong_guesses_are_all_counted(harness: Harness) -> None:
     """V6.3.1: guesses racing each other cannot overwrite each other's failure
     count, so ten at once still lock the account."""
