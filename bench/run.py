@@ -46,9 +46,10 @@ NAMES = {
     4: "4 validated create, c=8",
     5: "5 list 20 filtered, c=8",
     6: "6 wrong-password flood",
+    7: "7 soak: read + list + create",
 }
 # Creates (4) run after the list (5), so both lists see exactly the seeded rows.
-ORDER = (1, 2, 3, 5, 4, 6)
+ORDER = (1, 2, 3, 5, 4, 6, 7)
 # Every throttle of the auth section, raised so the load generator measures the
 # work and not the limiter (scenario 6 restarts Bastion with the defaults).
 RAISED = {
@@ -199,8 +200,8 @@ class Row:
 
 
 class Bench:
-    def __init__(self, seconds: int, rows: int, tmp: Path) -> None:
-        self.seconds, self.rows, self.tmp = seconds, rows, tmp
+    def __init__(self, seconds: int, rows: int, tmp: Path, soak: int = 600) -> None:
+        self.seconds, self.rows, self.tmp, self.soak = seconds, rows, tmp, soak
         self.bastion = Bastion(tmp / "bastion")
         self.pb = PocketBase(tmp / "pocketbase", free_port(), pin(0))
         self.results: list[Row] = []
@@ -466,6 +467,82 @@ class Bench:
         self.add(Row(system, "6 legit reads under flood, c=4", loaded, ratio))
         self.add(Row(system, "6 the flood meanwhile, c=8", under, note=f"statuses {answers(under)}"))
 
+    def s7(self) -> None:
+        """Soak: reads, lists and creates at once for ``--soak`` seconds (an API
+        key, so no token expires mid-run); the server's memory after a warm-up
+        of a fifth of the run against its end, and every 5xx."""
+        if not self.records_api:
+            self.add(Row("Bastion", NAMES[7], note="not available (records API)"))
+            return
+        self.bastion.stop()
+        self.bastion.start(raised=True)
+        token = self.bastion.login()["access_token"]
+        created = httpx.post(
+            f"{self.bastion.base}/api/v1/me/api-keys",
+            json={"name": "soak", "scopes": ["records:*"]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        created.raise_for_status()
+        auth = f"Bearer {created.json()['key']}"
+        notes = f"{self.bastion.base}/api/v1/collections/notes/records"
+        loads = [
+            start_wrk(f"{notes}/{self.record_ids['Bastion']}", self.soak, "call.lua", 2, auth=auth),
+            start_wrk(f"{notes}?priority.eq=3&limit=20", self.soak, "call.lua", 2, auth=auth),
+            start_wrk(notes, self.soak, "call.lua", 2, auth=auth, method="POST", body=json.dumps(NOTE)),
+        ]
+        assert self.bastion.process is not None  # noqa: S101 - started above
+        samples: list[tuple[float, int]] = []
+        started = time.monotonic()
+        while any(load.poll() is None for load in loads):
+            samples.append((time.monotonic() - started, tree_rss(self.bastion.process.pid)))
+            time.sleep(5)
+        results = [finish_wrk(load) for load in loads]
+        warm = next((rss for at, rss in samples if at >= self.soak / 5), samples[-1][1])
+        end = samples[-1][1]
+        statuses: dict[int, int] = {}
+        for figures in results:
+            for status, n in figures["statuses"].items():
+                statuses[status] = statuses.get(status, 0) + n
+        errors = sum(n for status, n in statuses.items() if status >= 500)
+        requests = sum(figures["requests"] for figures in results)
+        row = Row(
+            "Bastion",
+            f"{NAMES[7]}, {self.soak} s, c=2+2+2",
+            {
+                "rps": requests / self.soak,
+                "requests": requests,
+                "statuses": statuses,
+                "rss_after_warmup_mib": warm / 2**20,
+                "rss_end_mib": end / 2**20,
+                "rss_samples": samples,
+            },
+            note=f"RSS {warm / 2**20:.0f} MiB after warm-up, {end / 2**20:.0f} MiB at the end; statuses {statuses}",
+        )
+        row.ratios = [("RSS growth after warm-up", (end - warm) / warm, 0.05, True), ("5xx", errors, 0, True)]
+        self.add(row, 7)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory, in bytes, of a process and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        pending.extend(children.get(current, []))
+        try:
+            status = (Path("/proc") / str(current) / "status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total
+
 
 def answers(figures: dict[str, Any]) -> str:
     return ", ".join(f"{status}: {n}" for status, n in sorted(figures["statuses"].items()))
@@ -508,7 +585,10 @@ def table(rows: list[Row]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="per measurement (default 10)")
-    parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated (default all: 1,2,3,4,5,6)")
+    parser.add_argument(
+        "--scenarios", default="1,2,3,4,5,6", help="comma-separated (default 1-6; 7 is the soak, run on request)"
+    )
+    parser.add_argument("--soak", type=int, default=600, help="scenario 7's duration in seconds (default 600)")
     parser.add_argument("--rows", type=int, default=100_000, help="rows seeded for scenario 5 (default 100000)")
     args = parser.parse_args()
     chosen = sorted({int(s) for s in args.scenarios.split(",")} & set(NAMES))
@@ -520,7 +600,7 @@ def main() -> None:
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        bench = Bench(args.seconds, args.rows, Path(tmp))
+        bench = Bench(args.seconds, args.rows, Path(tmp), args.soak)
         try:
             bench.measure_bounds()
             bench.start(chosen)
@@ -548,7 +628,6 @@ def main() -> None:
         "table_markdown": table(rows),
     }
     out = ROOT / "results" / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {out}")
