@@ -139,6 +139,16 @@ class NetworkSettings(Section):
 class HttpSettings(Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_json_depth: int = Field(32, ge=2, le=256)
+    # Slow bodies (slowloris after the headers): a request body must arrive
+    # whole within body_timeout seconds, and after its first two seconds never
+    # fall behind body_min_rate bytes per second (0: no minimum rate). Else 408
+    # and the connection closes, so a trickle cannot hold a connection slot.
+    body_timeout: float = Field(30.0, gt=0, le=600)
+    body_min_rate: int = Field(1024, ge=0, le=1024 * 1024 * 1024)
+    # Host names (no port) the public listener answers to; any other Host is a
+    # 400, so redirects and links are never built from a stranger's Host.
+    # Empty: the host of auth.public_url in prod, any host in dev.
+    allowed_hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = []
     hsts_max_age: int = Field(31_536_000, ge=0)
     hsts_include_subdomains: bool = True
 
@@ -290,6 +300,9 @@ class CollectionSettings(Section):
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # One line per request on the public listener (method, path without the
+    # query, status, duration, request id), through the same redaction.
+    access: bool = True
 
 
 class Settings(BaseSettings):
