@@ -406,6 +406,9 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
         overrides["data_dir"] = data_dir
     try:
         return Settings(**overrides)
+    except RecursionError:
+        # A BASTION_* variable holding deeply nested JSON (the TOML file is checked in read_toml).
+        raise ConfigError(f"a {ENV_PREFIX}* variable nests arrays or objects too deeply to be a setting") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"
@@ -441,6 +444,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid UTF-8 (byte {exc.start}); TOML files are UTF-8 text") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(f"{path} nests arrays or tables too deeply to be a configuration") from None
 
 
 class SecretFileSource(PydanticBaseSettingsSource):

@@ -38,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from bastion.logging import get_logger
 from bastion.network.admin import PEER_CERT_KEY, PeerCertificate
 from bastion.network.admin import app_factory as admin_app_factory
+from bastion.network.startup import guarded
 from bastion.network.tls import profile_of, server_context
 from bastion.security.ca import certificate_facts_der, revoked_serials
 from bastion.settings import Settings
@@ -260,7 +261,7 @@ def serve_admin(
     signal.signal(signal.SIGHUP, lambda signum, frame: context.reload())
     server = settings.server
     config = Config(
-        admin_app_factory(),
+        guarded(admin_app_factory),
         host=host,
         port=port,
         http=AdminProtocol.serving(
