@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 # Every domain's models, so Base.metadata describes the whole schema.
@@ -13,8 +14,17 @@ from bastion.db.engine import Base, create_engine
 from bastion.identity import models as _identity  # noqa: F401
 from bastion.sessions import models as _sessions  # noqa: F401
 
+# pg_advisory_xact_lock key (any fixed 64-bit number; ours spells "bastion" in ASCII).
+MIGRATION_LOCK = 0x62617374696F6E
+
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Instances started together on a fresh database would each create the
+        # same tables at once (one dies on a duplicate key in pg_type). The
+        # first takes this lock; the others wait, then find the schema at head.
+        # Held until the migration transaction commits or rolls back.
+        connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
