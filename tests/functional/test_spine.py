@@ -18,6 +18,7 @@ from bastion.access import public
 from bastion.app import create_app
 from bastion.audit.models import AuditEvent
 from bastion.http.problems import PROBLEM_JSON, Conflict
+from bastion.network.admin import AdminListener
 from bastion.settings import Secret, Settings
 
 pytestmark = pytest.mark.usefixtures("_extra_routes")
@@ -348,3 +349,17 @@ async def test_health_ready_and_openapi(client: httpx.AsyncClient) -> None:
     assert "/healthz" in spec["paths"]
     assert (await client.get("/docs")).status_code == 404
     assert (await client.get("/redoc")).status_code == 404
+
+
+async def test_the_admin_listener_is_not_bound_to_the_public_names(make_settings: SettingsFactory) -> None:
+    """The admin plane is reached by its own names (localhost through a tunnel); mTLS guards it."""
+    app = create_app(make_settings(http={"allowed_hosts": ["api.example.com"]}))
+    admin = AdminListener(app, client_cert_verified=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=admin, client=("127.0.0.1", 4242)), base_url="https://localhost:8444"
+        ) as client,
+    ):
+        response = await client.get("/admin/api/v1/no-such-route")
+    assert response.status_code != 400

@@ -41,6 +41,7 @@ from bastion.http.problems import (
     render,
 )
 from bastion.http.proxies import TrustedProxies
+from bastion.network.ipfilter import listener_of
 from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.http")
@@ -196,7 +197,10 @@ class SpineMiddleware:
         hosts = [value for name, value in scope["headers"] if name == b"host"]
         if http1 and scope.get("http_version") != "1.0" and len(hosts) != 1:
             raise BadRequest("The request must carry exactly one Host header.")
-        if self.allowed_hosts is not None and hosts and _host_name(hosts[0]) not in self.allowed_hosts:
+        # The admin listener has its own names (often localhost through a
+        # tunnel) and answers only clients with a certificate of Bastion's CA.
+        public = listener_of(scope) == "public"
+        if public and self.allowed_hosts is not None and hosts and _host_name(hosts[0]) not in self.allowed_hosts:
             raise BadRequest("This host is not served here.")
 
     def _attribute_client(self, scope: Scope, headers: dict[str, str]) -> None:
