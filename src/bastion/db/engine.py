@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from bastion.db.sqlite import install as one_hop_cursors
-from bastion.http.problems import NotReady
 from bastion.logging import get_logger
 
 log = get_logger("bastion.db")
@@ -22,10 +21,11 @@ class Base(DeclarativeBase):
     """Every Bastion table derives from this."""
 
 
-class DatabaseGone(NotReady):
-    """The SQLite file this process opened was deleted, replaced or made read-only (503)."""
+class DatabaseGone(Exception):
+    """The SQLite file this process opened was deleted, replaced or made read-only.
 
-    detail = "The database is not available."
+    The app answers it as 503 (``create_app`` maps it to the NotReady problem).
+    """
 
 
 class SqliteFile:

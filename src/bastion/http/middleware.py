@@ -1,6 +1,6 @@
 """The request spine every route runs inside, as one pure-ASGI middleware.
 
-In order: a request id, the real client address, the Host check, security
+In order: a request id, the real client address, one Host (HTTP/1.1), security
 headers on every response, HEAD answered as GET without the body, the body
 size limit and deadline, JSON-only bodies with a nesting limit, a
 last-resort handler that turns any crash into a generic 500 problem while the
@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,7 +40,6 @@ from bastion.http.problems import (
     render,
 )
 from bastion.http.proxies import TrustedProxies
-from bastion.network.ipfilter import listener_of
 from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.http")
@@ -82,18 +80,15 @@ class SpineMiddleware:
         max_json_depth: int,
         body_timeout: float,
         body_min_rate: int,
-        allowed_hosts: Iterable[str] | None,
         trusted_proxies: TrustedProxies,
         hsts: str | None,
         access_log: bool = True,
     ) -> None:
-        """``allowed_hosts``: the Host names answered (lower case, no port); None answers any."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
         self.body_timeout = body_timeout
         self.body_min_rate = body_min_rate
-        self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         self.proxies = trusted_proxies
         self.hsts = hsts.encode() if hsts else None
         self.access_log = access_log
@@ -105,17 +100,11 @@ class SpineMiddleware:
         hsts = f"max-age={http.hsts_max_age}"
         if http.hsts_include_subdomains:
             hsts += "; includeSubDomains"
-        hosts: list[str] | None = list(http.allowed_hosts)
-        if not hosts:
-            # Prod answers only the name it is published under; dev answers any.
-            public_host = urlsplit(settings.auth.public_url).hostname
-            hosts = [public_host] if settings.mode == "prod" and public_host else None
         return {
             "max_body_bytes": http.max_body_bytes,
             "max_json_depth": http.max_json_depth,
             "body_timeout": http.body_timeout,
             "body_min_rate": http.body_min_rate,
-            "allowed_hosts": hosts,
             "trusted_proxies": TrustedProxies(settings.server.trusted_proxies),
             "hsts": hsts,
             "access_log": settings.log.access,
@@ -188,20 +177,14 @@ class SpineMiddleware:
             structlog.contextvars.unbind_contextvars(*context)
 
     def _check_host(self, scope: Scope, http1: bool) -> None:
-        """Refuse a Host header that is missing or repeated (HTTP/1.1) or not ours.
+        """Refuse an HTTP/1.1 request whose Host header is missing or repeated (RFC 9112 §3.2: 400).
 
-        Starlette builds absolute URLs (the trailing-slash redirect) from the
-        Host header; answering only the configured hosts means no response
-        points at a host the client chose (RFC 9112 §3.2: one Host, or 400).
+        Which names are answered is the network guard's (``http.allowed_hosts``).
         """
-        hosts = [value for name, value in scope["headers"] if name == b"host"]
-        if http1 and scope.get("http_version") != "1.0" and len(hosts) != 1:
-            raise BadRequest("The request must carry exactly one Host header.")
-        # The admin listener has its own names (often localhost through a
-        # tunnel) and answers only clients with a certificate of Bastion's CA.
-        public = listener_of(scope) == "public"
-        if public and self.allowed_hosts is not None and hosts and _host_name(hosts[0]) not in self.allowed_hosts:
-            raise BadRequest("This host is not served here.")
+        if http1 and scope.get("http_version") != "1.0":
+            hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
+            if hosts != 1:
+                raise BadRequest("The request must carry exactly one Host header.")
 
     def _attribute_client(self, scope: Scope, headers: dict[str, str]) -> None:
         client = scope.get("client")
@@ -307,14 +290,6 @@ def _replay(body: bytes, *, disconnected: bool = False) -> Receive:
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
-
-
-def _host_name(host: bytes) -> str:
-    """``host`` without its port, lower case (``[::1]:8443`` -> ``::1``)."""
-    name = host.decode("latin-1").lower()
-    if name.startswith("["):
-        return name[1 : name.find("]")] if "]" in name else name
-    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
 
 
 def _merge_headers(

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from bastion.logging import configure_logging, get_logger
-from bastion.network.admin import admin_mode
 from bastion.network.ca import BastionCa, CaPaths
+from bastion.network.listener import admin_mode
 from bastion.network.startup import REPORT_ENV, STARTUP_FAILED, report_and_exit
 from bastion.network.tls import profile_of
 from bastion.settings import ConfigError, Settings, load_settings
@@ -91,15 +91,7 @@ def plan(settings: Settings) -> list[Listener]:
     server = settings.server
     tls = tls_files(settings) if server.tls else (None, None)
     listeners = [
-        Listener(
-            "public",
-            server.host,
-            server.port,
-            "bastion.network.startup:public_app_factory",
-            tls[0],
-            tls[1],
-            workers=server.workers,
-        )
+        Listener("public", server.host, server.port, "bastion.asgi:public_app", tls[0], tls[1], workers=server.workers)
     ]
     mode = admin_mode(settings)
     if mode != "off":
@@ -113,7 +105,7 @@ def plan(settings: Settings) -> list[Listener]:
                 "admin",
                 settings.admin.host,
                 settings.admin.port,
-                "bastion.network.admin:app_factory",
+                "bastion.asgi:admin_app",
                 cert,
                 key,
                 client_ca=ca.certificate if mtls else None,
@@ -123,9 +115,7 @@ def plan(settings: Settings) -> list[Listener]:
     if server.redirect_port is not None:
         if server.redirect_port == server.port:
             raise ConfigError("server.redirect_port must differ from server.port")
-        listeners.append(
-            Listener("redirect", server.host, server.redirect_port, "bastion.network.startup:redirect_app_factory")
-        )
+        listeners.append(Listener("redirect", server.host, server.redirect_port, "bastion.asgi:redirect_app"))
     return listeners
 
 
@@ -247,6 +237,7 @@ def run_listener(name: str, supervisor: int | None = None) -> None:
                 raise ConfigError("the admin listener needs a TLS certificate and key")
             serve_admin(
                 settings,
+                listener.target,
                 host=listener.host,
                 port=listener.port,
                 cert=listener.cert,

@@ -95,17 +95,3 @@ def guarded(factory: Callable[[], ASGIApp]) -> ASGIApp:
     except Exception as exc:  # noqa: BLE001 - reported, and the process exits 2
         report_and_exit(exc)
     return StartupGuard(app)
-
-
-def public_app_factory() -> ASGIApp:
-    """The public listener's worker entry point."""
-    from bastion.app import app_factory
-
-    return guarded(app_factory)
-
-
-def redirect_app_factory() -> ASGIApp:
-    """The redirect listener's worker entry point."""
-    from bastion.network.tls import redirect_app_factory as build
-
-    return guarded(build)
