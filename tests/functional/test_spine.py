@@ -18,7 +18,7 @@ from bastion.access import public
 from bastion.app import create_app
 from bastion.audit.models import AuditEvent
 from bastion.http.problems import PROBLEM_JSON, Conflict
-from bastion.network.admin import AdminListener
+from bastion.network.listener import AdminListener
 from bastion.settings import Secret, Settings
 
 pytestmark = pytest.mark.usefixtures("_extra_routes")
