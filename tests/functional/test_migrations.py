@@ -18,14 +18,14 @@ INSTANCES = 4
 # Each instance imports first, then waits for the same moment to migrate.
 MIGRATE_AT = """
 import sys, time
-from bastion.db import upgrade
+from bastion.migrations import upgrade
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 upgrade(sys.argv[1])
 """
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_instances_starting_together_on_a_database_url_migrate_once(database_url: str) -> None:
+def test_instances_starting_together_on_a_fresh_postgresql_migrate_once(database_url: str) -> None:
     """Separate processes, as instances are (alembic's context is per process). Without the
     advisory lock one of them died on a duplicate key in pg_type."""
     at = str(time.time() + 5)
