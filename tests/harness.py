@@ -46,6 +46,7 @@ __all__ = [
     "DataHarness",
     "Harness",
     "open_harness",
+    "over_mtls",
 ]
 
 # Seconds, not the production cost: every test hashes passwords.
@@ -150,7 +151,7 @@ class DataHarness(Harness):
         return cls(**shared, alice=await harness.signed_in(alice), bob=await harness.signed_in(bob))
 
 
-def _over_mtls(app: ASGIApp, certificate: PeerCertificate) -> ASGIApp:
+def over_mtls(app: ASGIApp, certificate: PeerCertificate) -> ASGIApp:
     """What the admin server does per connection: the verified certificate on each request's scope."""
 
     async def connection(scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,7 +167,7 @@ async def open_harness(settings: Settings, clock: FrozenClock) -> AsyncIterator[
     app = create_app(settings, clock=clock)
     public = httpx.ASGITransport(app=app, client=(ADDRESS, 5000))
     admin = httpx.ASGITransport(
-        app=_over_mtls(AdminListener(app, client_cert_verified=True), ADMIN_CERTIFICATE), client=("127.0.0.1", 5000)
+        app=over_mtls(AdminListener(app, client_cert_verified=True), ADMIN_CERTIFICATE), client=("127.0.0.1", 5000)
     )
     async with (
         app.router.lifespan_context(app),
