@@ -11,10 +11,11 @@ Where the requirement comes from:
 
 - FastAPI routes: ``bastion.access.deps.requirement_of`` (public,
   authenticated, ``permission:<p>``, by_rule);
-- the two plain Starlette routes, which today's guard registry does not see
-  (issue 10, item 1): their documented requirement in ``DOCUMENTED`` below,
-  the records routes by the collection's rules (the ``notes`` example of
-  ``bastion init`` is owner-only), ``/openapi.json`` public;
+- plain Starlette routes: ``requirement_of`` too, once the guard registry
+  covers them (issue 10, item 1); until then the two the app has are read
+  from ``DOCUMENTED`` below, as their modules document them: the records
+  routes by the collection's rules (the ``notes`` example of ``bastion
+  init`` is owner-only), ``/openapi.json`` public;
 - the admin plane's documented policy (``bastion/admin/routes.py``): every
   ``/admin`` route needs a session signed in with two factors, reached on the
   admin listener over mTLS; on the public listener it does not exist (404),
@@ -173,12 +174,23 @@ def _routes(app: FastAPI) -> Iterator[tuple[str, set[str], str | None]]:
             # An opaque ASGI app: no routes to probe, so nothing the table can vouch for.
             yield f"{route.path} (a mounted app)", set(), None
         elif isinstance(route, Mount):
+            documented = DOCUMENTED.get((Mount, route.path))
             for inner in route.routes:
-                yield route.path + _path(inner), _methods(inner), DOCUMENTED.get((Mount, route.path))
+                yield route.path + _path(inner), _methods(inner), _declared(inner) or _declared(route) or documented
         elif hasattr(context, "dependant"):  # a FastAPI route, included or not
-            yield str(context.path), set(context.methods or ()), requirement_of(context)
+            found = requirement_of(context)  # type: ignore[arg-type]
+            yield str(context.path), set(context.methods or ()), None if found is None else str(found)
         else:
-            yield _path(route), _methods(route), DOCUMENTED.get((type(route), _path(route)))
+            yield _path(route), _methods(route), _declared(route) or DOCUMENTED.get((type(route), _path(route)))
+
+
+def _declared(route: BaseRoute) -> str | None:
+    """What the guard registry says of a plain Starlette route, once it can say anything."""
+    try:
+        found = requirement_of(route)  # type: ignore[arg-type]
+    except AttributeError:  # today it reads FastAPI's dependants only
+        return None
+    return None if found is None else str(found)
 
 
 def _path(route: BaseRoute) -> str:
