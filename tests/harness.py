@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bastion.app import create_app
 from bastion.clock import FrozenClock
 from bastion.identity.models import User
-from bastion.network.admin import PEER_CERT_KEY, AdminListener, PeerCertificate
+from bastion.network.listener import PEER_CERT_KEY, AdminListener, PeerCertificate
 from bastion.settings import Settings
 from factories.access import create_api_key
 from factories.identity import ADMIN, NEW_PASSWORD, PASSWORD, create_admin, create_user, sign_in

@@ -17,13 +17,13 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 
 from bastion.audit import Origin
-from bastion.work import UnitOfWork, unit_of_work
+from bastion.unit_of_work import UnitOfWork, open_unit_of_work
 
 # What a factory's audit events name as their origin.
 ORIGIN = Origin(ip=None, request_id="factory", user_agent="tests/factories")
 
 
-def work(app: FastAPI) -> AbstractAsyncContextManager[UnitOfWork]:
+def unit_of_work(app: FastAPI) -> AbstractAsyncContextManager[UnitOfWork]:
     """A unit of work on the running app's services (inside its lifespan)."""
     state = app.state
-    return unit_of_work(state.sessionmaker, ORIGIN, state.postman.deliver)
+    return open_unit_of_work(state.sessionmaker, ORIGIN, state.postman.deliver)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from bastion.access import Principal
 from bastion.access.models import Role
 from bastion.identity.models import User
-from factories import work
+from factories import unit_of_work
 
 
 async def principal_of(app: FastAPI, user: User) -> Principal:
@@ -30,7 +30,7 @@ async def create_api_key(
 ) -> str:
     """A key of ``owner``'s (scopes within its grants, as the route insists); returns its one-time text."""
     caller = await principal_of(app, owner)
-    async with work(app) as uow:
+    async with unit_of_work(app) as uow:
         _, text = await app.state.access.create_key(uow, caller, name=name, scopes=scopes, expires_at=expires_at)
     return str(text)
 

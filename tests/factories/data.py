@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from bastion.identity.models import User
-from factories import work
+from factories import unit_of_work
 from factories.access import principal_of
 
 OWNER_ONLY = dict.fromkeys(("list", "read", "create", "update", "delete"), "owner")
@@ -54,6 +54,6 @@ COLLECTIONS: dict[str, Any] = {
 async def create_record(app: FastAPI, owner: User, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
     """A record ``owner`` creates (the collection's rules apply, as for the route); returns it as the API shows it."""
     caller = await principal_of(app, owner)
-    async with work(app) as uow:
+    async with unit_of_work(app) as uow:
         record: dict[str, Any] = await app.state.data.create(uow, collection, caller, json.dumps(fields).encode())
     return record

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from bastion.identity.models import User
 from bastion.security import totp_at
-from factories import work
+from factories import unit_of_work
 
 PASSWORD = "tangerine-orbit-cascade-91"
 NEW_PASSWORD = "velvet-quarry-lantern-47"
@@ -26,7 +26,7 @@ async def create_user(
     verified: bool = True,
 ) -> User:
     """An account as registration plus the verification link would leave it."""
-    async with work(app) as uow:
+    async with unit_of_work(app) as uow:
         user: User = await app.state.identity.create_user(uow, email, password, roles=roles, verified=verified)
     return user
 
@@ -38,7 +38,7 @@ async def enable_totp(app: FastAPI, user: User) -> str:
     advances its clock to the next step first, as a real user would wait.
     """
     identity = app.state.identity
-    async with work(app) as uow:
+    async with unit_of_work(app) as uow:
         attached = await uow.db.get(User, user.id)
         assert attached is not None
         secret, _ = await identity.totp_begin(uow, attached)
@@ -51,7 +51,7 @@ async def sign_in(app: FastAPI, user: User, *, mfa: bool = False) -> dict[str, A
     """A fresh session for ``user``, as /auth/login (or, with ``mfa``, /auth/mfa)
     opens it; the same body those routes answer with."""
     assert not mfa or user.totp_enabled, "a two-factor session needs a second factor"
-    async with work(app) as uow:
+    async with unit_of_work(app) as uow:
         pair = await app.state.sessions.open(uow, user.id, mfa=mfa, user_agent="tests/factories")
     return {
         "access_token": pair.access_token,
