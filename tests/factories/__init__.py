@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 
 from bastion.audit import Origin
-from bastion.unit_of_work import UnitOfWork, open_unit_of_work
+from bastion.uow import UnitOfWork, open_unit_of_work
 
 # What a factory's audit events name as their origin.
 ORIGIN = Origin(ip=None, request_id="factory", user_agent="tests/factories")

@@ -38,8 +38,8 @@ async def create_api_key(
 async def grant(app: FastAPI, role: str, *permissions: str) -> None:
     """Add ``permissions`` to an existing role.
 
-    Written to the model: roles have no service method yet (the admin API's
-    PUT /roles writes the model too), and this is setup, not the subject.
+    Written to the model: ``AccessService.put_role`` records an admin's
+    change and needs the acting admin, and this is setup with no actor.
     """
     async with app.state.sessionmaker() as db:
         found = await db.get(Role, role)

@@ -26,7 +26,7 @@ from bastion.data.schema import Catalog, Collection
 from bastion.data.service import DataService
 from bastion.http.deps import unit_of_work
 from bastion.http.problems import ValidationFailed
-from bastion.unit_of_work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 PREFIX = "/api/v1/collections"
 ERRORS: dict[int | str, dict[str, Any]] = {

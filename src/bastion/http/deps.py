@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import Request
 
 from bastion.audit import Origin
-from bastion.unit_of_work import UnitOfWork, open_unit_of_work
+from bastion.uow import UnitOfWork, open_unit_of_work
 
 
 def origin_of(request: Request) -> Origin:

@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
+from bastion.access.models import UserRole
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
 from bastion.identity import mail_texts
@@ -34,7 +35,7 @@ from bastion.identity.errors import (
     WeakPassword,
 )
 from bastion.identity.hashing import AsyncHasher
-from bastion.identity.models import OneTimeToken, RecoveryCode, User, UserRole
+from bastion.identity.models import OneTimeToken, RecoveryCode, User
 from bastion.identity.policy import PasswordPolicy
 from bastion.security import (
     Encryptor,
@@ -49,7 +50,7 @@ from bastion.security import (
     verify_totp,
 )
 from bastion.settings import AuthSettings
-from bastion.unit_of_work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 - a token purpose, not a password
@@ -399,11 +400,6 @@ class IdentityService:
         return aad_for("users", "totp_secret", str(user.id))
 
     # --- admin ----------------------------------------------------------
-
-    async def set_role(self, uow: UnitOfWork, user: User, role: str, actor_id: uuid.UUID | None = None) -> None:
-        """Make ``role`` the user's only role."""
-        user.roles = [UserRole(role=role)]
-        self._audit(uow, EventTag.USER_ROLE, actor_id=actor_id, subject_id=user.id, details={"role": role})
 
     async def lock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
         user.disabled = True

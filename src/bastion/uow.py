@@ -1,5 +1,11 @@
-"""A unit of work: one transaction, where it came from, and the mail it
-will send once it commits."""
+"""The unit of work (``uow``): one transaction, where it came from, and the
+mail it will send once it commits.
+
+Routes open one with ``unit_of_work(request)`` (``bastion.http.deps``, and
+``bastion.unit_of_work`` for extensions); the command line and tests with
+``open_unit_of_work``. The module is ``uow``, as every variable holding one
+is, so that it does not shadow ``bastion.unit_of_work``.
+"""
 
 from __future__ import annotations
 
