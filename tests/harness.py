@@ -9,9 +9,10 @@ parameters and a readable outbox, seen through both listeners.
 
 The ``harness`` fixture (tests/conftest.py) opens it; a directory's conftest
 changes the app's settings by overriding ``harness_settings``. HTTP helpers
-(``register``, ``login``) run the real flows; ``user``, ``signed_in``,
-``admin`` and ``api_key`` make the same states directly through the services
-(tests/factories), for tests where signing up is setup, not the subject.
+(``register``, ``login``) run the real flows; ``user``, ``signed_in`` and
+``admin`` make the same states directly through the services
+(tests/factories, which also make API keys and records), for tests where
+signing up is setup, not the subject.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from bastion.clock import FrozenClock
 from bastion.identity.models import User
 from bastion.network.listener import PEER_CERT_KEY, AdminListener, PeerCertificate
 from bastion.settings import Settings
-from factories.access import create_api_key
 from factories.identity import ADMIN, NEW_PASSWORD, PASSWORD, create_admin, create_user, sign_in
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "over_mtls",
 ]
 
-# Seconds, not the production cost: every test hashes passwords.
+# Milliseconds per hash, not production's cost: every test hashes passwords.
 CHEAP_ARGON2 = {"memory_cost_kib": 7168, "time_cost": 1}
 ADDRESS = "198.51.100.20"  # RFC 5737 TEST-NET-2
 ADMIN_CERTIFICATE = PeerCertificate("harness-admin", 0xAD317)
@@ -122,10 +122,6 @@ class Harness:
         """An admin signed in; with ``mfa`` (the default) TOTP is on and the session has two factors."""
         user, _ = await create_admin(self.app, address, mfa=mfa)
         return await self.sign_in(user, mfa=mfa)
-
-    async def api_key(self, owner: User, *scopes: str) -> str:
-        """The text of a new key of ``owner``'s with ``scopes`` (default ``records:*``)."""
-        return await create_api_key(self.app, owner, scopes=scopes or ("records:*",))
 
     # --- records --------------------------------------------------------
 
