@@ -22,9 +22,8 @@ from fastapi.routing import APIRoute
 from bastion.access.errors import InvalidCredential, MfaRequired, PermissionDenied
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, Outcome, record_event
-from bastion.http.deps import origin_of
 from bastion.http.problems import TooManyRequests, Unauthorized
-from bastion.uow import UnitOfWork
+from bastion.uow import UnitOfWork, origin_of
 
 Requirement = Callable[[Request], Awaitable[Any]]
 R = TypeVar("R", bound=Requirement)

@@ -19,9 +19,9 @@ from bastion.access import Permission, Principal, require_mfa
 from bastion.access.routes import info
 from bastion.access.schemas import ApiKeyInfo, Scope
 from bastion.data.service import DataService
-from bastion.http.deps import origin_of, unit_of_work
 from bastion.http.problems import NotFound
 from bastion.settings import CollectionSettings
+from bastion.uow import origin_of, unit_of_work
 
 if TYPE_CHECKING:
     from bastion.identity.models import User

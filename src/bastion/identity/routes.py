@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from bastion.access import Principal, authenticated, public
-from bastion.http.deps import unit_of_work
 from bastion.http.problems import NotFound, TooManyRequests, ValidationFailed
 from bastion.http.ratelimit import rate_limit
 from bastion.identity import schemas
@@ -22,6 +21,7 @@ from bastion.identity.models import User
 from bastion.identity.service import IdentityService, SecondFactor
 from bastion.identity.throttle import LOGIN_ACCOUNT_SCOPE, account_key, sign_in_address
 from bastion.sessions.service import SessionService, TokenPair
+from bastion.uow import unit_of_work
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from bastion.app import create_app
 from bastion.cli import app as cli
 from bastion.clock import FrozenClock, SystemClock
-from bastion.data.service import DestructiveChanges, apply_configured
+from bastion.data.errors import DestructiveChanges
+from bastion.data.service import apply_configured
 from bastion.settings import CollectionSettings, Settings
 from factories.data import COLLECTIONS
 from factories.identity import create_user, sign_in

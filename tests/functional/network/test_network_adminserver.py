@@ -28,7 +28,6 @@ from bastion.audit import EventTag, Origin, record_event
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
 from bastion.db import create_engine
-from bastion.http.deps import origin_of
 from bastion.instance import initialise
 from bastion.network.adminserver import ReloadingContext
 from bastion.network.ca import BastionCa, CaPaths
@@ -36,6 +35,7 @@ from bastion.network.listener import AdminIdentity, AdminListener, PeerCertifica
 from bastion.network.tls import PROFILES, server_context
 from bastion.security.x509 import certificate_facts_der
 from bastion.settings import Settings, load_settings
+from bastion.uow import origin_of
 from harness import over_mtls
 
 NOW = dt.datetime.now(dt.UTC)
