@@ -10,9 +10,11 @@ and, when ``BASTION_TEST_DATABASE_URL`` is set, on PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import importlib
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ from bastion import models
 from bastion.data.models import DEFINITIONS
 from bastion.db import create_engine
 from bastion.migrations import alembic_config, upgrade
-from conftest import SettingsFactory, run_sync
+from bastion.settings import Settings
+
+SettingsFactory = Callable[..., Settings]
 
 
 def _owned(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
@@ -47,7 +51,7 @@ def _differences(url: str, metadata: sa.MetaData) -> list[Any]:
         finally:
             await engine.dispose()
 
-    return list(run_sync(compare()))
+    return list(asyncio.run(compare()))
 
 
 def test_migrated_schema_matches_the_models(make_settings: SettingsFactory) -> None:
@@ -108,7 +112,7 @@ def test_a_database_whose_data_domain_made_its_table_keeps_it(tmp_path: Path, da
         finally:
             await engine.dispose()
 
-    run_sync(old_data_domain())
+    asyncio.run(old_data_domain())
     upgrade(url)
 
     async def read() -> list[str]:
@@ -119,5 +123,5 @@ def test_a_database_whose_data_domain_made_its_table_keeps_it(tmp_path: Path, da
         finally:
             await engine.dispose()
 
-    assert run_sync(read()) == ["notes"]
+    assert asyncio.run(read()) == ["notes"]
     assert _differences(url, models.metadata) == []
