@@ -20,8 +20,10 @@ rate limits, problem+json errors, security headers and audit::
         return app
 
 A route that declares no requirement (``public``, ``authenticated``,
-``require(...)`` or ``by_rule``) stops the app at start-up. See
-docs/extending.md and examples/.
+``require(...)`` or ``by_rule``) stops the app at start-up, whatever its
+kind: a plain Starlette route declares one with ``@bastion.guard(...)``, a
+mounted app with ``bastion.guard_app(...)``. See docs/extending.md and
+examples/.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ _EXPORTS = {
     "require": "bastion.access",
     "require_mfa": "bastion.access",
     "by_rule": "bastion.access",
+    "guard": "bastion.access",
+    "guard_app": "bastion.access",
     "rate_limit": "bastion.http.ratelimit",
     "transaction": "bastion.http.deps:work",
     "record_event": "bastion.audit",
@@ -55,6 +59,8 @@ __all__ = [
     "authenticated",
     "by_rule",
     "create_app",
+    "guard",
+    "guard_app",
     "load_settings",
     "optional_principal",
     "public",
@@ -71,6 +77,8 @@ if TYPE_CHECKING:
         Principal,
         authenticated,
         by_rule,
+        guard,
+        guard_app,
         optional_principal,
         public,
         require,

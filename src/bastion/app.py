@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served by data_routes.install, guarded like every route
         debug=False,
     )
     handlers.install(app)
