@@ -46,7 +46,7 @@ _EXPORTS = {
     "by_rule": "bastion.access",
     "guard": "bastion.access",
     "guard_app": "bastion.access",
-    "rate_limit": "bastion.http.ratelimit",
+    "rate_limit": "bastion.http.throttle",
     "transaction": "bastion.http.deps:work",
     "record_event": "bastion.audit",
     "Outcome": "bastion.audit",
@@ -87,7 +87,7 @@ if TYPE_CHECKING:
     from bastion.app import create_app
     from bastion.audit import Outcome, record_event
     from bastion.http.deps import work as transaction
-    from bastion.http.ratelimit import rate_limit
+    from bastion.http.throttle import rate_limit
     from bastion.settings import load_settings
 
 

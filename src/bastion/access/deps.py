@@ -23,8 +23,12 @@ from bastion.access.guard import Guard, Requirement, declare
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.http.deps import origin_of
-from bastion.http.problems import TooManyRequests, Unauthorized
+from bastion.http.problems import Unauthorized
+from bastion.http.throttle import Throttle
 from bastion.work import UnitOfWork
+
+# Each key has its own budget, so one leaked key cannot starve the rest.
+API_KEY_BUDGET = Throttle("api-key", lambda s: s.auth.api_key_rate, key=None)
 
 
 async def public(request: Request) -> None:
@@ -72,11 +76,7 @@ async def resolve_principal(request: Request, uow: UnitOfWork | None = None) -> 
         refused.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise
     if found.api_key_id is not None:
-        # Each key has its own budget, so one leaked key cannot starve the rest.
-        limit = state.settings.auth.api_key_rate
-        verdict = await state.rate_limiter.hit(limit, "api-key", found.api_key_id)
-        if not verdict.allowed:
-            raise TooManyRequests(headers=verdict.headers())
+        await API_KEY_BUDGET.hit(request, found.api_key_id)
     request.state.principal = found
     return found
 
