@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from bastion.access import Principal, authenticated, public
+from bastion.access import Permission, Principal, authenticated, public, require
 from bastion.http.deps import work
 from bastion.http.problems import NotFound, ValidationFailed
 from bastion.identity import schemas
@@ -36,6 +36,11 @@ from bastion.sessions.service import SessionService, TokenPair
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]
+# The account routes: any signed-in owner; an API key only if a scope names the permission.
+Reader = Annotated[Principal, Depends(require(Permission.ME_READ))]
+SessionKeeper = Annotated[Principal, Depends(require(Permission.ME_SESSIONS))]
+PasswordOwner = Annotated[Principal, Depends(require(Permission.ME_PASSWORD))]
+MfaOwner = Annotated[Principal, Depends(require(Permission.ME_MFA))]
 
 ACCEPTED = "If the address can be used, a message with the next step has been sent to it."
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -165,7 +170,7 @@ async def _me(request: Request, caller: Principal) -> User:
 
 
 @router.get("/me", responses=AUTH_ERRORS)
-async def me(caller: Caller, request: Request) -> schemas.Profile:
+async def me(caller: Reader, request: Request) -> schemas.Profile:
     user = await _me(request, caller)
     return schemas.Profile(
         id=user.id,
@@ -179,7 +184,7 @@ async def me(caller: Caller, request: Request) -> schemas.Profile:
 
 
 @router.post("/me/password", status_code=204, responses=AUTH_ERRORS)
-async def change_password(body: schemas.PasswordChange, caller: Caller, request: Request) -> Response:
+async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, request: Request) -> Response:
     async with work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
@@ -190,7 +195,7 @@ async def change_password(body: schemas.PasswordChange, caller: Caller, request:
 
 
 @router.post("/me/mfa/totp", responses=AUTH_ERRORS)
-async def totp_enrol(caller: Caller, request: Request) -> schemas.TotpEnrolment:
+async def totp_enrol(caller: MfaOwner, request: Request) -> schemas.TotpEnrolment:
     async with work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
@@ -200,7 +205,7 @@ async def totp_enrol(caller: Caller, request: Request) -> schemas.TotpEnrolment:
 
 
 @router.post("/me/mfa/totp/confirm", responses=AUTH_ERRORS)
-async def totp_confirm(body: schemas.CodeOnly, caller: Caller, request: Request) -> schemas.RecoveryCodes:
+async def totp_confirm(body: schemas.CodeOnly, caller: MfaOwner, request: Request) -> schemas.RecoveryCodes:
     async with work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
@@ -210,7 +215,7 @@ async def totp_confirm(body: schemas.CodeOnly, caller: Caller, request: Request)
 
 
 @router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS)
-async def totp_disable(body: schemas.SecondFactorBody, caller: Caller, request: Request) -> Response:
+async def totp_disable(body: schemas.SecondFactorBody, caller: MfaOwner, request: Request) -> Response:
     async with work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
@@ -220,7 +225,7 @@ async def totp_disable(body: schemas.SecondFactorBody, caller: Caller, request: 
 
 
 @router.get("/me/sessions", responses=AUTH_ERRORS)
-async def list_sessions(caller: Caller, request: Request) -> list[schemas.SessionInfo]:
+async def list_sessions(caller: Reader, request: Request) -> list[schemas.SessionInfo]:
     async with request.app.state.sessionmaker() as db:
         sessions = await _sessions(request).list(db, caller.user_id)
     return [
@@ -240,7 +245,7 @@ async def list_sessions(caller: Caller, request: Request) -> list[schemas.Sessio
 @router.delete(
     "/me/sessions/{session_id}", status_code=204, responses={**AUTH_ERRORS, 404: {"description": "No such session"}}
 )
-async def revoke_session(session_id: uuid.UUID, caller: Caller, request: Request) -> Response:
+async def revoke_session(session_id: uuid.UUID, caller: SessionKeeper, request: Request) -> Response:
     async with work(request) as uow:
         if not await _sessions(request).revoke(uow, session_id, user_id=caller.user_id, reason="user"):
             raise NotFound

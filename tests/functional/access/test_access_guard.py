@@ -63,7 +63,7 @@ async def test_v8_2_1_every_stock_route_declares_its_guard(settings: Settings) -
     assert served["/api/v1/collections/{name}/records/{record_id}"] == "by_rule"
     assert served["/openapi.json"] == "public"
     assert served["/api/v1/auth/login"] == "public"
-    assert served["/api/v1/me/password"] == "authenticated"
+    assert served["/api/v1/me/password"] == "permission:me:password"
     assert served["/admin/api/v1/users"] == "mfa:admin:users:read"
     assert None not in served.values()
 

@@ -134,7 +134,7 @@ async def test_v2_4_1_redis_stopped_mid_run_is_503_on_every_throttled_route_then
     await harness.register(ALICE)
     tokens = await harness.login(ALICE)
     created = await harness.client.post(
-        "/api/v1/me/api-keys", json={"name": "k", "scopes": ["records:*"]}, headers=harness.bearer(tokens)
+        "/api/v1/me/api-keys", json={"name": "k", "scopes": ["records:*", "me:read"]}, headers=harness.bearer(tokens)
     )
     api_key = created.json()["key"]
 
