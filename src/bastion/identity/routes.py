@@ -183,12 +183,15 @@ async def me(caller: Reader, request: Request) -> schemas.Profile:
     )
 
 
-@router.post("/me/password", status_code=204, responses=AUTH_ERRORS)
+@router.post("/me/password", status_code=204, responses=AUTH_ERRORS, dependencies=[Depends(LOGIN_BY_ADDRESS)])
 async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, request: Request) -> Response:
+    """The current password is a re-authentication: the sign-in throttles apply, and a wrong one counts
+    towards the lockout (``IdentityService.reauthenticate``)."""
     async with work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
+        await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
         await _identity(request).change_password(uow, user, body.current_password, body.new_password)
         await _sessions(request).revoke_all(uow, user.id, reason="password_change", keep=caller.session_id)
     return Response(status_code=204)
@@ -214,12 +217,14 @@ async def totp_confirm(body: schemas.CodeOnly, caller: MfaOwner, request: Reques
     return schemas.RecoveryCodes(recovery_codes=codes)
 
 
-@router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS)
+@router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS, dependencies=[Depends(MFA_BY_ADDRESS)])
 async def totp_disable(body: schemas.SecondFactorBody, caller: MfaOwner, request: Request) -> Response:
+    """The code is a re-authentication, throttled and counted like the password on ``/me/password``."""
     async with work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
+        await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
         await _identity(request).totp_disable(uow, user, SecondFactor(body.code, body.recovery_code))
     return Response(status_code=204)
 
