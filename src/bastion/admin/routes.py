@@ -24,6 +24,7 @@ from bastion.data.service import DataService
 from bastion.http.deps import origin_of, work
 from bastion.http.problems import NotFound
 from bastion.identity.models import User, UserRole
+from bastion.identity.throttle import restore_sign_in
 from bastion.settings import CollectionSettings
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
@@ -109,6 +110,7 @@ async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, call
             await state.sessions.revoke_all(uow, user.id, reason="admin_lock")
         elif body.disabled is False:
             await state.identity.unlock(uow, user, actor_id=caller.user_id)
+            await restore_sign_in(state.rate_limiter, state.settings, user.email)
         return _user(user)
 
 

@@ -30,6 +30,7 @@ from bastion.identity.throttle import (
     RESET_BY_ADDRESS,
     VERIFY_BY_ADDRESS,
     account_key,
+    restore_sign_in,
     sign_in_address,
 )
 from bastion.sessions.service import SessionService, TokenPair
@@ -158,6 +159,8 @@ async def reset_password(body: schemas.PasswordReset, request: Request) -> Respo
     async with work(request) as uow:
         user = await _identity(request).reset_password(uow, body.token, body.new_password)
         await _sessions(request).revoke_all(uow, user.id, reason="password_reset")
+    # The reset also unlocked the account: the owner signs in at once.
+    await restore_sign_in(request.app.state.rate_limiter, request.app.state.settings, user.email)
     return Response(status_code=204)
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 
+from bastion.http.ratelimit import RateLimiter
 from bastion.http.throttle import Throttle
 from bastion.identity.schemas import canonical_email
 from bastion.identity.service import normalize_email
 from bastion.security import hash_token
+from bastion.settings import Settings
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
@@ -47,3 +49,14 @@ def sign_in_address(raw: str) -> str | None:
 def account_key(address: str) -> str:
     """A hash of the address, existing or not: the throttle reveals nothing and stores no email."""
     return hash_token(normalize_email(address))
+
+
+async def restore_sign_in(limiter: RateLimiter, settings: Settings, email: str) -> None:
+    """Give an account its sign-in budget back at once, after an unlock or a password reset.
+
+    Lifting the lockout alone left the owner refused (429) until the
+    per-account window passed. The counters of the limiter given are
+    cleared: the server's own, or, from the command line, the shared ones in
+    Redis (an in-memory counter lives in the server process only).
+    """
+    await LOGIN_BY_ACCOUNT.clear(limiter, settings, account_key(email))

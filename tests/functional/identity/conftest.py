@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from harness import Harness
+from private_redis import PrivateRedis
 
 from bastion.app import create_app
 from bastion.clock import FrozenClock
@@ -28,3 +31,15 @@ async def harness(make_settings: Callable[..., Settings], clock: FrozenClock) ->
         httpx.AsyncClient(transport=transport, base_url="https://testserver") as client,
     ):
         yield Harness(app, client, clock, settings)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
