@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
@@ -32,7 +32,7 @@ from bastion.access import (
     require,
     requirement_of,
 )
-from bastion.access.guard import guarded_routes
+from bastion.access.guard import every_route, guarded_routes
 from bastion.app import create_app
 from bastion.cli import app as cli
 from bastion.settings import Settings
@@ -58,7 +58,7 @@ async def test_v8_2_1_every_stock_route_declares_its_guard(settings: Settings) -
     records Mount and /openapi.json included) names its requirement."""
     app = create_app(settings)
     await start(app)
-    served = {found.path: requirement_of(found) for found in guarded_routes(app.router.routes)}
+    served = {found.path: requirement_of(found) for found in every_route(app)}
     assert served["/api/v1/collections/{name}/records"] == "by_rule"
     assert served["/api/v1/collections/{name}/records/{record_id}"] == "by_rule"
     assert served["/openapi.json"] == "public"
@@ -75,8 +75,9 @@ async def test_v8_2_1_every_stock_route_declares_its_guard(settings: Settings) -
         (lambda app: app.mount("/metrics", asgi_app), "* /metrics/"),
         (lambda app: app.mount("/sub", Router(routes=[Route("/inner", plain)])), "GET,HEAD /sub/inner"),
         (lambda app: app.include_router(_unguarded_router()), "GET /api/v1/ext/open"),
+        (lambda app: app.include_router(_frontend_router(), prefix="/ext"), "GET,HEAD /ext/site"),
     ],
-    ids=["starlette-route", "mounted-app", "mounted-sub-app", "included-router"],
+    ids=["starlette-route", "mounted-app", "mounted-sub-app", "included-router", "frontend"],
 )
 async def test_v8_2_1_an_unguarded_route_of_any_kind_refuses_start_up(
     settings: Settings, add: object, named: str
@@ -93,6 +94,12 @@ async def test_v8_2_1_an_unguarded_route_of_any_kind_refuses_start_up(
     assert "\n" not in message
     assert message.startswith("refusing to start: routes without an access requirement")
     assert message.endswith(f": {named}")
+
+
+def _frontend_router(*dependencies: Any) -> APIRouter:
+    router = APIRouter(dependencies=list(dependencies))
+    router.frontend("/site", directory=".", check_dir=False)
+    return router
 
 
 def _unguarded_router() -> APIRouter:
@@ -139,6 +146,7 @@ async def test_v8_2_1_guarded_routes_of_every_kind_start_and_are_enforced(harnes
         return {"ok": "yes"}
 
     app.include_router(router, dependencies=[Depends(authenticated)])
+    app.include_router(_frontend_router(Depends(public)), prefix="/ext")
     check_routes(app)
     assert requirement_of(next(r for r in guarded_routes(app.router.routes) if r.path.endswith("by-router"))) == (
         "authenticated"
