@@ -42,11 +42,18 @@ async def on_redis(make_settings: Callable[..., Settings], private_redis: Privat
         yield Harness(app, client, app.state.clock, settings)
 
 
-async def _throttled_requests(harness: Harness, api_key: str) -> dict[str, httpx.Response]:
+async def _throttled_requests(harness: Harness, api_key: str, session: dict[str, str]) -> dict[str, httpx.Response]:
     """One request to every throttled route: per address, per account, per API key, per route."""
     post = harness.client.post
     key = {"authorization": f"Bearer {api_key}"}
+    signed_in = harness.bearer(session)
     return {
+        "change-password": await post(
+            "/api/v1/me/password", json={"current_password": "wrong", "new_password": PASSWORD}, headers=signed_in
+        ),
+        "remove-totp": await harness.client.request(
+            "DELETE", "/api/v1/me/mfa/totp", json={"code": "123456"}, headers=signed_in
+        ),
         "register": await post("/api/v1/auth/register", json={"email": "new@example.com", "password": PASSWORD}),
         "verify-email": await post("/api/v1/auth/verify-email", json={"token": "x" * 43}),
         "login": await post("/api/v1/auth/login", json={"email": ALICE, "password": PASSWORD}),
@@ -75,13 +82,13 @@ async def test_v2_4_1_redis_stopped_mid_run_is_503_on_every_throttled_route_then
     api_key = created.json()["key"]
 
     private_redis.stop()
-    down = await _throttled_requests(harness, api_key)
+    down = await _throttled_requests(harness, api_key, tokens)
     assert {name: r.status_code for name, r in down.items()} == dict.fromkeys(down, 503)
     assert all(r.headers["content-type"] == "application/problem+json" for r in down.values())
     assert (await harness.client.get("/readyz")).status_code == 503
 
     private_redis.start()
-    up = await _throttled_requests(harness, api_key)
+    up = await _throttled_requests(harness, api_key, tokens)
     assert up["login"].status_code == 200
     assert up["api-key"].status_code == 200
     assert up["extension"].status_code == 401  # throttle passed, then the permission check
