@@ -25,7 +25,7 @@ from bastion.audit import EventTag, Outcome, record_event
 from bastion.http.deps import origin_of
 from bastion.http.problems import Unauthorized
 from bastion.http.throttle import Throttle
-from bastion.work import UnitOfWork
+from bastion.unit_of_work import UnitOfWork
 
 # Each key has its own budget, so one leaked key cannot starve the rest.
 API_KEY_BUDGET = Throttle("api-key", lambda s: s.auth.api_key_rate, key=None)

@@ -25,7 +25,7 @@ from bastion.identity.models import User, UserRole
 from bastion.security import constant_time_equals, hash_token, token_bytes, token_urlsafe
 from bastion.sessions.models import Session
 from bastion.sessions.service import InvalidSession
-from bastion.work import UnitOfWork
+from bastion.unit_of_work import UnitOfWork
 
 API_KEY_PREFIX = "bsk"
 # Last-use times are written at most this often: a write per request would

@@ -21,7 +21,7 @@ from bastion.access.routes import info
 from bastion.access.schemas import ApiKeyInfo, Scope
 from bastion.audit import EventTag, record_event
 from bastion.data.service import DataService
-from bastion.http.deps import origin_of, work
+from bastion.http.deps import origin_of, unit_of_work
 from bastion.http.problems import NotFound
 from bastion.identity.models import User, UserRole
 from bastion.identity.throttle import restore_sign_in
@@ -87,7 +87,7 @@ async def list_users(request: Request, caller: UsersRead) -> list[UserInfo]:
 @router.patch("/users/{user_id}", responses={404: {"description": "No such user"}})
 async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, caller: UsersWrite) -> UserInfo:
     state = request.app.state
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await uow.db.get(User, user_id)
         if user is None:
             raise NotFound
@@ -128,7 +128,7 @@ async def put_role(
     request: Request,
     caller: RolesWrite,
 ) -> RoleInfo:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         role = await uow.db.get(Role, name)
         if role is None:
             role = Role(name=name, permissions=[], description="")
@@ -154,7 +154,7 @@ async def list_api_keys(request: Request, caller: KeysRead) -> list[ApiKeyInfo]:
 
 @router.delete("/api-keys/{key_id}", status_code=204, responses={404: {"description": "No such key"}})
 async def revoke_api_key(key_id: Annotated[str, Path(max_length=32)], request: Request, caller: KeysWrite) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         if not await request.app.state.access.revoke_key(uow, key_id, owner_id=None, actor_id=caller.user_id):
             raise NotFound
     return Response(status_code=204)
@@ -162,7 +162,7 @@ async def revoke_api_key(key_id: Annotated[str, Path(max_length=32)], request: R
 
 @router.delete("/sessions/{session_id}", status_code=204, responses={404: {"description": "No such session"}})
 async def revoke_session(session_id: uuid.UUID, request: Request, caller: SessionsWrite) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         if not await request.app.state.sessions.revoke(uow, session_id, user_id=None, reason="admin"):
             raise NotFound
     return Response(status_code=204)
@@ -170,7 +170,7 @@ async def revoke_session(session_id: uuid.UUID, request: Request, caller: Sessio
 
 @router.delete("/users/{user_id}/sessions", status_code=204)
 async def revoke_user_sessions(user_id: uuid.UUID, request: Request, caller: SessionsWrite) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await request.app.state.sessions.revoke_all(uow, user_id, reason="admin")
     return Response(status_code=204)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from bastion.access import Permission, Principal, authenticated, public, require
-from bastion.http.deps import work
+from bastion.http.deps import unit_of_work
 from bastion.http.problems import NotFound, ValidationFailed
 from bastion.identity import schemas
 from bastion.identity.errors import LoginFailed
@@ -72,7 +72,7 @@ def _tokens(pair: TokenPair) -> schemas.Tokens:
 )
 async def register(body: schemas.Credentials, request: Request) -> schemas.Accepted:
     await REGISTER_BY_ACCOUNT.hit(request, account_key(body.email))
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _identity(request).register(uow, body.email, body.password)
     return schemas.Accepted(detail=ACCEPTED)
 
@@ -83,7 +83,7 @@ async def register(body: schemas.Credentials, request: Request) -> schemas.Accep
     dependencies=[Depends(public), Depends(VERIFY_BY_ADDRESS)],
 )
 async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _identity(request).verify_email(uow, body.token)
     return Response(status_code=204)
 
@@ -96,7 +96,7 @@ async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schem
         raise LoginFailed
     await LOGIN_BY_ACCOUNT.hit(request, account_key(email))
     identity = _identity(request)
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await identity.authenticate(uow, email, body.password)
         if user.totp_enabled:
             token = await identity.start_mfa(uow, user)
@@ -111,7 +111,7 @@ async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schem
     dependencies=[Depends(public), Depends(MFA_BY_ADDRESS)],
 )
 async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).complete_mfa(uow, body.mfa_token, SecondFactor(body.code, body.recovery_code))
         pair = await _sessions(request).open(uow, user.id, mfa=True, user_agent=uow.origin.user_agent or "")
     return _tokens(pair)
@@ -123,7 +123,7 @@ async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
     dependencies=[Depends(public), Depends(REFRESH_BY_ADDRESS)],
 )
 async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         pair = await _sessions(request).refresh(uow, body.refresh_token)
     return _tokens(pair)
 
@@ -132,7 +132,7 @@ async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens
 async def logout(caller: Caller, request: Request) -> Response:
     if caller.session_id is None:
         raise ValidationFailed("An API key has no session to sign out of; revoke the key instead.")
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _sessions(request).revoke(uow, caller.session_id, user_id=caller.user_id, reason="logout")
     return Response(status_code=204)
 
@@ -145,7 +145,7 @@ async def logout(caller: Caller, request: Request) -> Response:
 async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.Accepted:
     # Per account too, so nobody can bomb a mailbox with reset mails.
     await FORGOT_BY_ACCOUNT.hit(request, account_key(body.email))
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _identity(request).forgot_password(uow, body.email)
     return schemas.Accepted(detail=ACCEPTED)
 
@@ -156,7 +156,7 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
     dependencies=[Depends(public), Depends(RESET_BY_ADDRESS)],
 )
 async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).reset_password(uow, body.token, body.new_password)
         await _sessions(request).revoke_all(uow, user.id, reason="password_reset")
     # The reset also unlocked the account: the owner signs in at once.
@@ -190,7 +190,7 @@ async def me(caller: Reader, request: Request) -> schemas.Profile:
 async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, request: Request) -> Response:
     """The current password is a re-authentication: the sign-in throttles apply, and a wrong one counts
     towards the lockout (``IdentityService.reauthenticate``)."""
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -202,7 +202,7 @@ async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, r
 
 @router.post("/me/mfa/totp", responses=AUTH_ERRORS)
 async def totp_enrol(caller: MfaOwner, request: Request) -> schemas.TotpEnrolment:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -212,7 +212,7 @@ async def totp_enrol(caller: MfaOwner, request: Request) -> schemas.TotpEnrolmen
 
 @router.post("/me/mfa/totp/confirm", responses=AUTH_ERRORS)
 async def totp_confirm(body: schemas.CodeOnly, caller: MfaOwner, request: Request) -> schemas.RecoveryCodes:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -223,7 +223,7 @@ async def totp_confirm(body: schemas.CodeOnly, caller: MfaOwner, request: Reques
 @router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS, dependencies=[Depends(MFA_BY_ADDRESS)])
 async def totp_disable(body: schemas.SecondFactorBody, caller: MfaOwner, request: Request) -> Response:
     """The code is a re-authentication, throttled and counted like the password on ``/me/password``."""
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -254,7 +254,7 @@ async def list_sessions(caller: Reader, request: Request) -> list[schemas.Sessio
     "/me/sessions/{session_id}", status_code=204, responses={**AUTH_ERRORS, 404: {"description": "No such session"}}
 )
 async def revoke_session(session_id: uuid.UUID, caller: SessionKeeper, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         if not await _sessions(request).revoke(uow, session_id, user_id=caller.user_id, reason="user"):
             raise NotFound
     return Response(status_code=204)

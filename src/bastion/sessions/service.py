@@ -26,7 +26,7 @@ from bastion.http.problems import Unauthorized
 from bastion.security import InvalidToken, TokenSigner, hash_token, token_urlsafe
 from bastion.sessions.models import RefreshToken, Session
 from bastion.settings import AuthSettings
-from bastion.work import UnitOfWork
+from bastion.unit_of_work import UnitOfWork
 
 # Built once: composing a statement cost more than running it.
 _NEW_SESSION = insert(Session)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.audit import Origin
 from bastion.http.problems import Problem
-from bastion.identity.mail import Mail
+from bastion.mail import Mail
 
 
 @dataclass
@@ -22,7 +22,7 @@ class UnitOfWork:
 
 
 @asynccontextmanager
-async def unit_of_work(
+async def open_unit_of_work(
     sessions: async_sessionmaker[AsyncSession],
     origin: Origin,
     deliver: Callable[[list[Mail]], Awaitable[None]],
@@ -35,15 +35,15 @@ async def unit_of_work(
     did not happen.
     """
     async with sessions() as db:
-        work = UnitOfWork(db, origin)
+        uow = UnitOfWork(db, origin)
         try:
-            yield work
+            yield uow
         except Problem:
             await db.commit()
-            await deliver(work.outbox)
+            await deliver(uow.outbox)
             raise
         except BaseException:
             await db.rollback()
             raise
         await db.commit()
-        await deliver(work.outbox)
+        await deliver(uow.outbox)

@@ -12,15 +12,15 @@ import typer
 from rich.table import Table
 
 from bastion.audit import Origin
-from bastion.cliutil import CommandError, DataDir, err, fail, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, err, fail, one_line_errors, out
 from bastion.clock import SystemClock
 from bastion.http.problems import NotReady
 from bastion.identity.errors import WeakPassword
 from bastion.identity.models import User
 from bastion.identity.throttle import restore_sign_in
-from bastion.services import Services, build_services
+from bastion.runtime import Services, build_services
 from bastion.settings import load_settings
-from bastion.work import UnitOfWork, unit_of_work
+from bastion.unit_of_work import UnitOfWork, open_unit_of_work
 
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 sessions = typer.Typer(help="Manage sign-in sessions.", no_args_is_help=True)
@@ -34,7 +34,7 @@ def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitabl
     async def main() -> T:
         services = build_services(load_settings(data_dir), SystemClock())
         try:
-            async with unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
+            async with open_unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
                 return await action(services, uow)
         finally:
             await services.close()
