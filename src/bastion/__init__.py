@@ -47,7 +47,7 @@ _EXPORTS = {
     "guard": "bastion.access",
     "guard_app": "bastion.access",
     "rate_limit": "bastion.http.throttle",
-    "unit_of_work": "bastion.http.deps",
+    "unit_of_work": "bastion.uow",
     "record_event": "bastion.audit",
     "Outcome": "bastion.audit",
 }
@@ -86,9 +86,9 @@ if TYPE_CHECKING:
     )
     from bastion.app import create_app
     from bastion.audit import Outcome, record_event
-    from bastion.http.deps import unit_of_work
     from bastion.http.throttle import rate_limit
     from bastion.settings import load_settings
+    from bastion.uow import unit_of_work
 
 
 def __getattr__(name: str) -> Any:

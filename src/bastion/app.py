@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from bastion import __version__
+from bastion import __version__, health
 from bastion.access import check_routes
 from bastion.access import routes as api_key_routes
 from bastion.admin import routes as admin_routes
 from bastion.clock import Clock, SystemClock
 from bastion.data import routes as data_routes
-from bastion.http import handlers, health
+from bastion.http import handlers
 from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
 from bastion.identity import routes as identity_routes

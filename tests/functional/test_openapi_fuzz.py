@@ -19,7 +19,7 @@ from bastion.clock import SystemClock
 from bastion.instance import initialise
 from bastion.runtime import build_services
 from bastion.settings import Settings, load_settings
-from bastion.unit_of_work import open_unit_of_work
+from bastion.uow import open_unit_of_work
 
 PASSWORD = "tangerine-orbit-cascade-91"
 

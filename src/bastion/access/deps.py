@@ -22,10 +22,9 @@ from bastion.access.errors import MfaRequired, NoCredential, PermissionDenied
 from bastion.access.guard import Guard, Requirement, declare
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, Outcome, record_event
-from bastion.http.deps import origin_of
 from bastion.http.problems import Unauthorized
 from bastion.http.throttle import Throttle
-from bastion.unit_of_work import UnitOfWork
+from bastion.uow import UnitOfWork, origin_of
 
 # Each key has its own budget, so one leaked key cannot starve the rest.
 API_KEY_BUDGET = Throttle("api-key", lambda s: s.auth.api_key_rate, key=None)

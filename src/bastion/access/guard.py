@@ -213,7 +213,7 @@ def guarded_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[Gu
         if isinstance(route, (Mount, Host)):
             whole = _declared(route.app)
             inner = getattr(route.app, "routes", None)
-            if whole is None and inner is not None:
+            if whole is None and inner:  # an app without routes of its own answers for itself
                 yield from guarded_routes(inner, path if isinstance(route, Mount) else prefix)
                 yield from _frontends(getattr(route.app, "router", route.app), path)
             else:

@@ -18,7 +18,7 @@ from bastion.cli.identity import sessions, users
 from bastion.cli.network import ca as ca_commands
 from bastion.cli.network import firewall as firewall_commands
 from bastion.logging import configure_logging
-from bastion.posture.checks import Finding, check_settings
+from bastion.posture import Finding, check_settings
 from bastion.secrets import open_keyrings
 from bastion.settings import Settings, load_settings
 

@@ -20,7 +20,7 @@ from bastion.identity.models import User
 from bastion.identity.throttle import restore_sign_in
 from bastion.runtime import Services, build_services
 from bastion.settings import load_settings
-from bastion.unit_of_work import UnitOfWork, open_unit_of_work
+from bastion.uow import UnitOfWork, open_unit_of_work
 
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 sessions = typer.Typer(help="Manage sign-in sessions.", no_args_is_help=True)
@@ -143,7 +143,8 @@ def set_role(email: str, role: str, data_dir: DataDir = None) -> None:
     """Make ROLE the user's role."""
 
     async def action(services: Services, uow: UnitOfWork) -> None:
-        await services.identity.set_role(uow, await _user(services, uow, email), role)
+        user = await _user(services, uow, email)
+        await services.access.set_roles(uow, user, [role], defined_only=False)
 
     run(data_dir, action)
     out.print(f"{email} now has role {role}", highlight=False)

@@ -24,9 +24,8 @@ from bastion.access import Principal, by_rule, guard, public
 from bastion.access.deps import resolve_principal
 from bastion.data.schema import Catalog, Collection
 from bastion.data.service import DataService
-from bastion.http.deps import unit_of_work
 from bastion.http.problems import ValidationFailed
-from bastion.unit_of_work import UnitOfWork
+from bastion.uow import UnitOfWork, unit_of_work
 
 PREFIX = "/api/v1/collections"
 OPENAPI_PATH = "/openapi.json"

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from bastion.access import Permission, Principal, authenticated, public, require
-from bastion.http.deps import unit_of_work
 from bastion.http.problems import NotFound, ValidationFailed
 from bastion.identity import schemas
 from bastion.identity.errors import LoginFailed
@@ -34,6 +33,7 @@ from bastion.identity.throttle import (
     sign_in_address,
 )
 from bastion.sessions.service import SessionService, TokenPair
+from bastion.uow import unit_of_work
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]

@@ -7,24 +7,14 @@ banner so nobody mistakes a dev instance for a hardened one.
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from bastion.posture.finding import Finding
+from bastion.posture.transport import transport_findings
 from bastion.security import KeyringError, MasterKey, check_key_file_permissions
 from bastion.settings import ConfigError, Settings
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: Literal["error", "warning", "info"]
-    setting: str
-    message: str
-    fix: str
-
-    def line(self) -> str:
-        return f"{self.setting}: {self.message}; {self.fix}"
 
 
 def check_settings(settings: Settings) -> list[Finding]:
@@ -74,9 +64,7 @@ def check_settings(settings: Settings) -> list[Finding]:
         )
     if settings.debug:
         findings.append(Finding(serious, "debug", "debug is on", "set debug = false (BASTION_DEBUG=false)"))
-    from bastion.posture.transport import transport_findings
-
-    findings += [Finding(*row) for row in transport_findings(settings, serious, now=datetime.now(UTC))]
+    findings += transport_findings(settings, serious, now=datetime.now(UTC))
     if settings.mode == "dev":
         findings.append(
             Finding(

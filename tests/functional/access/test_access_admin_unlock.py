@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from harness import PASSWORD, Harness
 from sqlalchemy import select
-from test_access_rbac import make_admin
 
 from bastion.identity.models import User
+from harness import PASSWORD, Harness
 
 ALICE = "alice@example.com"
 
@@ -19,7 +18,7 @@ async def test_v6_3_1_after_an_admin_unlock_the_owner_gets_in_at_once(
     right password from a new address is a 200, not a 429 (the in-memory
     counters live in this process, and the admin route clears them)."""
     await harness.register(ALICE)
-    admin = harness.bearer(await make_admin(harness))
+    admin = harness.bearer(await harness.admin())
     attacker = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=harness.app, client=("203.0.113.66", 5000)), base_url="https://testserver"
     )

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 
-from harness import NEW_PASSWORD, PASSWORD, Harness
 from sqlalchemy import select
 
 from bastion.audit.models import AuditEvent
 from bastion.identity.throttle import LOGIN_BY_ACCOUNT, LOGIN_BY_ADDRESS, MFA_BY_ADDRESS, account_key
 from bastion.security import totp_at
+from harness import ADDRESS, NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
-CLIENT = "198.51.100.20"  # the harness's client address
+CLIENT = ADDRESS
 
 
 async def tags(harness: Harness) -> list[str]:
