@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from bastion.instance import initialise
 from bastion.logging import configure_logging
 from bastion.settings import Settings, load_settings
 from harness import CHEAP_ARGON2, Harness, open_harness
+from private_redis import PrivateRedis
 
 PG_SKIP = "BASTION_TEST_DATABASE_URL not set: PostgreSQL tests need a server (.ci/run sets it)"
 REDIS_SKIP = "BASTION_TEST_REDIS_URL not set: Redis tests need a server (.ci/run sets it)"
@@ -143,3 +145,16 @@ def admin_client(harness: Harness) -> httpx.AsyncClient:
     """The harness's app through the admin listener, over mTLS from loopback."""
     assert harness.admin_client is not None
     return harness.admin_client
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own on a spare port, for tests that stop and start Redis."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -36,7 +36,6 @@ BLIND_INDEX_SUFFIX = "__bidx"
 SERVER_FIELDS = ("id", "owner", "created_at", "updated_at")
 
 
-
 def table_name(collection: str) -> str:
     return COLLECTION_TABLE_PREFIX + collection
 

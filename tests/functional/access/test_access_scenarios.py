@@ -7,19 +7,16 @@ The rows are not written by hand: ``scenarios(app)`` walks the app's routes
 tomorrow is in the table by construction. A route whose requirement the
 table cannot read fails it, naming the route.
 
-Where the requirement comes from:
-
-- FastAPI routes: ``bastion.access.deps.requirement_of`` (public,
-  authenticated, ``permission:<p>``, by_rule);
-- plain Starlette routes: ``requirement_of`` too, once the guard registry
-  covers them (issue 10, item 1); until then the two the app has are read
-  from ``DOCUMENTED`` below, as their modules document them: the records
-  routes by the collection's rules (the ``notes`` example of ``bastion
-  init`` is owner-only), ``/openapi.json`` public;
-- the admin plane's documented policy (``bastion/admin/routes.py``): every
-  ``/admin`` route needs a session signed in with two factors, reached on the
-  admin listener over mTLS; on the public listener it does not exist (404),
-  and the public routes do not exist on the admin listener.
+Where the requirement comes from: the guard registry
+(``bastion.access.guard.every_route`` and ``requirement_of``), which reads
+every route kind (FastAPI routes, included routers, plain Starlette routes,
+the records ``Mount``): ``public``, ``authenticated``, ``permission:<p>``,
+``mfa:<p>`` (the permission from a session signed in with two factors) or
+``by_rule`` (the records routes, by the collection's rules: the ``notes``
+example of ``bastion init`` is owner-only). On top of it, the admin plane's
+documented policy (``bastion/admin/routes.py``): every ``/admin`` route is
+reached on the admin listener over mTLS; on the public listener it does not
+exist (404), and the public routes do not exist on the admin listener.
 
 Status classes: 401 for a missing credential, 403 for a caller without the
 grant (a record route answers 404 instead, since whether a record exists is
@@ -34,7 +31,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -42,11 +38,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Mount, Route
 
-from bastion.access.deps import requirement_of
+from bastion.access import requirement_of
+from bastion.access.guard import every_route
 from bastion.access.permissions import BUILTIN_ROLES, grants
 from bastion.app import create_app
 from bastion.identity.models import User
@@ -57,11 +53,9 @@ from factories.identity import create_admin, create_user, sign_in
 from harness import Harness
 
 RECORDS = "/api/v1/collections"
-OPENAPI = "/openapi.json"
-# Until the guard registry covers every route kind (issue 10, item 1): the
-# requirement each plain Starlette route documents (data/routes.py: access
-# "decided inside, by the collection's rules"; the API contract is public).
-DOCUMENTED = {(Mount, RECORDS): "by_rule", (Route, OPENAPI): "public"}
+# The caller's own account (docs/extending.md): every signed-in owner may; an
+# API key only when a scope names the permission exactly.
+OWN_ACCOUNT = frozenset({"me:read", "me:sessions", "me:password", "me:mfa"})
 # The collection the table's record probes use, and the rules it documents.
 COLLECTION = "notes"
 # HEAD is served by GET and must read like it (data/routes.py).
@@ -91,7 +85,7 @@ class Scenario:
 
     method: str
     path: str  # the template, e.g. /admin/api/v1/users/{user_id}
-    requirement: str  # "public", "authenticated", "permission:<p>" or "by_rule"
+    requirement: str  # "public", "authenticated", "permission:<p>", "mfa:<p>" or "by_rule"
 
     @property
     def admin_plane(self) -> bool:
@@ -126,6 +120,11 @@ class Caller:
             return held
         return frozenset(scope for scope in self.key_scopes if grants(held, scope))
 
+    def holds(self, permission: str) -> bool:
+        if self.key_scopes is not None and permission.startswith("me:"):
+            return permission in self.key_scopes  # named, never reached by a wildcard
+        return permission in OWN_ACCOUNT or grants(self.grants, permission)
+
     def expects(self, scenario: Scenario) -> Verdict:
         kind, _, permission = scenario.requirement.partition(":")
         if kind == "public":
@@ -134,9 +133,9 @@ class Caller:
             return Verdict.UNAUTHENTICATED
         if kind == "authenticated":
             return Verdict.ADMITTED
-        if kind == "permission":
-            two_factor = self.mfa or not scenario.admin_plane
-            return Verdict.ADMITTED if grants(self.grants, permission) and two_factor else Verdict.FORBIDDEN
+        if kind in ("permission", "mfa"):
+            two_factor = self.mfa or kind != "mfa"
+            return Verdict.ADMITTED if self.holds(permission) and two_factor else Verdict.FORBIDDEN
         if kind == "by_rule":
             # Owner-only rules (checked below): any signed-in caller holding
             # records:<collection>:<op> may act on its own records.
@@ -157,48 +156,15 @@ CALLERS = [
 def scenarios(app: FastAPI) -> list[Scenario]:
     """Every method of every route the app serves, with its declared requirement."""
     found, undeclared = [], []
-    for path, methods, requirement in _routes(app):
-        if requirement is None:
-            undeclared.append(f"{','.join(sorted(methods))} {path}".strip())
+    for route in every_route(app):
+        requirement = requirement_of(route)
+        if requirement is None or "*" in route.methods:  # undeclared, or a mounted app the table cannot probe
+            undeclared.append(route.line())
             continue
-        ordered = sorted(methods, key=lambda method: METHOD_ORDER.get(method, len(METHOD_ORDER)))
-        found.extend(Scenario(method, path, requirement) for method in ordered)
+        ordered = sorted(route.methods, key=lambda method: METHOD_ORDER.get(method, len(METHOD_ORDER)))
+        found.extend(Scenario(method, route.path, requirement) for method in ordered)
     assert not undeclared, f"routes without a requirement the table can read: {'; '.join(undeclared)}"
     return found
-
-
-def _routes(app: FastAPI) -> Iterator[tuple[str, set[str], str | None]]:
-    for context in iter_route_contexts(app.routes):
-        route = context.original_route
-        if isinstance(route, Mount) and not route.routes:
-            # An opaque ASGI app: no routes to probe, so nothing the table can vouch for.
-            yield f"{route.path} (a mounted app)", set(), None
-        elif isinstance(route, Mount):
-            documented = DOCUMENTED.get((Mount, route.path))
-            for inner in route.routes:
-                yield route.path + _path(inner), _methods(inner), _declared(inner) or _declared(route) or documented
-        elif hasattr(context, "dependant"):  # a FastAPI route, included or not
-            found = requirement_of(context)  # type: ignore[arg-type]
-            yield str(context.path), set(context.methods or ()), None if found is None else str(found)
-        else:
-            yield _path(route), _methods(route), _declared(route) or DOCUMENTED.get((type(route), _path(route)))
-
-
-def _declared(route: BaseRoute) -> str | None:
-    """What the guard registry says of a plain Starlette route, once it can say anything."""
-    try:
-        found = requirement_of(route)  # type: ignore[arg-type]
-    except AttributeError:  # today it reads FastAPI's dependants only
-        return None
-    return None if found is None else str(found)
-
-
-def _path(route: BaseRoute) -> str:
-    return str(getattr(route, "path", repr(route)))
-
-
-def _methods(route: BaseRoute) -> set[str]:
-    return set(getattr(route, "methods", None) or ())
 
 
 @dataclass
@@ -311,6 +277,6 @@ def test_a_route_the_table_cannot_read_fails_it(settings: Settings) -> None:
     app.router.routes.append(Route("/metrics", metrics))
     app.router.routes.append(Mount("/legacy", routes=[Route("/ping", metrics)]))
     app.router.routes.append(Mount("/embedded", app=Starlette()))
-    unknown = "GET,HEAD /metrics; GET,HEAD /legacy/ping; /embedded (a mounted app)"
+    unknown = "GET,HEAD /metrics; GET,HEAD /legacy/ping; * /embedded/"
     with pytest.raises(AssertionError, match=re.escape(unknown)):
         scenarios(app)
