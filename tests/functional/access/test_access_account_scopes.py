@@ -10,10 +10,10 @@ permission exactly.
 from __future__ import annotations
 
 import pytest
-from harness import NEW_PASSWORD, PASSWORD, Harness
 from sqlalchemy import select
 
 from bastion.audit.models import AuditEvent
+from harness import NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
 

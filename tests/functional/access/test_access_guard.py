@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
-from harness import Harness
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
@@ -36,6 +35,7 @@ from bastion.access.guard import every_route, guarded_routes
 from bastion.app import create_app
 from bastion.cli import app as cli
 from bastion.settings import Settings
+from harness import Harness
 
 ALICE = "alice@example.com"
 

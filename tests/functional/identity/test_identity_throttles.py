@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 from examples import reports
-from harness import PASSWORD, Harness
-from private_redis import PrivateRedis
 
 from bastion.app import create_app
 from bastion.clock import FrozenClock
 from bastion.http.ratelimit import RefusalLog
 from bastion.http.throttle import address_key
 from bastion.settings import Settings
+from harness import PASSWORD, Harness
+from private_redis import PrivateRedis
 
 ALICE = "alice@example.com"
 CLIENT = ("198.51.100.40", 5000)

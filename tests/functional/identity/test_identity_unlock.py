@@ -14,14 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import NEW_PASSWORD, PASSWORD, Harness
-from private_redis import PrivateRedis
 from typer.testing import CliRunner
 
 from bastion.app import create_app
 from bastion.cli import app as cli
 from bastion.clock import FrozenClock
 from bastion.settings import Settings
+from harness import NEW_PASSWORD, PASSWORD, Harness
+from private_redis import PrivateRedis
 
 ALICE = "alice@example.com"
 ATTACKER = ("203.0.113.66", 5000)
