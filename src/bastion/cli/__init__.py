@@ -141,10 +141,13 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
 
 
 def _check_app_target(target: str) -> None:
-    """Fail here, in one line, rather than in every worker."""
+    """Fail here, in one line, rather than in every worker: an app that
+    cannot be built, or that has a route without a declared guard."""
+    from bastion.access import UnguardedRoutes, check_routes
+
     try:
-        load_target(target)
-    except (ImportError, AttributeError, TypeError) as exc:
+        check_routes(load_target(target)())
+    except (ImportError, AttributeError, TypeError, UnguardedRoutes) as exc:
         fail(f"--app {target}: {exc}")
 
 

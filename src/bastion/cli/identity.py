@@ -12,10 +12,12 @@ import typer
 from rich.table import Table
 
 from bastion.audit import Origin
-from bastion.cli.common import CommandError, DataDir, fail, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, err, fail, one_line_errors, out
 from bastion.clock import SystemClock
+from bastion.http.problems import NotReady
 from bastion.identity.errors import WeakPassword
 from bastion.identity.models import User
+from bastion.identity.throttle import restore_sign_in
 from bastion.runtime import Services, build_services
 from bastion.settings import load_settings
 from bastion.uow import UnitOfWork, open_unit_of_work
@@ -123,7 +125,14 @@ def unlock(email: str, data_dir: DataDir = None) -> None:
     """Re-enable a user and lift any lockout."""
 
     async def action(services: Services, uow: UnitOfWork) -> None:
-        await services.identity.unlock(uow, await _user(services, uow, email))
+        user = await _user(services, uow, email)
+        await services.identity.unlock(uow, user)
+        try:
+            await restore_sign_in(services.rate_limiter, services.settings, user.email)
+        except NotReady:
+            err.print(
+                "[yellow]warning:[/] Redis is unreachable: the sign-in throttle lifts by itself within its window"
+            )
 
     run(data_dir, action)
     out.print(f"unlocked {email}", highlight=False)

@@ -221,6 +221,10 @@ class IdentityService:
         racing each other must not overwrite each other's count.
         """
         self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
+        await self._count_towards_lockout(uow, user)
+
+    async def _count_towards_lockout(self, uow: UnitOfWork, user: User) -> None:
+        """One failed authentication (sign-in or re-authentication) of ``user``."""
         counted = update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1)
         failures = (await uow.db.execute(counted.returning(User.failed_logins))).scalar_one()
         if failures < self.settings.lockout_threshold:
@@ -295,16 +299,31 @@ class IdentityService:
         return user
 
     async def change_password(self, uow: UnitOfWork, user: User, current: str, new: str) -> None:
-        valid = (
-            user.password_hash is not None
-            and (await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(current)))[0]
-        )
-        if not valid:
+        if not await self.reauthenticate(uow, user, current):
             self._audit(uow, EventTag.PASSWORD_CHANGE, outcome=Outcome.FAILURE, actor_id=user.id)
             raise LoginFailed("The current password is incorrect.")
         self._set_password(user, await self.hasher.hash(await self.check_password(new, user.email)))
         self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
         uow.outbox.append(password_changed_mail(user.email, self.settings.service_name))
+
+    async def reauthenticate(self, uow: UnitOfWork, user: User, password: str) -> bool:
+        """Whether the signed-in ``user`` proved their password again.
+
+        Counted as a sign-in is: a wrong password counts towards the lockout,
+        and a locked account is refused even the right one, so a stolen
+        session cannot guess the password faster than sign-in would let it
+        (ASVS V6.3.1). The caller throttles first, with the sign-in throttles.
+        """
+        if self._locked(user) or user.password_hash is None:
+            await self.hasher.dummy_verify(password)
+            return False
+        valid, _ = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
+        if not valid:
+            await self._count_towards_lockout(uow, user)
+        return valid
+
+    def _locked(self, user: User) -> bool:
+        return user.locked_until is not None and user.locked_until > self.clock.now()
 
     def _set_password(self, user: User, password_hash: str) -> None:
         user.password_hash = password_hash
@@ -344,8 +363,11 @@ class IdentityService:
         """Turn TOTP off; needs a fresh second factor, not just a session."""
         if not user.totp_enabled:
             raise MfaStateError
-        if not await self._check_second_factor(uow, user, factor):
+        # Re-authentication: a locked account is refused, a wrong code counts towards the lockout.
+        if self._locked(user) or not await self._check_second_factor(uow, user, factor):
             self._audit(uow, EventTag.TOTP_DISABLE, outcome=Outcome.FAILURE, actor_id=user.id)
+            if not self._locked(user):
+                await self._count_towards_lockout(uow, user)
             raise InvalidMfa
         user.totp_enabled = False
         user.totp_secret = None

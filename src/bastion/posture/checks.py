@@ -49,6 +49,19 @@ def check_settings(settings: Settings) -> list[Finding]:
                 "list the exact origins in cors.allow_origins",
             )
         )
+    if settings.server.workers > 1 and settings.redis_url is None:
+        # In memory, each worker counts on its own: with 4 workers a limit of
+        # 10 lets about 40 through. Refused in dev too: the throttles are
+        # security controls, not a production nicety.
+        findings.append(
+            Finding(
+                "error",
+                "server.workers",
+                f"{settings.server.workers} workers without redis_url would each keep their own throttle counters, "
+                "multiplying every rate limit",
+                "set redis_url so the workers share counters, or set server.workers = 1",
+            )
+        )
     if settings.debug:
         findings.append(Finding(serious, "debug", "debug is on", "set debug = false (BASTION_DEBUG=false)"))
     findings += transport_findings(settings, serious, now=datetime.now(UTC))

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import io
 
-from harness import NEW_PASSWORD, PASSWORD, Harness
-
 from bastion.logging import configure_logging
 from bastion.security import totp_at
+from harness import NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
 
