@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -61,34 +60,69 @@ def test_a_port_in_use_is_one_line(data: Path) -> None:
     assert "in use" in line
 
 
-def test_a_lifespan_that_refuses_to_start_is_one_line(data: Path, tmp_path: Path) -> None:
-    """An extension route without a permission is refused at start-up (V8.1.1, default deny);
-    whatever the lifespan raises reaches the operator as one line, once, with exit code 2."""
-    (tmp_path / "unguarded.py").write_text(
-        textwrap.dedent(
-            """
-            from bastion import create_app
-            from bastion.settings import load_settings
+UNGUARDED = """
+from bastion import create_app
+from bastion.settings import load_settings
 
 
-            def app_factory():
-                app = create_app(load_settings())
+def app_factory():
+    app = create_app(load_settings())
 
-                @app.get("/unguarded")
-                async def unguarded() -> dict[str, str]:
-                    return {}
+    @app.get("/unguarded")
+    async def unguarded() -> dict[str, str]:
+        return {}
 
-                return app
-            """
-        )
-    )
+    return app
+"""
+
+FAILING_LIFESPAN = """
+from contextlib import asynccontextmanager
+
+from bastion import create_app
+from bastion.settings import load_settings
+
+
+def app_factory():
+    app = create_app(load_settings())
+    stock = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with stock(app):
+            raise RuntimeError("the reports service is not reachable")
+            yield
+
+    app.router.lifespan_context = lifespan
+    return app
+"""
+
+
+def test_an_unguarded_extension_route_is_one_line(data: Path, tmp_path: Path) -> None:
+    """V8.1.1 (default deny): a route without an access requirement does not start, and says so in one line."""
+    (tmp_path / "unguarded.py").write_text(UNGUARDED)
+    result = bastion_serve(data, "--port", str(free_port()), "--app", "unguarded:app_factory", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = error_lines(result)
+    assert "/unguarded" in line
+
+
+def test_a_lifespan_that_raises_is_one_line(data: Path, tmp_path: Path) -> None:
+    """Whatever a worker's lifespan start-up raises reaches the operator once, in one line, exit 2
+    (it was three JSON-escaped tracebacks, one per worker and one from granian)."""
+    (tmp_path / "failing.py").write_text(FAILING_LIFESPAN)
     result = bastion_serve(
-        data, "--port", str(free_port()), "--workers", "2", "--app", "unguarded:app_factory", cwd=tmp_path
+        data,
+        "--port",
+        str(free_port()),
+        "--app",
+        "failing:app_factory",
+        cwd=tmp_path,
+        BASTION_ADMIN__ENABLED="true",
+        BASTION_ADMIN__PORT=str(free_port()),
     )
     assert result.returncode == 2, result.stdout + result.stderr
     (line,) = error_lines(result)
-    assert line.startswith("error: the public listener did not start: ")
-    assert "/unguarded" in line
+    assert line.endswith("did not start: RuntimeError: the reports service is not reachable")
 
 
 @pytest.mark.parametrize(
