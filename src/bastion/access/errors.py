@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bastion.http.problems import Forbidden, Unauthorized, ValidationFailed
+from collections.abc import Sequence
+
+from bastion.http.problems import Forbidden, NotFound, Unauthorized, ValidationFailed
 
 
 class InvalidCredential(Unauthorized):
@@ -19,3 +21,11 @@ class MfaRequired(Forbidden):
 
 class ScopeNotHeld(ValidationFailed):
     detail = "An API key cannot carry permissions its owner does not hold."
+
+
+class UnknownRole(NotFound):
+    """A role that is not defined; nothing is granted."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        # Role names are validated names (the RoleName pattern), never free text.
+        super().__init__(f"No such role: {', '.join(names)}.")

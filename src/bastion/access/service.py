@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from bastion.access.errors import InvalidCredential, ScopeNotHeld
+from bastion.access.errors import InvalidCredential, ScopeNotHeld, UnknownRole
 from bastion.access.models import ApiKey, Role
 from bastion.access.permissions import grants
 from bastion.access.principal import Principal
@@ -190,3 +190,30 @@ class AccessService:
 
     async def roles(self, db: AsyncSession) -> Sequence[Role]:
         return (await db.scalars(select(Role).order_by(Role.name))).all()
+
+    async def check_roles(self, db: AsyncSession, names: Sequence[str]) -> None:
+        """UnknownRole naming every one of ``names`` that is not defined.
+
+        The one check behind every grant (admin API, ``bastion user create``
+        and ``set-role``): a grant of a role nobody defined would hold no
+        permission today and whatever a later role of that name is given.
+        """
+        known = set(await db.scalars(select(Role.name).where(Role.name.in_(names))))
+        if unknown := sorted(set(names) - known):
+            raise UnknownRole(unknown)
+
+    async def set_roles(
+        self, uow: UnitOfWork, user: User, names: Sequence[str], *, actor_id: uuid.UUID | None = None
+    ) -> None:
+        """Make ``names`` the user's roles, or change nothing if one is unknown."""
+        await self.check_roles(uow.db, names)
+        user.roles = [UserRole(role=name) for name in dict.fromkeys(names)]
+        record_event(
+            uow.db,
+            self.clock,
+            EventTag.USER_ROLE,
+            origin=uow.origin,
+            actor_id=actor_id,
+            subject_id=user.id,
+            details={"roles": list(names)},
+        )

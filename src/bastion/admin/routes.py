@@ -13,7 +13,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from bastion.access import Permission, Principal, require_mfa
 from bastion.access.models import Role
@@ -23,7 +22,7 @@ from bastion.audit import EventTag, record_event
 from bastion.data.service import DataService
 from bastion.http.deps import origin_of, work
 from bastion.http.problems import NotFound
-from bastion.identity.models import User, UserRole
+from bastion.identity.models import User
 from bastion.settings import CollectionSettings
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
@@ -91,19 +90,7 @@ async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, call
         if user is None:
             raise NotFound
         if body.roles is not None:
-            known = set(await uow.db.scalars(select(Role.name).where(Role.name.in_(body.roles))))
-            if unknown := sorted(set(body.roles) - known):
-                raise NotFound(f"No such role: {', '.join(unknown)}.")
-            user.roles = [UserRole(role=r) for r in dict.fromkeys(body.roles)]
-            record_event(
-                uow.db,
-                state.clock,
-                EventTag.USER_ROLE,
-                origin=uow.origin,
-                actor_id=caller.user_id,
-                subject_id=user.id,
-                details={"roles": body.roles},
-            )
+            await state.access.set_roles(uow, user, body.roles, actor_id=caller.user_id)
         if body.disabled is True:
             await state.identity.lock(uow, user, actor_id=caller.user_id)
             await state.sessions.revoke_all(uow, user.id, reason="admin_lock")
