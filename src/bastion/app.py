@@ -23,7 +23,7 @@ from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
 from bastion.identity import routes as identity_routes
 from bastion.identity.gate import SignInGate
-from bastion.logging import configure_logging
+from bastion.logging import configure_server_logging
 from bastion.services import build_services
 from bastion.settings import Settings, load_settings
 
@@ -116,7 +116,7 @@ def load_target(target: str) -> Callable[[], object]:
 def app_factory() -> FastAPI:
     """Entry point for the ASGI server's worker processes (settings from the environment)."""
     settings = load_settings()
-    configure_logging(settings.log.level)
+    configure_server_logging(settings)
     target = os.environ.get(APP_ENV)
     app = load_target(target)() if target else create_app(settings)
     if not isinstance(app, FastAPI):

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bastion import __version__
-from bastion.cliutil import DataDir, err, fail, one_line_errors, out
+from bastion.cliutil import DataDir, fail, one_line_errors, out
 from bastion.data import cli as data_commands
 from bastion.identity.cli import sessions, users
 from bastion.network.cli import ca as ca_commands
 from bastion.network.cli import firewall as firewall_commands
 
 if TYPE_CHECKING:
-    from bastion.posture.checks import Finding
     from bastion.settings import Settings
 
 app = typer.Typer(
@@ -130,7 +129,7 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     """Run the server: public HTTPS on 127.0.0.1:8443, admin (mTLS) on 127.0.0.1:8444."""
     from bastion import instance
     from bastion.app import APP_ENV
-    from bastion.logging import configure_logging
+    from bastion.logging import configure_server_logging, get_logger
     from bastion.posture.checks import check_settings
     from bastion.secrets import open_keyrings
 
@@ -154,20 +153,27 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     refused = [f for f in findings if f.severity == "error"]
     if refused:
         fail(f"refusing to start: {refused[0].line()}")
-    _banner(findings)
     from bastion.network.serve import prepare as prepare_listeners
     from bastion.network.serve import supervise
 
     if app_target:
         _check_app_target(app_target)
+    # From here on everything the server says is a log line, in one format
+    # (log.format) and through one redaction, whichever process says it.
+    configure_server_logging(settings)
+    log = get_logger("bastion.serve")
+    for finding in findings:
+        if finding.severity == "warning":
+            log.warning(finding.message, setting=finding.setting, fix=finding.fix)
+        elif finding.severity == "info":
+            log.info(finding.message)
     with one_line_errors():
         open_keyrings(settings)
         instance.migrate(settings)
         listeners = prepare_listeners(settings)
 
-    configure_logging(settings.log.level)
     for listener in listeners:
-        err.print(f"Bastion {__version__} {listener.name} listener on {listener.url}", highlight=False)
+        log.info("listening", listener=listener.name, url=listener.url, version=__version__)
     raise typer.Exit(supervise(listeners))
 
 
@@ -179,14 +185,6 @@ def _check_app_target(target: str) -> None:
         load_target(target)
     except (ImportError, AttributeError, TypeError) as exc:
         fail(f"--app {target}: {exc}")
-
-
-def _banner(findings: list[Finding]) -> None:
-    for finding in findings:
-        if finding.severity == "warning":
-            err.print(f"[yellow]warning:[/] {finding.line()}", highlight=False)
-        elif finding.severity == "info":
-            err.print(f"[cyan]{finding.message}[/]", highlight=False)
 
 
 def main() -> None:

@@ -290,6 +290,8 @@ class CollectionSettings(Section):
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # Unset: "console" (coloured) on a terminal in dev, "json" otherwise.
+    format: Literal["json", "console"] | None = None
 
 
 class Settings(BaseSettings):

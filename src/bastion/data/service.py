@@ -91,7 +91,7 @@ class DataService:
         try:
             await self.refresh()
         except (OSError, SQLAlchemyError) as exc:
-            log.warning("collections_not_loaded", error=type(exc).__name__)
+            log.warning("collections not loaded", error=type(exc).__name__)
 
     async def collection(self, name: str) -> Collection:
         found = self.catalog.collections.get(name)
@@ -339,7 +339,7 @@ class DataService:
         try:
             return self._present(collection, row, plaintext)
         except InvalidCiphertext:
-            log.error("record_integrity_failure", collection=collection.name, record_id=str(row["id"]))
+            log.error("record failed its integrity check", collection=collection.name, record_id=str(row["id"]))
             self._audit(uow, EventTag.RECORD_TAMPERED, collection, "read", caller, row["id"], outcome=Outcome.FAILURE)
             raise CorruptRecord from None
 
