@@ -90,7 +90,8 @@ def migrate(data_dir: DataDir = None) -> None:
     from bastion.settings import load_settings
 
     with one_line_errors():
-        instance.migrate(load_settings(data_dir))
+        changes = instance.migrate(load_settings(data_dir))
+    data_commands.show(changes, applied=True)
     out.print("[green]schema is up to date[/]")
 
 

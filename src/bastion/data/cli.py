@@ -33,12 +33,16 @@ def _settings(data_dir: Path | None) -> Settings:
         return load_settings(data_dir)
 
 
-def _show(changes: Plan) -> None:
+def show(changes: Plan, *, applied: bool = False) -> None:
+    """Each change on a line; once applied, that running servers follow it."""
     if changes.empty:
         out.print("collections are up to date")
     for change in changes.changes:
         colour = "red" if change.destructive else "green"
         out.print(f"[{colour}]{'!' if change.destructive else '+'}[/] {change.description}", highlight=False)
+    if applied and not changes.empty:
+        # Servers look at the definitions again every CATALOG_RELOAD_SECONDS.
+        out.print("[green]applied:[/] running servers use the new definitions within a second; no restart needed")
 
 
 @collections.command("plan")
@@ -49,7 +53,7 @@ def plan_command(data_dir: DataDir = None) -> None:
 
     settings = _settings(data_dir)
     with one_line_errors():
-        _show(apply_configured(settings, SystemClock(), dry_run=True))
+        show(apply_configured(settings, SystemClock(), dry_run=True))
 
 
 @collections.command("apply")
@@ -63,9 +67,9 @@ def apply_command(
 
     settings = _settings(data_dir)
     with one_line_errors():
-        _show(apply_configured(settings, SystemClock(), dry_run=True))
-        apply_configured(settings, SystemClock(), force=force)
-    out.print("[green]applied[/]")
+        # Refused as a whole, before any change, when it would drop data without --force.
+        changes = apply_configured(settings, SystemClock(), force=force)
+    show(changes, applied=True)
 
 
 @keys.command("list")
