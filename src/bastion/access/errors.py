@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from bastion.http.problems import Forbidden, NotFound, Unauthorized, ValidationFailed
 
 
@@ -24,8 +22,7 @@ class ScopeNotHeld(ValidationFailed):
 
 
 class UnknownRole(NotFound):
-    """A role that is not defined; nothing is granted."""
+    """A role named in an assignment that no ``PUT /admin/api/v1/roles/NAME`` has defined."""
 
-    def __init__(self, names: Sequence[str]) -> None:
-        # Role names are validated names (the RoleName pattern), never free text.
+    def __init__(self, names: list[str]) -> None:
         super().__init__(f"No such role: {', '.join(names)}.")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bastion.cliutil import CommandError, DataDir, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, one_line_errors, out
 
 if TYPE_CHECKING:
     from bastion.audit import EventTag

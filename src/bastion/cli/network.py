@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cliutil import DataDir, err, fail, one_line_errors, out
+from bastion.cli.common import DataDir, err, fail, one_line_errors, out
 
 ca = typer.Typer(name="ca", help="Bastion's own CA for admin client certificates (mTLS).", no_args_is_help=True)
 firewall = typer.Typer(name="firewall", help="Host firewall rules for the configured listeners.", no_args_is_help=True)

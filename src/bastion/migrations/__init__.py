@@ -12,7 +12,7 @@ from bastion.logging import get_logger
 
 log = get_logger(__name__)
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent
 
 
 def alembic_config(url: str) -> Config:

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from bastion.cliutil import CommandError, DataDir, fail, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, fail, one_line_errors, out
 
 if TYPE_CHECKING:
     from bastion.identity.models import User
-    from bastion.services import Services
-    from bastion.work import UnitOfWork
+    from bastion.runtime import Services
+    from bastion.uow import UnitOfWork
 
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 sessions = typer.Typer(help="Manage sign-in sessions.", no_args_is_help=True)
@@ -33,14 +33,14 @@ def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitabl
 
     from bastion.audit import Origin
     from bastion.clock import SystemClock
-    from bastion.services import build_services
+    from bastion.runtime import build_services
     from bastion.settings import load_settings
-    from bastion.work import unit_of_work
+    from bastion.uow import open_unit_of_work
 
     async def main() -> T:
         services = build_services(load_settings(data_dir), SystemClock())
         try:
-            async with unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
+            async with open_unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
                 return await action(services, uow)
         finally:
             await services.close()

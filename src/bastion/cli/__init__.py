@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bastion import __version__
-from bastion.cliutil import DataDir, fail, one_line_errors, out
-from bastion.data import cli as data_commands
-from bastion.identity.cli import sessions, users
-from bastion.network.cli import ca as ca_commands
-from bastion.network.cli import firewall as firewall_commands
+from bastion.cli.common import DataDir, fail, one_line_errors, out
+from bastion.cli import data as data_commands
+from bastion.cli.identity import sessions, users
+from bastion.cli.network import ca as ca_commands
+from bastion.cli.network import firewall as firewall_commands
 
 if TYPE_CHECKING:
     from bastion.settings import Settings
@@ -129,7 +129,7 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
 ) -> None:
     """Run the server: public HTTPS on 127.0.0.1:8443, admin (mTLS) on 127.0.0.1:8444."""
     from bastion import instance
-    from bastion.app import APP_ENV
+    from bastion.asgi import APP_ENV
     from bastion.logging import configure_server_logging, get_logger
     from bastion.posture.checks import check_settings
     from bastion.secrets import open_keyrings
@@ -180,7 +180,7 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
 
 def _check_app_target(target: str) -> None:
     """Fail here, in one line, rather than in every worker."""
-    from bastion.app import load_target
+    from bastion.asgi import load_target
 
     try:
         load_target(target)
