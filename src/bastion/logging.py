@@ -83,7 +83,7 @@ _ROUTED_LOGGERS = (
 
 # Libraries whose INFO lines are noise at every start: Alembic announces its
 # plugins and its dialect in each process. A migration that runs is logged
-# once, by bastion.db.migrate.
+# once, by bastion.migrations.upgrade.
 _QUIET_LOGGERS = {"alembic": logging.WARNING}
 
 # --- redaction by key ------------------------------------------------------

@@ -431,7 +431,7 @@ def test_log_format_default(
 
 def test_alembic_says_one_line_when_it_migrates_and_none_otherwise(tmp_path: Any) -> None:
     """Start-up is quiet: no plugin or dialect chatter, one line naming the revisions that ran."""
-    from bastion.db import upgrade
+    from bastion.migrations import upgrade
 
     stream = io.StringIO()
     url = f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}"
@@ -442,6 +442,6 @@ def test_alembic_says_one_line_when_it_migrates_and_none_otherwise(tmp_path: Any
         upgrade(url)
     finally:
         _reset_logging()
-    assert [(line["logger"], line["event"]) for line in first] == [("bastion.db.migrate", "schema migrated")]
+    assert [(line["logger"], line["event"]) for line in first] == [("bastion.migrations", "schema migrated")]
     assert first[0]["revisions"][0] == "0001"
     assert _lines(stream) == first

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bastion import __version__
-from bastion.cli.common import DataDir, fail, one_line_errors, out
 from bastion.cli import data as data_commands
+from bastion.cli.common import DataDir, fail, one_line_errors, out
 from bastion.cli.identity import sessions, users
 from bastion.cli.network import ca as ca_commands
 from bastion.cli.network import firewall as firewall_commands

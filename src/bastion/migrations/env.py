@@ -18,7 +18,7 @@ from bastion.sessions import models as _sessions  # noqa: F401
 
 
 def _applied(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]) -> None:
-    # bastion.db.migrate logs what ran, in one line, instead of Alembic's INFO chatter.
+    # bastion.migrations.upgrade logs what ran, in one line, instead of Alembic's INFO chatter.
     context.config.attributes.setdefault("applied", []).append(step.up_revision_id)
 
 

@@ -111,7 +111,7 @@ async def test_sessions_revoke_ends_live_sessions(data: Path) -> None:
 def _users(data: Path) -> list[tuple[str, list[str]]]:
     async def read() -> list[tuple[str, list[str]]]:
         from bastion.clock import SystemClock
-        from bastion.services import build_services
+        from bastion.runtime import build_services
 
         services = build_services(load_settings(data), SystemClock())
         try:
