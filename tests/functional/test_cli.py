@@ -211,6 +211,23 @@ def test_serve_app_that_cannot_be_imported_is_one_line(tmp_path: Path) -> None:
     assert error_lines(err) == ["error: --app no_such_module:app_factory: No module named 'no_such_module'"]
 
 
+def test_v2_4_1_several_workers_without_redis_are_refused(tmp_path: Path) -> None:
+    """V2.4.1: in-memory throttle counters are per worker, so 4 workers would
+    quadruple every limit; serve refuses in one line (dev too), check reports it."""
+    data = tmp_path / "data"
+    assert run("init", "--data-dir", str(data))[0] == 0
+    code, _, err = run("serve", "--data-dir", str(data), "--workers", "4")
+    assert code == 2
+    assert error_lines(err) == [
+        "error: refusing to start: server.workers: 4 workers without redis_url would each keep their own "
+        "throttle counters, multiplying every rate limit; set redis_url so the workers share counters, or set "
+        "server.workers = 1"
+    ]
+    code, out, _ = run("check", "--data-dir", str(data))  # serve has put workers=4 in the environment
+    assert code == 1
+    assert "server.workers" in out
+
+
 def test_version() -> None:
     from bastion import __version__
 

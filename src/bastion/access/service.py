@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bastion.access.errors import InvalidCredential, ScopeNotHeld, UnknownRole
 from bastion.access.models import ApiKey, Role, UserRole
-from bastion.access.permissions import grants
+from bastion.access.permissions import OWN_ACCOUNT, grants
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, record_event
 from bastion.clock import Clock
@@ -181,7 +181,8 @@ class AccessService:
             user_id=key.user_id,
             roles=roles,
             # Only what the owner still holds: demoting the owner demotes the key.
-            permissions=frozenset(scope for scope in key.scopes if grants(held, scope)),
+            # The owner always holds their own account (permissions.OWN_ACCOUNT).
+            permissions=frozenset(scope for scope in key.scopes if scope in OWN_ACCOUNT or grants(held, scope)),
             mfa=False,
             api_key_id=key.id,
         )

@@ -100,7 +100,7 @@ def check(data_dir: DataDir = None) -> None:
     """Print the security posture findings without starting the server."""
     from rich.table import Table
 
-    from bastion.posture.checks import check_settings
+    from bastion.posture import check_settings
 
     findings = check_settings(settings_for(data_dir))
     table = Table("severity", "setting", "finding", "fix", title="Bastion posture")
@@ -131,7 +131,7 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     from bastion import instance
     from bastion.asgi import APP_ENV
     from bastion.logging import configure_server_logging, get_logger
-    from bastion.posture.checks import check_settings
+    from bastion.posture import check_settings
     from bastion.secrets import open_keyrings
 
     # Workers are separate processes that load settings from the environment,
@@ -179,12 +179,14 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
 
 
 def _check_app_target(target: str) -> None:
-    """Fail here, in one line, rather than in every worker."""
+    """Fail here, in one line, rather than in every worker: an app that
+    cannot be built, or that has a route without a declared guard."""
+    from bastion.access import UnguardedRoutes, check_routes
     from bastion.asgi import load_target
 
     try:
-        load_target(target)
-    except (ImportError, AttributeError, TypeError) as exc:
+        check_routes(load_target(target)())
+    except (ImportError, AttributeError, TypeError, UnguardedRoutes) as exc:
         fail(f"--app {target}: {exc}")
 
 

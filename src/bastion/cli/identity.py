@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from bastion.cli.common import CommandError, DataDir, fail, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, err, fail, one_line_errors, out
 
 if TYPE_CHECKING:
     from bastion.identity.models import User
@@ -139,7 +139,17 @@ def unlock(email: str, data_dir: DataDir = None) -> None:
     """Re-enable a user and lift any lockout."""
 
     async def action(services: Services, uow: UnitOfWork) -> None:
-        await services.identity.unlock(uow, await _user(services, uow, email))
+        from bastion.http.problems import NotReady
+        from bastion.identity.throttle import restore_sign_in
+
+        user = await _user(services, uow, email)
+        await services.identity.unlock(uow, user)
+        try:
+            await restore_sign_in(services.rate_limiter, services.settings, user.email)
+        except NotReady:
+            err.print(
+                "[yellow]warning:[/] Redis is unreachable: the sign-in throttle lifts by itself within its window"
+            )
 
     run(data_dir, action)
     out.print(f"unlocked {email}", highlight=False)

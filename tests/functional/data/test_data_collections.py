@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from harness import Harness
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from typer.testing import CliRunner
@@ -21,9 +20,12 @@ from bastion.app import create_app
 from bastion.cli import app as cli
 from bastion.clock import FrozenClock, SystemClock
 from bastion.data import service as data_service
-from bastion.data.service import DestructiveChanges, apply_configured
+from bastion.data.errors import DestructiveChanges
+from bastion.data.service import apply_configured
 from bastion.settings import CollectionSettings, Settings, load_settings
-from conftest import ALICE, COLLECTIONS
+from factories.data import COLLECTIONS
+from factories.identity import create_user, sign_in
+from harness import CHEAP_ARGON2
 
 
 def _with(settings: Settings, **fields: Any) -> Settings:
@@ -181,9 +183,9 @@ async def test_openapi_documents_every_collection(make_settings: Callable[..., S
 
 def test_schemathesis_finds_no_server_errors(make_settings: Callable[..., Settings]) -> None:
     """Every collection route, fuzzed from its OpenAPI schema with a signed-in user: zero 5xx."""
-    config = make_settings(passwords={"memory_cost_kib": 7168, "time_cost": 1}, collections=COLLECTIONS)
+    config = make_settings(passwords=CHEAP_ARGON2, collections=COLLECTIONS)
     app = create_app(config, clock=FrozenClock())
-    token = _signed_in(app, config)
+    token = _signed_in(app)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [r.ok() for r in schema.get_all_operations() if r.ok().path.startswith("/api/v1/collections/")]
     assert len(operations) == 5 * len(COLLECTIONS)
@@ -198,18 +200,12 @@ def test_schemathesis_finds_no_server_errors(make_settings: Callable[..., Settin
         fuzz()
 
 
-def _signed_in(app: Any, config: Settings) -> str:
-    """A bearer token for Alice, through the real sign-up and sign-in routes."""
+def _signed_in(app: Any) -> str:
+    """A bearer token for a signed-in user of ``app`` (made directly: signing up is not the subject)."""
 
-    async def sign_in() -> str:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
-        ):
-            harness = Harness(app, client, FrozenClock(), config)
-            await harness.register(ALICE)
-            tokens = await harness.login(ALICE)
-            return tokens["access_token"]
+    async def access_token() -> str:
+        async with app.router.lifespan_context(app):
+            return str((await sign_in(app, await create_user(app, "alice@example.com")))["access_token"])
 
     with ThreadPoolExecutor(1) as pool:  # its own loop: the test itself is synchronous
-        return pool.submit(asyncio.run, sign_in()).result()
+        return pool.submit(asyncio.run, access_token()).result()

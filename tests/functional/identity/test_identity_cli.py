@@ -7,13 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import PASSWORD
 from typer.testing import CliRunner
 
 from bastion.app import create_app
 from bastion.cli import app as cli
 from bastion.instance import initialise
 from bastion.settings import load_settings
+from harness import PASSWORD
 
 runner = CliRunner()
 

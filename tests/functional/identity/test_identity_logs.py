@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from harness import NEW_PASSWORD, PASSWORD, Harness
 
 from bastion.logging import LogFormat, configure_logging
 from bastion.security import totp_at
+from harness import NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
 
