@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from bastion.app import create_app
-from bastion.logging import configure_logging
+from bastion.logging import configure_server_logging
 from bastion.network.listener import AdminListener, admin_mode
 from bastion.network.startup import guarded
 from bastion.network.tls import RedirectApp
@@ -68,7 +68,7 @@ def redirect_app() -> ASGIApp:
 
 def _public_app() -> FastAPI:
     settings = load_settings()
-    configure_logging(settings.log.level)
+    configure_server_logging(settings)
     target = os.environ.get(APP_ENV)
     app = load_target(target)() if target else create_app(settings)
     if not isinstance(app, FastAPI):

@@ -316,6 +316,8 @@ class CollectionSettings(Section):
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # Unset: "console" (coloured) on a terminal in dev, "json" otherwise.
+    format: Literal["json", "console"] | None = None
     # One line per request on the public listener (method, path without the
     # query, status, duration, request id), through the same redaction.
     access: bool = True

@@ -55,9 +55,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# A request for an unknown collection reloads the catalog (another instance
-# may have defined it) at most this often, so random names cannot turn into
-# a query each.
+# How often a running server looks at the applied definitions again: they
+# change under it (`bastion collections apply`, `bastion migrate`, another
+# instance's admin API), and a change must not wait for a restart. At most one
+# look per interval, however many requests (or random collection names) come.
 CATALOG_RELOAD_SECONDS = 1.0
 
 Record = dict[str, Any]
@@ -75,15 +76,19 @@ class DataService:
         self.engine = engine
         self.sealer = sealer
         self.catalog = Catalog({})
+        self._definitions: dict[str, CollectionSettings] | None = None
         self._loaded_at = float("-inf")
 
     # --- the catalog ----------------------------------------------------
 
     async def refresh(self) -> None:
-        """Load the applied collection definitions (at start-up and after a change)."""
+        """Load the applied collection definitions; the catalog is rebuilt only
+        when they differ from the ones it was built from."""
         async with self.engine.begin() as connection:
             definitions = await connection.run_sync(read_definitions)
-        self.catalog = Catalog.build(definitions, self.catalog.version + 1)
+        if definitions != self._definitions:
+            self.catalog = Catalog.build(definitions, self.catalog.version + 1)
+            self._definitions = definitions
         self._loaded_at = time.monotonic()
 
     async def start(self) -> None:
@@ -92,16 +97,19 @@ class DataService:
         try:
             await self.refresh()
         except (OSError, SQLAlchemyError) as exc:
-            log.warning("collections_not_loaded", error=type(exc).__name__)
+            log.warning("collections not loaded", error=type(exc).__name__)
 
     async def collection(self, name: str) -> Collection:
-        found = self.catalog.collections.get(name)
-        if found is None and time.monotonic() - self._loaded_at > CATALOG_RELOAD_SECONDS:
+        """The collection as currently applied, at most CATALOG_RELOAD_SECONDS old."""
+        if time.monotonic() - self._loaded_at > CATALOG_RELOAD_SECONDS:
+            self._loaded_at = time.monotonic()  # before the await: one look, not one per waiting request
             try:
                 await self.refresh()
             except (OSError, SQLAlchemyError):
-                raise NotReady from None
-            found = self.catalog.collections.get(name)
+                if name not in self.catalog.collections:
+                    raise NotReady from None
+                # A known collection is served as last loaded; its own query meets the outage.
+        found = self.catalog.collections.get(name)
         if found is None:
             raise CollectionNotFound
         return found
@@ -340,7 +348,7 @@ class DataService:
         try:
             return self._present(collection, row, plaintext)
         except InvalidCiphertext:
-            log.error("record_integrity_failure", collection=collection.name, record_id=str(row["id"]))
+            log.error("record failed its integrity check", collection=collection.name, record_id=str(row["id"]))
             self._audit(uow, EventTag.RECORD_TAMPERED, collection, "read", caller, row["id"], outcome=Outcome.FAILURE)
             raise CorruptRecord from None
 

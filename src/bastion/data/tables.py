@@ -166,6 +166,10 @@ def _field_changes(collection: str, old: CollectionSettings, new: CollectionSett
         was, now = indexed_column(name, before), indexed_column(name, after)
         if was != now:
             changes.append(Change(f"re-index {collection}.{name}", False, _reindex(collection, was, now)))
+        for option in ("filterable", "sortable"):
+            if getattr(before, option) != getattr(after, option):
+                state = option if getattr(after, option) else f"no longer {option}"
+                changes.append(Change(f"make {collection}.{name} {state}", False, _nothing))
         if before.model_copy(update={"filterable": False, "sortable": False}) != after.model_copy(
             update={"filterable": False, "sortable": False}
         ):

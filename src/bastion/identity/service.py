@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
@@ -26,6 +27,7 @@ from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
 from bastion.identity.errors import (
     EmailNotVerified,
+    InvalidEmail,
     InvalidMfa,
     InvalidToken,
     LoginFailed,
@@ -44,6 +46,7 @@ from bastion.identity.mail_texts import (
 )
 from bastion.identity.models import OneTimeToken, RecoveryCode, User
 from bastion.identity.policy import PasswordPolicy
+from bastion.identity.schemas import EmailOnly
 from bastion.security import (
     Encryptor,
     InvalidCiphertext,
@@ -131,8 +134,16 @@ class IdentityService:
         verified: bool = False,
         actor_id: uuid.UUID | None = None,
     ) -> User:
-        """A new account; raises ValueError if the address is taken (callers decide what to reveal)."""
-        email = normalize_email(email)
+        """A new account; raises ValueError if the address is taken (callers decide what to reveal).
+
+        The address is validated as the API validates it (InvalidEmail), since
+        the command line calls this directly. Roles are the caller's to check
+        (``AccessService.check_roles``): identity does not own them.
+        """
+        try:
+            email = normalize_email(EmailOnly(email=email).email)
+        except ValidationError:
+            raise InvalidEmail from None
         password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
         if await self.by_email(uow.db, email) is not None:
             raise ValueError("an account with this email already exists")

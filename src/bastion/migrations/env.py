@@ -9,9 +9,12 @@ out of the comparison.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from alembic import context
 from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
@@ -29,6 +32,11 @@ def _include_name(name: str | None, type_: NameFilterType, parent_names: NameFil
 MIGRATION_LOCK = 0x62617374696F6E
 
 
+def _applied(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]) -> None:
+    # bastion.migrations.upgrade logs what ran, in one line, instead of Alembic's INFO chatter.
+    context.config.attributes.setdefault("applied", []).append(step.up_revision_id)
+
+
 def _run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         # Instances started together on a fresh database would each create the
@@ -41,6 +49,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         include_name=_include_name,
         render_as_batch=connection.dialect.name == "sqlite",
+        on_version_apply=_applied,
     )
     with context.begin_transaction():
         context.run_migrations()

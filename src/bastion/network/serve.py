@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.logging import configure_logging, get_logger
+from bastion.logging import configure_server_logging, get_logger
 from bastion.network.ca import BastionCa, CaPaths
 from bastion.network.listener import admin_mode
 from bastion.network.startup import REPORT_ENV, STARTUP_FAILED, report_and_exit
@@ -228,7 +228,7 @@ def run_listener(name: str, supervisor: int | None = None) -> None:
     _end_with_parent(supervisor)
     try:
         settings = load_settings()
-        configure_logging(settings.log.level)
+        configure_server_logging(settings)
         listener = next(item for item in plan(settings) if item.name == name)
         if listener.name == "admin":
             from bastion.network.adminserver import serve_admin
