@@ -15,6 +15,7 @@ from bastion.app import APP_ENV, load_target
 from bastion.cliutil import DataDir, err, fail, one_line_errors, out
 from bastion.data import cli as data_commands
 from bastion.identity.cli import sessions, users
+from bastion.identity.outbox import mail as mail_commands
 from bastion.logging import configure_logging
 from bastion.network.cli import ca as ca_commands
 from bastion.network.cli import firewall as firewall_commands
@@ -42,6 +43,7 @@ app.add_typer(ca_commands, name="ca")
 app.add_typer(firewall_commands, name="firewall")
 app.add_typer(data_commands.collections, name="collections")
 app.add_typer(data_commands.keys, name="keys")
+app.add_typer(mail_commands, name="mail")
 
 
 @app.callback()
