@@ -183,9 +183,20 @@ class AuthSettings(Section):
     # Per account, so nobody can bomb a mailbox with sign-up or reset mail.
     mail_rate_per_account: str = "3/hour"
     api_key_rate: str = "600/minute"
+    # Every API key expires: a key created without expires_at lives the
+    # default, and none may live longer than the maximum (a leaked key that
+    # nobody remembers must not work forever).
+    api_key_default_days: int = Field(90, ge=1, le=3650)
+    api_key_max_days: int = Field(365, ge=1, le=3650)
     # Argon2id runs off the event loop; this many at once (about one per core)
     # so a flood of logins queues instead of exhausting memory.
     hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _key_lifetimes(self) -> AuthSettings:
+        if self.api_key_default_days > self.api_key_max_days:
+            raise ValueError("api_key_default_days is longer than api_key_max_days")
+        return self
 
 
 class MailSettings(Section):

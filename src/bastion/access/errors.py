@@ -19,3 +19,7 @@ class MfaRequired(Forbidden):
 
 class ScopeNotHeld(ValidationFailed):
     detail = "An API key cannot carry permissions its owner does not hold."
+
+
+class KeyLifetimeRefused(ValidationFailed):
+    """An ``expires_at`` in the past or beyond ``auth.api_key_max_days``."""
