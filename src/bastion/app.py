@@ -24,6 +24,7 @@ from bastion.http.proxies import TrustedProxies
 from bastion.identity import routes as identity_routes
 from bastion.identity.gate import SignInGate
 from bastion.logging import configure_logging
+from bastion.network import openapi
 from bastion.pages import router as pages_router
 from bastion.services import build_services
 from bastion.settings import Settings, load_settings
@@ -50,6 +51,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         title="Bastion",
         version=__version__,
         lifespan=lifespan,
+        # Served per listener by bastion.network.openapi; no interactive docs.
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
         debug=False,
@@ -60,6 +63,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(api_key_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(pages_router)
+    app.include_router(openapi.router)
     data_routes.install(app)
 
     # Innermost: refuses sign-in attempts at a spent account before routing.
