@@ -280,6 +280,18 @@ def filter_parameters(collection: CollectionSettings) -> dict[str, tuple[str, st
     }
 
 
+def unknown_parameter(collection: CollectionSettings, parameter: str) -> str:
+    """Why a list query parameter does not exist: a bare "extra inputs are not
+    permitted" would not tell a client that the field exists but is not filterable."""
+    name, _, op = parameter.partition(".")
+    field = collection.fields.get(name)
+    if field is None or not op:
+        return "No such query parameter: besides limit, cursor and sort, filters are <field>.<operator>."
+    if not field.filterable:
+        return f"The field {name} is not filterable in this collection."
+    return f"The field {name} takes the operators {', '.join(OPERATORS[field.type])}."
+
+
 def query_model(name: str, collection: CollectionSettings) -> type[BaseModel]:
     fields: dict[str, Any] = {
         "limit": (int, Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)),

@@ -244,6 +244,9 @@ async def test_admin_defines_collections_through_the_api(harness: Harness, admin
 
     unforced = await admin_client.delete("/admin/api/v1/collections/tasks", headers=admin)
     assert unforced.status_code == 409
+    # Told what an HTTP client can do, not a command-line flag.
+    assert unforced.json()["detail"].endswith("repeat the request with ?force=true.")
+    assert "--force" not in unforced.text
     assert (await admin_client.delete("/admin/api/v1/collections/tasks?force=true", headers=admin)).status_code == 200
     gone = await harness.client.get("/api/v1/collections/tasks/records", headers=harness.bearer(alice))
     assert gone.status_code == 404
