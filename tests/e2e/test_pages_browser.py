@@ -88,10 +88,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         # Cheap hashing: the browser, not Argon2id, is under test.
         "BASTION_PASSWORDS__MEMORY_COST_KIB": "7168",
         "BASTION_PASSWORDS__TIME_COST": "1",
+        "BASTION_ADMIN__ENABLED": "false",  # the pages are on the public listener
     }
     subprocess.run([sys.executable, "-m", "bastion", "init", "--data-dir", str(data)], env=env, check=True)
     output = data.parent / "server.log"
-    serve = ["serve", "--data-dir", str(data), "--port", str(port), "--admin-port", str(free_port())]
+    serve = ["serve", "--data-dir", str(data), "--port", str(port)]
     with output.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bastion", *serve],
