@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from bastion.network.admin import AdminListener
+from bastion.network.listener import AdminListener
 from bastion.settings import Settings
 
 DOC = Path(__file__).parents[2] / "docs" / "api.md"

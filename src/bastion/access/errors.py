@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bastion.http.problems import Forbidden, Unauthorized, ValidationFailed
+from bastion.http.problems import Forbidden, NotFound, Unauthorized, ValidationFailed
 
 
 class InvalidCredential(Unauthorized):
@@ -23,3 +23,10 @@ class ScopeNotHeld(ValidationFailed):
 
 class KeyLifetimeRefused(ValidationFailed):
     """An ``expires_at`` in the past or beyond ``auth.api_key_max_days``."""
+
+
+class UnknownRole(NotFound):
+    """A role named in an assignment that no ``PUT /admin/api/v1/roles/NAME`` has defined."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"No such role: {', '.join(names)}.")

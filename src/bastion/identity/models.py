@@ -1,4 +1,7 @@
-"""Accounts: users, their roles, recovery codes and one-time tokens."""
+"""Accounts: users, recovery codes and one-time tokens.
+
+A user's roles are rows of ``access``'s ``UserRole`` (RBAC lives in access);
+``User.roles`` loads them with the user."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import uuid
 from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from bastion.access.models import UserRole
 from bastion.db import Base, UTCDateTime
 
 
@@ -39,13 +43,6 @@ class User(Base):
     @property
     def role_names(self) -> list[str]:
         return [r.role for r in self.roles]
-
-
-class UserRole(Base):
-    __tablename__ = "user_roles"
-
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class RecoveryCode(Base):

@@ -21,9 +21,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
+from bastion.access.models import UserRole
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
-from bastion.identity import mails
+from bastion.identity import mail_texts
 from bastion.identity.errors import (
     EmailNotVerified,
     InvalidMfa,
@@ -34,7 +35,7 @@ from bastion.identity.errors import (
     WeakPassword,
 )
 from bastion.identity.hashing import AsyncHasher
-from bastion.identity.models import OneTimeToken, RecoveryCode, User, UserRole
+from bastion.identity.models import OneTimeToken, RecoveryCode, User
 from bastion.identity.policy import PasswordPolicy
 from bastion.security import (
     Encryptor,
@@ -49,7 +50,7 @@ from bastion.security import (
     verify_totp,
 )
 from bastion.settings import AuthSettings
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 - a token purpose, not a password
@@ -162,13 +163,15 @@ class IdentityService:
         if existing is not None:
             self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=existing.id)
             uow.outbox.append(
-                mails.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
+                mail_texts.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
             )
             return
         user = await self._add_user(uow, email, password_hash, ["user"], verified=False)
         self._audit(uow, EventTag.REGISTER, actor_id=user.id)
         token = await self._issue_token(uow, user, VERIFY_EMAIL, self.settings.email_token_ttl)
-        uow.outbox.append(mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name))
+        uow.outbox.append(
+            mail_texts.verification_mail(email, self._link("verify-email", token), self.settings.service_name)
+        )
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
         user = await self._consume_token(uow, token, VERIFY_EMAIL)
@@ -231,7 +234,7 @@ class IdentityService:
         await uow.db.execute(lock)
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
         uow.outbox.append(
-            mails.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))
+            mail_texts.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))
         )
 
     async def start_mfa(self, uow: UnitOfWork, user: User) -> str:
@@ -267,7 +270,7 @@ class IdentityService:
         token = await self._issue_token(uow, user, RESET_PASSWORD, self.settings.email_token_ttl)
         link = self._link("reset-password", token)
         minutes = self.settings.email_token_ttl // 60
-        uow.outbox.append(mails.password_reset_mail(user.email, link, self.settings.service_name, minutes))
+        uow.outbox.append(mail_texts.password_reset_mail(user.email, link, self.settings.service_name, minutes))
 
     async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
         """Set a new password from a reset link; also unlocks the account.
@@ -287,7 +290,7 @@ class IdentityService:
         # Whoever reads the inbox owns the account, so the address is verified.
         user.email_verified_at = user.email_verified_at or self.clock.now()
         self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
-        uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
         return user
 
     async def change_password(self, uow: UnitOfWork, user: User, current: str, new: str) -> None:
@@ -300,7 +303,7 @@ class IdentityService:
             raise LoginFailed("The current password is incorrect.")
         self._set_password(user, await self.hasher.hash(await self.check_password(new, user.email)))
         self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
-        uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
 
     def _set_password(self, user: User, password_hash: str) -> None:
         user.password_hash = password_hash
@@ -333,7 +336,7 @@ class IdentityService:
             code_hash = await self.hasher.hash(normalize_recovery_code(recovery))
             uow.db.add(RecoveryCode(user_id=user.id, code_hash=code_hash))
         self._audit(uow, EventTag.TOTP_ENABLE, actor_id=user.id)
-        uow.outbox.append(mails.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
+        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
         return codes
 
     async def totp_disable(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> None:
@@ -348,7 +351,7 @@ class IdentityService:
         user.totp_last_step = None
         await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         self._audit(uow, EventTag.TOTP_DISABLE, actor_id=user.id)
-        uow.outbox.append(mails.mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
+        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
 
     def mfa_required(self, user: User) -> bool:
         return any(role in self.settings.mfa_required_roles for role in user.role_names)
@@ -397,11 +400,6 @@ class IdentityService:
         return aad_for("users", "totp_secret", str(user.id))
 
     # --- admin ----------------------------------------------------------
-
-    async def set_role(self, uow: UnitOfWork, user: User, role: str, actor_id: uuid.UUID | None = None) -> None:
-        """Make ``role`` the user's only role."""
-        user.roles = [UserRole(role=role)]
-        self._audit(uow, EventTag.USER_ROLE, actor_id=actor_id, subject_id=user.id, details={"role": role})
 
     async def lock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
         user.disabled = True

@@ -14,10 +14,11 @@ from harness import PASSWORD, Harness
 from sqlalchemy import select
 
 from bastion.access import Principal, check_routes, require
+from bastion.access.models import UserRole
 from bastion.app import create_app
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
-from bastion.identity.models import User, UserRole
+from bastion.identity.models import User
 from bastion.security import totp_at
 from bastion.settings import Settings
 

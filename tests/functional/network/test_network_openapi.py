@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bastion.network.admin import AdminListener
+from bastion.network.listener import AdminListener
 
 ADMIN_ONLY_SCHEMAS = {"UserInfo", "UserPatch", "RoleInfo", "RoleBody", "CollectionChanges"}
 

@@ -20,6 +20,11 @@ from bastion.settings import Settings
 PAGES = ["/verify-email", "/reset-password"]
 
 
+@pytest.fixture
+def database_url() -> None:
+    return None  # the pages touch no database: SQLite suffices
+
+
 class Markup(HTMLParser):
     """What a page asks the browser to run or load."""
 

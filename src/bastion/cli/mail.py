@@ -1,70 +1,26 @@
 """``bastion mail list|show``: the development outbox, read back decoded.
 
-The outbox mailer (``bastion.identity.mail.OutboxMailer``) stores each mail
-as an ``.eml`` file, quoted-printable and all; these commands print what a
-reader would see, links included, so a developer can open a verification or
-reset link without an SMTP server. They print to the terminal only: the
-links carry live tokens, and nothing here logs.
+The outbox mailer stores each mail as an ``.eml`` file, quoted-printable and
+all; these commands print what a reader would see, links included, so a
+developer can open a verification or reset link without an SMTP server.
+They print to the terminal only: the links carry live tokens, and nothing
+here logs.
 """
 
 from __future__ import annotations
 
-import email.policy
-import re
-from dataclasses import dataclass
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from bastion.cliutil import CommandError, DataDir, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, one_line_errors, out
+from bastion.mail.outbox import read_outbox
 from bastion.settings import Settings, load_settings
 
 mail = typer.Typer(help='Read the development outbox (mail.backend = "outbox").', no_args_is_help=True)
-
-_LINK = re.compile(r"https?://[^\s<>\"]+")
 To = Annotated[str | None, typer.Option("--to", help="Only mails to this address.")]
-
-
-@dataclass(frozen=True)
-class OutboxMail:
-    path: Path
-    to: str
-    subject: str
-    date: str
-    text: str
-
-    @property
-    def links(self) -> list[str]:
-        return _LINK.findall(self.text)
-
-
-def read_outbox(outbox: Path, to: str | None = None) -> list[OutboxMail]:
-    """The outbox's mails, newest first (file names start with their UTC time)."""
-    parser = BytesParser(policy=email.policy.default)
-    found = []
-    for path in sorted(outbox.glob("*.eml"), reverse=True):
-        message = parser.parsebytes(path.read_bytes())
-        assert isinstance(message, EmailMessage)  # noqa: S101 - policy.default builds EmailMessage
-        if to is not None and str(message["To"]).lower() != to.lower():
-            continue
-        body = message.get_body(preferencelist=("plain",))
-        text = body.get_content() if isinstance(body, EmailMessage) else ""
-        date = message["Date"]
-        found.append(
-            OutboxMail(
-                path=path,
-                to=str(message["To"]),
-                subject=str(message["Subject"]),
-                date=f"{parsedate_to_datetime(date):%Y-%m-%d %H:%M:%S %Z}" if date else "",
-                text=text,
-            )
-        )
-    return found
 
 
 def _outbox(settings: Settings) -> Path:
