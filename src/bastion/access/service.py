@@ -190,7 +190,9 @@ class AccessService:
         if not constant_time_equals(hash_token(secret), expected) or key is None:
             raise InvalidCredential
         now = self.clock.now()
-        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        # A key made before every key had an expiry lives no longer than the maximum either.
+        expires_at = key.expires_at or key.created_at + self.max_key_lifetime
+        if key.revoked_at is not None or expires_at <= now:
             raise InvalidCredential
         roles, held = await self.grants_of(db, key.user_id)
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:

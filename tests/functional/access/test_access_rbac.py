@@ -14,7 +14,7 @@ from harness import PASSWORD, Harness
 from sqlalchemy import select
 
 from bastion.access import Principal, check_routes, require
-from bastion.access.models import UserRole
+from bastion.access.models import ApiKey, UserRole
 from bastion.app import create_app
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
@@ -293,6 +293,23 @@ async def test_every_api_key_expires_within_the_maximum(harness: Harness) -> Non
     as_key = {"authorization": f"Bearer {default.json()['key']}"}
     assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code != 401
     harness.clock.advance(days=90, seconds=1)
+    assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code == 401
+
+
+async def test_a_key_made_without_an_expiry_before_the_cap_still_expires(harness: Harness) -> None:
+    await harness.register(ALICE)
+    alice = await harness.login(ALICE)
+    body = {"name": "legacy", "scopes": ["records:*"]}
+    created = (await harness.client.post("/api/v1/me/api-keys", json=body, headers=harness.bearer(alice))).json()
+    async with harness.app.state.sessionmaker() as db:
+        key = await db.get(ApiKey, created["id"])
+        assert key is not None
+        key.expires_at = None  # as keys were stored before every key expired
+        await db.commit()
+    as_key = {"authorization": f"Bearer {created['key']}"}
+    harness.clock.advance(days=364)
+    assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code != 401
+    harness.clock.advance(days=1, seconds=1)
     assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code == 401
 
 
