@@ -28,7 +28,7 @@ def _sections() -> dict[str, str]:
 
 
 def _keys(text: str) -> set[str]:
-    return set(re.findall(r"`([a-z_]+)`", text))
+    return set(re.findall(r"`([a-z0-9_]+)`", text))
 
 
 def _fields(model: type[BaseModel]) -> set[str]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.http.problems import Conflict, Forbidden, NotFound, Problem, ValidationFailed
+from bastion.settings import ConfigError
+
+if TYPE_CHECKING:
+    from bastion.data.tables import Change
 
 
 class CollectionNotFound(NotFound):
@@ -54,3 +58,12 @@ class CollectionChangeRefused(Conflict):
 class DataLossRefused(CollectionChangeRefused):
     # Worded for the HTTP client: the command line has its own (--force).
     detail = "The change drops data: review the listed changes, then repeat the request with ?force=true."
+
+
+class DestructiveChanges(ConfigError):
+    """``bastion migrate`` / ``collections apply`` without ``--force`` met a change that drops data."""
+
+    def __init__(self, changes: list[Change]) -> None:
+        listed = "; ".join(change.description for change in changes)
+        super().__init__(f"collections need destructive changes ({listed}): review `bastion collections plan`, "
+                         "then run `bastion collections apply --force`")  # fmt: skip

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bastion.data import tables
 from bastion.data.schema import Catalog, Collection
 from bastion.data.sealing import FieldSealer
+from bastion.data.tables import read_definitions
 from bastion.db import create_engine
 from bastion.secrets import Keyrings
 from bastion.security import BlindIndex, Encryptor, InvalidCiphertext
@@ -44,7 +44,7 @@ async def rewrap_all(settings: Settings, rings: Keyrings, *, batch_size: int, re
 
 async def rewrap_engine(engine: AsyncEngine, rings: Keyrings, *, batch_size: int, report: Report) -> RewrapResult:
     async with engine.begin() as connection:
-        catalog = Catalog.build(await connection.run_sync(tables.read_definitions))
+        catalog = Catalog.build(await connection.run_sync(read_definitions))
     sealer = FieldSealer(Encryptor(rings.encryption), BlindIndex(rings.hmac))
     result = RewrapResult()
     for collection in catalog.collections.values():

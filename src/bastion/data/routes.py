@@ -20,13 +20,12 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
-from bastion.access import Principal
+from bastion.access import Principal, by_rule, guard
 from bastion.access.deps import resolve_principal
 from bastion.data.schema import Catalog, Collection
 from bastion.data.service import DataService
-from bastion.http.deps import unit_of_work
 from bastion.http.problems import ValidationFailed
-from bastion.uow import UnitOfWork
+from bastion.uow import UnitOfWork, unit_of_work
 
 PREFIX = "/api/v1/collections"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -83,6 +82,7 @@ _RECORD: dict[str, Operation] = {"GET": _read, "HEAD": _read, "PATCH": _update, 
 
 
 def _dispatch(operations: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
+    @guard(by_rule)  # each collection's rules decide, in DataService._admit
     async def endpoint(request: Request) -> Response:
         operation = operations[request.method]
         if "record_id" in request.path_params:
@@ -111,7 +111,8 @@ records = Mount(
 
 
 def install(app: FastAPI) -> None:
-    """Serve the records routes, and document every collection in /openapi.json."""
+    """Serve the records routes, and document every collection in the app's
+    OpenAPI document (served per listener by ``bastion.openapi``)."""
     app.router.routes.insert(0, records)
     cache: dict[int, dict[str, Any]] = {}
 

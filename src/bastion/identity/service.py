@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
@@ -24,9 +25,9 @@ from sqlalchemy.orm import raiseload
 from bastion.access.models import UserRole
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
-from bastion.identity import mail_texts
 from bastion.identity.errors import (
     EmailNotVerified,
+    InvalidEmail,
     InvalidMfa,
     InvalidToken,
     LoginFailed,
@@ -35,8 +36,17 @@ from bastion.identity.errors import (
     WeakPassword,
 )
 from bastion.identity.hashing import AsyncHasher
+from bastion.identity.mail_texts import (
+    already_registered_mail,
+    lockout_mail,
+    mfa_changed_mail,
+    password_changed_mail,
+    password_reset_mail,
+    verification_mail,
+)
 from bastion.identity.models import OneTimeToken, RecoveryCode, User
 from bastion.identity.policy import PasswordPolicy
+from bastion.identity.schemas import EmailOnly
 from bastion.security import (
     Encryptor,
     InvalidCiphertext,
@@ -124,8 +134,16 @@ class IdentityService:
         verified: bool = False,
         actor_id: uuid.UUID | None = None,
     ) -> User:
-        """A new account; raises ValueError if the address is taken (callers decide what to reveal)."""
-        email = normalize_email(email)
+        """A new account; raises ValueError if the address is taken (callers decide what to reveal).
+
+        The address is validated as the API validates it (InvalidEmail), since
+        the command line calls this directly. Roles are the caller's to check
+        (``AccessService.check_roles``): identity does not own them.
+        """
+        try:
+            email = normalize_email(EmailOnly(email=email).email)
+        except ValidationError:
+            raise InvalidEmail from None
         password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
         if await self.by_email(uow.db, email) is not None:
             raise ValueError("an account with this email already exists")
@@ -162,16 +180,12 @@ class IdentityService:
         existing = await self.by_email(uow.db, email)
         if existing is not None:
             self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=existing.id)
-            uow.outbox.append(
-                mail_texts.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
-            )
+            uow.outbox.append(already_registered_mail(email, self.settings.service_name, self._link("reset-password")))
             return
         user = await self._add_user(uow, email, password_hash, ["user"], verified=False)
         self._audit(uow, EventTag.REGISTER, actor_id=user.id)
         token = await self._issue_token(uow, user, VERIFY_EMAIL, self.settings.email_token_ttl)
-        uow.outbox.append(
-            mail_texts.verification_mail(email, self._link("verify-email", token), self.settings.service_name)
-        )
+        uow.outbox.append(verification_mail(email, self._link("verify-email", token), self.settings.service_name))
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
         user = await self._consume_token(uow, token, VERIFY_EMAIL)
@@ -218,6 +232,10 @@ class IdentityService:
         racing each other must not overwrite each other's count.
         """
         self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
+        await self._count_towards_lockout(uow, user)
+
+    async def _count_towards_lockout(self, uow: UnitOfWork, user: User) -> None:
+        """One failed authentication (sign-in or re-authentication) of ``user``."""
         counted = update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1)
         failures = (await uow.db.execute(counted.returning(User.failed_logins))).scalar_one()
         if failures < self.settings.lockout_threshold:
@@ -233,9 +251,7 @@ class IdentityService:
         )
         await uow.db.execute(lock)
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
-        uow.outbox.append(
-            mail_texts.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))
-        )
+        uow.outbox.append(lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC")))
 
     async def start_mfa(self, uow: UnitOfWork, user: User) -> str:
         self._audit(uow, EventTag.LOGIN_MFA_REQUIRED, actor_id=user.id)
@@ -270,7 +286,7 @@ class IdentityService:
         token = await self._issue_token(uow, user, RESET_PASSWORD, self.settings.email_token_ttl)
         link = self._link("reset-password", token)
         minutes = self.settings.email_token_ttl // 60
-        uow.outbox.append(mail_texts.password_reset_mail(user.email, link, self.settings.service_name, minutes))
+        uow.outbox.append(password_reset_mail(user.email, link, self.settings.service_name, minutes))
 
     async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
         """Set a new password from a reset link; also unlocks the account.
@@ -290,20 +306,35 @@ class IdentityService:
         # Whoever reads the inbox owns the account, so the address is verified.
         user.email_verified_at = user.email_verified_at or self.clock.now()
         self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
-        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(password_changed_mail(user.email, self.settings.service_name))
         return user
 
     async def change_password(self, uow: UnitOfWork, user: User, current: str, new: str) -> None:
-        valid = (
-            user.password_hash is not None
-            and (await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(current)))[0]
-        )
-        if not valid:
+        if not await self.reauthenticate(uow, user, current):
             self._audit(uow, EventTag.PASSWORD_CHANGE, outcome=Outcome.FAILURE, actor_id=user.id)
             raise LoginFailed("The current password is incorrect.")
         self._set_password(user, await self.hasher.hash(await self.check_password(new, user.email)))
         self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
-        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(password_changed_mail(user.email, self.settings.service_name))
+
+    async def reauthenticate(self, uow: UnitOfWork, user: User, password: str) -> bool:
+        """Whether the signed-in ``user`` proved their password again.
+
+        Counted as a sign-in is: a wrong password counts towards the lockout,
+        and a locked account is refused even the right one, so a stolen
+        session cannot guess the password faster than sign-in would let it
+        (ASVS V6.3.1). The caller throttles first, with the sign-in throttles.
+        """
+        if self._locked(user) or user.password_hash is None:
+            await self.hasher.dummy_verify(password)
+            return False
+        valid, _ = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
+        if not valid:
+            await self._count_towards_lockout(uow, user)
+        return valid
+
+    def _locked(self, user: User) -> bool:
+        return user.locked_until is not None and user.locked_until > self.clock.now()
 
     def _set_password(self, user: User, password_hash: str) -> None:
         user.password_hash = password_hash
@@ -336,22 +367,25 @@ class IdentityService:
             code_hash = await self.hasher.hash(normalize_recovery_code(recovery))
             uow.db.add(RecoveryCode(user_id=user.id, code_hash=code_hash))
         self._audit(uow, EventTag.TOTP_ENABLE, actor_id=user.id)
-        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
+        uow.outbox.append(mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
         return codes
 
     async def totp_disable(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> None:
         """Turn TOTP off; needs a fresh second factor, not just a session."""
         if not user.totp_enabled:
             raise MfaStateError
-        if not await self._check_second_factor(uow, user, factor):
+        # Re-authentication: a locked account is refused, a wrong code counts towards the lockout.
+        if self._locked(user) or not await self._check_second_factor(uow, user, factor):
             self._audit(uow, EventTag.TOTP_DISABLE, outcome=Outcome.FAILURE, actor_id=user.id)
+            if not self._locked(user):
+                await self._count_towards_lockout(uow, user)
             raise InvalidMfa
         user.totp_enabled = False
         user.totp_secret = None
         user.totp_last_step = None
         await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         self._audit(uow, EventTag.TOTP_DISABLE, actor_id=user.id)
-        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
+        uow.outbox.append(mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
 
     def mfa_required(self, user: User) -> bool:
         return any(role in self.settings.mfa_required_roles for role in user.role_names)
