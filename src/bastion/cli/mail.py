@@ -10,30 +10,37 @@ here logs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from bastion.cli.common import CommandError, DataDir, one_line_errors, out
-from bastion.mail.outbox import read_outbox
-from bastion.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bastion.mail.outbox import OutboxMail
 
 mail = typer.Typer(help='Read the development outbox (mail.backend = "outbox").', no_args_is_help=True)
 To = Annotated[str | None, typer.Option("--to", help="Only mails to this address.")]
 
 
-def _outbox(settings: Settings) -> Path:
+def _mails(data_dir: Path | None, to: str | None) -> list[OutboxMail]:
+    # Imported here, like every command's services, so `bastion --help` stays light.
+    from bastion.mail.outbox import read_outbox
+    from bastion.settings import load_settings
+
+    settings = load_settings(data_dir)
     if settings.mail.backend != "outbox":
         raise CommandError(f'mail.backend is "{settings.mail.backend}": mail goes to the relay and none is kept here')
-    return settings.data_dir / "outbox"
+    return read_outbox(settings.data_dir / "outbox", to)
 
 
 @mail.command("list")
 def list_mails(data_dir: DataDir = None, to: To = None) -> None:
     """List the outbox's mails, newest first (number 1 is the latest)."""
+    from rich.table import Table
+
     with one_line_errors():
-        mails = read_outbox(_outbox(load_settings(data_dir)), to)
+        mails = _mails(data_dir, to)
     if not mails:
         out.print("the outbox is empty")
         return
@@ -51,7 +58,7 @@ def show_mail(
 ) -> None:
     """Print one mail decoded, with its links (by default the latest)."""
     with one_line_errors():
-        mails = read_outbox(_outbox(load_settings(data_dir)), to)
+        mails = _mails(data_dir, to)
         if number > len(mails):
             raise CommandError(f"the outbox holds {len(mails)} matching mail(s), not {number}")
     found = mails[number - 1]
