@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from bastion import __version__, health
+from bastion import __version__, health, openapi
 from bastion.access import check_routes
 from bastion.access import routes as api_key_routes
 from bastion.admin import routes as admin_routes
@@ -21,6 +21,7 @@ from bastion.identity import routes as identity_routes
 from bastion.identity.gate import SignInGate
 from bastion.identity.throttle import LOGIN_BY_ACCOUNT
 from bastion.network.ipfilter import NetworkGuard
+from bastion.pages import router as pages_router
 from bastion.runtime import build_services
 from bastion.settings import Settings
 
@@ -48,7 +49,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,  # served by data_routes.install, guarded like every route
+        openapi_url=None,  # served per listener by bastion.openapi, guarded like every route
         debug=False,
     )
     handlers.install(app, unavailable=(DatabaseGone,))
@@ -56,6 +57,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(identity_routes.router)
     app.include_router(api_key_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(pages_router)
+    app.include_router(openapi.router)
     data_routes.install(app)
 
     # Innermost: refuses sign-in attempts at a spent account before routing,

@@ -6,6 +6,7 @@ through the same code with the same keys and policies.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -80,7 +81,11 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         sessions=SessionService(
             auth, clock=clock, signer=TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)
         ),
-        access=AccessService(clock=clock),
+        access=AccessService(
+            clock=clock,
+            key_lifetime=dt.timedelta(days=auth.api_key_default_days),
+            max_key_lifetime=dt.timedelta(days=auth.api_key_max_days),
+        ),
         data=DataService(
             clock=clock, engine=engine, sealer=FieldSealer(Encryptor(keys.encryption), BlindIndex(keys.hmac))
         ),

@@ -209,9 +209,20 @@ class AuthSettings(Section):
     # An IPv6 client counts as its /ipv6_prefix network in every per-address
     # throttle: one subscriber routinely holds a whole /64.
     ipv6_prefix: int = Field(64, ge=32, le=128)
+    # Every API key expires: a key created without expires_at lives the
+    # default, and none may live longer than the maximum (a leaked key that
+    # nobody remembers must not work forever).
+    api_key_default_days: int = Field(90, ge=1, le=3650)
+    api_key_max_days: int = Field(365, ge=1, le=3650)
     # Argon2id runs off the event loop; this many at once (about one per core)
     # so a flood of logins queues instead of exhausting memory.
     hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _key_lifetimes(self) -> AuthSettings:
+        if self.api_key_default_days > self.api_key_max_days:
+            raise ValueError("api_key_default_days is longer than api_key_max_days")
+        return self
 
 
 class MailSettings(Section):

@@ -250,7 +250,15 @@ HEAVY = ("sqlalchemy", "fastapi", "starlette", "cryptography", "alembic", "argon
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["user", "--help"], ["keys", "--help"], ["collections", "--help"], ["ca", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["user", "--help"],
+        ["keys", "--help"],
+        ["collections", "--help"],
+        ["ca", "--help"],
+        ["mail", "--help"],
+    ],
 )
 def test_help_does_not_load_the_server(args: list[str]) -> None:
     import json

@@ -58,3 +58,8 @@ def test_dev_falls_back_to_the_generated_key_but_prod_does_not(tmp_path: Path) -
     (tmp_path / "master.key").write_text("generated\n")
     assert load_settings(tmp_path).master_key_source() == ("generated", tmp_path / "master.key")
     assert load_settings(tmp_path, mode="prod").master_key_source() == (None, None)
+
+
+def test_api_key_default_lifetime_cannot_exceed_the_maximum(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="api_key_default_days is longer than api_key_max_days"):
+        load_settings(tmp_path, auth={"api_key_default_days": 400})

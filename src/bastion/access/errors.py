@@ -28,6 +28,10 @@ class ScopeNotHeld(ValidationFailed):
     detail = "An API key cannot carry permissions its owner does not hold."
 
 
+class KeyLifetimeRefused(ValidationFailed):
+    """An ``expires_at`` in the past or beyond ``auth.api_key_max_days``."""
+
+
 class UnknownRole(NotFound):
     """A role named in an assignment that no ``PUT /admin/api/v1/roles/NAME`` has defined."""
 

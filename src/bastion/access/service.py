@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from bastion.access.errors import InvalidCredential, ScopeNotHeld, UnknownRole
+from bastion.access.errors import InvalidCredential, KeyLifetimeRefused, ScopeNotHeld, UnknownRole
 from bastion.access.models import ApiKey, Role, UserRole
 from bastion.access.permissions import OWN_ACCOUNT, grants
 from bastion.access.principal import Principal
@@ -53,8 +53,16 @@ _PRINCIPAL = (
 
 
 class AccessService:
-    def __init__(self, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        key_lifetime: dt.timedelta,
+        max_key_lifetime: dt.timedelta,
+    ) -> None:
         self.clock = clock
+        self.key_lifetime = key_lifetime
+        self.max_key_lifetime = max_key_lifetime
 
     async def grants_of(self, db: AsyncSession, user_id: uuid.UUID) -> tuple[frozenset[str], frozenset[str]]:
         """The roles and permissions of an enabled user, in one query; InvalidCredential otherwise."""
@@ -109,10 +117,21 @@ class AccessService:
         scopes: Sequence[str],
         expires_at: dt.datetime | None,
     ) -> tuple[ApiKey, str]:
-        """A new key and its one-time full text ``bsk_<id>_<secret>``."""
+        """A new key and its one-time full text ``bsk_<id>_<secret>``.
+
+        Every key expires: without ``expires_at`` after ``key_lifetime``, and
+        never later than ``max_key_lifetime`` from now (KeyLifetimeRefused).
+        """
         beyond = [scope for scope in scopes if not owner.can(scope)]
         if beyond:
             raise ScopeNotHeld(extra={"scopes": beyond})
+        now = self.clock.now()
+        latest = now + self.max_key_lifetime
+        expires_at = expires_at or now + self.key_lifetime
+        if not now < expires_at <= latest:
+            raise KeyLifetimeRefused(
+                f"expires_at must be in the future and at most {self.max_key_lifetime.days} days away."
+            )
         key_id = token_bytes(8).hex()
         secret = token_urlsafe(32)
         key = ApiKey(
@@ -121,7 +140,7 @@ class AccessService:
             name=name,
             secret_hash=hash_token(secret),
             scopes=sorted(set(scopes)),
-            created_at=self.clock.now(),
+            created_at=now,
             expires_at=expires_at,
         )
         uow.db.add(key)
@@ -171,7 +190,9 @@ class AccessService:
         if not constant_time_equals(hash_token(secret), expected) or key is None:
             raise InvalidCredential
         now = self.clock.now()
-        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        # A key made before every key had an expiry lives no longer than the maximum either.
+        expires_at = key.expires_at or key.created_at + self.max_key_lifetime
+        if key.revoked_at is not None or expires_at <= now:
             raise InvalidCredential
         roles, held = await self.grants_of(db, key.user_id)
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:

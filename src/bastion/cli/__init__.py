@@ -18,6 +18,7 @@ from bastion import __version__
 from bastion.cli import data as data_commands
 from bastion.cli.common import DataDir, fail, one_line_errors, out
 from bastion.cli.identity import sessions, users
+from bastion.cli.mail import mail as mail_commands
 from bastion.cli.network import ca as ca_commands
 from bastion.cli.network import firewall as firewall_commands
 
@@ -46,6 +47,7 @@ app.add_typer(ca_commands, name="ca")
 app.add_typer(firewall_commands, name="firewall")
 app.add_typer(data_commands.collections, name="collections")
 app.add_typer(data_commands.keys, name="keys")
+app.add_typer(mail_commands, name="mail")
 
 
 def _print_version(value: bool) -> None:

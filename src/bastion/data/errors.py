@@ -47,10 +47,17 @@ class CorruptRecord(Problem):
 
 
 class CollectionChangeRefused(Conflict):
-    detail = "The change needs --force (it drops data) or conflicts with other collections."
+    """An admin API change the instance cannot make; ``changes`` says why."""
+
+    detail = "The change conflicts with bastion.toml or with other collections."
 
     def __init__(self, reasons: list[str], **kwargs: Any) -> None:
         super().__init__(extra={"changes": reasons}, **kwargs)
+
+
+class DataLossRefused(CollectionChangeRefused):
+    # Worded for the HTTP client: the command line has its own (--force).
+    detail = "The change drops data: review the listed changes, then repeat the request with ?force=true."
 
 
 class DestructiveChanges(ConfigError):

@@ -32,6 +32,7 @@ from bastion.data.errors import (
     CollectionChangeRefused,
     CollectionNotFound,
     CorruptRecord,
+    DataLossRefused,
     DestructiveChanges,
     InvalidQuery,
     InvalidRecord,
@@ -41,7 +42,7 @@ from bastion.data.errors import (
 from bastion.data.schema import Catalog, Collection, Verdict, check_relations, new_record_id
 from bastion.data.sealing import FieldSealer
 from bastion.data.tables import BLIND_INDEX_SUFFIX, Plan, plan, read_definitions, run_plan, sources
-from bastion.data.validation import query_value_type
+from bastion.data.validation import query_value_type, unknown_parameter
 from bastion.db import create_engine
 from bastion.http.handlers import locate
 from bastion.http.problems import NotReady, Unauthorized
@@ -126,8 +127,9 @@ class DataService:
         """Create, change or (``None``) drop one collection for the admin API.
 
         Collections declared in bastion.toml are changed there, not here.
-        Raises CollectionChangeRefused when the change drops data and
-        ``force`` is false, or clashes with other collections.
+        Raises DataLossRefused when the change drops data and ``force`` is
+        false, and CollectionChangeRefused when it clashes with bastion.toml
+        or with other collections.
         """
         async with self.engine.begin() as connection:
             current = await connection.run_sync(read_definitions)
@@ -144,7 +146,7 @@ class DataService:
             before = {name: current[name]} if name in current else {}
             changes = plan(before, {name: definition} if definition is not None else {})
             if changes.destructive and not force:
-                raise CollectionChangeRefused([c.description for c in changes.destructive])
+                raise DataLossRefused([c.description for c in changes.destructive])
             await connection.run_sync(lambda c: run_plan(c, changes, source="api", now=self.clock.now()))
             async with AsyncSession(bind=connection) as db:
                 _audit_plan(db, self.clock, changes, origin, actor_id)
@@ -430,9 +432,13 @@ def _parse_query(collection: Collection, query: Sequence[tuple[str, str]]) -> Ba
     try:
         return model.model_validate(flat)
     except ValidationError as exc:
-        raise InvalidQuery(
-            extra={"errors": locate([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()])}
-        ) from None
+        errors: list[dict[str, Any]] = []
+        for error in exc.errors():
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = unknown_parameter(collection.settings, str(error["loc"][0]))
+            errors.append({**error, "loc": ("query", *error["loc"]), "msg": message})
+        raise InvalidQuery(extra={"errors": locate(errors)}) from None
 
 
 def _order(table: sa.Table, key: str, descending: bool) -> list[Any]:

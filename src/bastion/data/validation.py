@@ -67,6 +67,10 @@ RICHTEXT_TAGS = frozenset(
 )
 RICHTEXT_ATTRIBUTES = {"a": {"href", "title"}}
 RICHTEXT_SCHEMES = frozenset({"http", "https", "mailto"})
+# What a browser's URL parser ignores before reading a link (WHATWG URL:
+# leading and trailing C0 controls and spaces; tabs and newlines anywhere).
+_URL_TRIM = "".join(chr(code) for code in range(0x21))
+_URL_DROP = str.maketrans("", "", "\t\n\r")
 
 
 def sanitize_html(value: str) -> str:
@@ -75,10 +79,29 @@ def sanitize_html(value: str) -> str:
         value,
         tags=set(RICHTEXT_TAGS),
         attributes={tag: set(names) for tag, names in RICHTEXT_ATTRIBUTES.items()},
+        attribute_filter=_relative_links_stay_here,
         url_schemes=set(RICHTEXT_SCHEMES),
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
+
+
+def _relative_links_stay_here(tag: str, attribute: str, value: str) -> str | None:
+    r"""Drop a link that has no scheme yet leaves this host.
+
+    nh3 checks the scheme of absolute URLs against the allowlist and lets
+    relative ones through, but ``//host``, ``\\host``, ``/\host`` and the like
+    are protocol-relative: a browser reads them as another host's address
+    (it treats ``\`` as ``/`` in http(s) URLs and skips the characters in
+    ``_URL_TRIM``/``_URL_DROP``). nh3 hands this filter the decoded value, so
+    character references cannot hide the slashes.
+    """
+    if attribute != "href":
+        return value
+    seen = value.strip(_URL_TRIM).translate(_URL_DROP)
+    if seen[:2].replace("\\", "/") == "//":
+        return None
+    return value
 
 
 def _no_controls(allowed: str) -> Callable[[str], str]:
@@ -90,6 +113,16 @@ def _no_controls(allowed: str) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def _sanitized_within(limit: int) -> Callable[[str], str]:
+    def sanitize(value: str) -> str:
+        clean = sanitize_html(value)
+        if len(clean) > limit:
+            raise ValueError(f"longer than {limit} characters once sanitized (markup characters are escaped)")
+        return clean
+
+    return sanitize
 
 
 def _json_bounded(max_bytes: int, max_depth: int) -> Callable[[Any], Any]:
@@ -135,13 +168,14 @@ def body_type(field: FieldSettings) -> Any:
             AfterValidator(_no_controls("\t\n\r")),
         ]
     if field.type == "richtext":
-        # The length bound applies before sanitizing, so it also bounds its cost.
+        # The length bound applies before sanitizing, so it also bounds its
+        # cost, and again after: escaping grows text ("<" is stored as "&lt;").
         return Annotated[
             str,
             Strict(),
             StringConstraints(max_length=max_length(field)),
             AfterValidator(_no_controls("\t\n\r")),
-            AfterValidator(sanitize_html),
+            AfterValidator(_sanitized_within(max_length(field))),
         ]
     if field.type == "json":
         return Annotated[JsonValue, AfterValidator(_json_bounded(field.max_bytes or 16_384, field.max_depth or 8))]
@@ -244,6 +278,18 @@ def filter_parameters(collection: CollectionSettings) -> dict[str, tuple[str, st
         if field.filterable
         for op in OPERATORS[field.type]
     }
+
+
+def unknown_parameter(collection: CollectionSettings, parameter: str) -> str:
+    """Why a list query parameter does not exist: a bare "extra inputs are not
+    permitted" would not tell a client that the field exists but is not filterable."""
+    name, _, op = parameter.partition(".")
+    field = collection.fields.get(name)
+    if field is None or not op:
+        return "No such query parameter: besides limit, cursor and sort, filters are <field>.<operator>."
+    if not field.filterable:
+        return f"The field {name} is not filterable in this collection."
+    return f"The field {name} takes the operators {', '.join(OPERATORS[field.type])}."
 
 
 def query_model(name: str, collection: CollectionSettings) -> type[BaseModel]:

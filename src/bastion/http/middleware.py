@@ -51,8 +51,15 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json(?:\s*;\s*charset=\"?utf-8\"?)?", re.I)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+# HTML (the hosted pages, bastion.pages): scripts, styles and requests to this
+# origin only, never inline code, forms posting nowhere else, no framing, and
+# DOM sinks that take strings (innerHTML) refused outright.
+PAGE_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; require-trusted-types-for 'script'"
+)
 API_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -295,10 +302,12 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 def _merge_headers(
     headers: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
-    # Our security and server headers win over anything a handler set.
-    names = {name for name, _ in extra}
+    # Our security and server headers win over anything a handler set; the
+    # page policy for HTML, the API policy for everything else.
+    names = {name for name, _ in extra} | {b"content-security-policy"}
     kept = [(n, v) for n, v in headers if n.lower() not in names]
-    return kept + extra
+    html = any(n.lower() == b"content-type" and v.lower().startswith(b"text/html") for n, v in kept)
+    return [*kept, *extra, (b"content-security-policy", PAGE_CSP if html else API_CSP)]
 
 
 async def _send_problem(send: Send, problem: Problem, request_id: str) -> None:

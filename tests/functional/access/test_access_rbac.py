@@ -4,13 +4,20 @@ API5; ASVS V8.2.1, V8.2.2, V8.3.1, V15.3.3)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
+
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from sqlalchemy import select
 
 from bastion.access import Principal, check_routes, require
+from bastion.access.models import ApiKey
+from bastion.app import create_app
 from bastion.audit.models import AuditEvent
+from bastion.clock import FrozenClock
+from bastion.settings import Settings
 from harness import Harness
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -189,6 +196,9 @@ async def test_admin_defines_collections_through_the_api(harness: Harness, admin
 
     unforced = await admin_client.delete("/admin/api/v1/collections/tasks", headers=admin)
     assert unforced.status_code == 409
+    # Told what an HTTP client can do, not a command-line flag.
+    assert unforced.json()["detail"].endswith("repeat the request with ?force=true.")
+    assert "--force" not in unforced.text
     assert (await admin_client.delete("/admin/api/v1/collections/tasks?force=true", headers=admin)).status_code == 200
     gone = await harness.client.get("/api/v1/collections/tasks/records", headers=harness.bearer(alice))
     assert gone.status_code == 404
@@ -204,3 +214,71 @@ async def test_api_key_expiry_must_be_a_storable_aware_time(harness: Harness, ex
         headers=harness.bearer(alice),
     )
     assert response.status_code == 422
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def test_every_api_key_expires_within_the_maximum(harness: Harness) -> None:
+    """V7.3.1-style bound on credential lifetime: no key lives forever, none past auth.api_key_max_days."""
+    await harness.register(ALICE)
+    alice = await harness.login(ALICE)
+    now = harness.clock.now()
+
+    async def create(**fields: object) -> httpx.Response:
+        body = {"name": "k", "scopes": ["records:*"], **fields}
+        return await harness.client.post("/api/v1/me/api-keys", json=body, headers=harness.bearer(alice))
+
+    for too_late in (now + dt.timedelta(days=365, seconds=1), dt.datetime(9998, 12, 31, tzinfo=dt.UTC)):
+        refused = await create(expires_at=_iso(too_late))
+        assert refused.status_code == 422, too_late
+        assert refused.json()["detail"] == "expires_at must be in the future and at most 365 days away."
+    assert (await create(expires_at=_iso(now + dt.timedelta(days=365)))).status_code == 201
+
+    # Without expires_at: the default lifetime, and the key stops working after it.
+    default = await create()
+    assert default.status_code == 201
+    assert dt.datetime.fromisoformat(default.json()["expires_at"]) == now + dt.timedelta(days=90)
+    as_key = {"authorization": f"Bearer {default.json()['key']}"}
+    assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code != 401
+    harness.clock.advance(days=90, seconds=1)
+    assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code == 401
+
+
+async def test_a_key_made_without_an_expiry_before_the_cap_still_expires(harness: Harness) -> None:
+    await harness.register(ALICE)
+    alice = await harness.login(ALICE)
+    body = {"name": "legacy", "scopes": ["records:*"]}
+    created = (await harness.client.post("/api/v1/me/api-keys", json=body, headers=harness.bearer(alice))).json()
+    async with harness.app.state.sessionmaker() as db:
+        key = await db.get(ApiKey, created["id"])
+        assert key is not None
+        key.expires_at = None  # as keys were stored before every key expired
+        await db.commit()
+    as_key = {"authorization": f"Bearer {created['key']}"}
+    harness.clock.advance(days=364)
+    assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code != 401
+    harness.clock.advance(days=1, seconds=1)
+    assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code == 401
+
+
+async def test_api_key_lifetimes_are_settings(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(
+        passwords={"memory_cost_kib": 7168, "time_cost": 1}, auth={"api_key_default_days": 7, "api_key_max_days": 30}
+    )
+    clock = FrozenClock()
+    app = create_app(settings, clock=clock)
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.31", 5000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="https://testserver") as client,
+    ):
+        harness = Harness(app, client, clock, settings)
+        await harness.register(ALICE)
+        alice = harness.bearer(await harness.login(ALICE))
+        body = {"name": "k", "scopes": ["records:*"]}
+        created = await client.post("/api/v1/me/api-keys", json=body, headers=alice)
+        assert dt.datetime.fromisoformat(created.json()["expires_at"]) == clock.now() + dt.timedelta(days=7)
+        late = {**body, "expires_at": _iso(clock.now() + dt.timedelta(days=31))}
+        assert (await client.post("/api/v1/me/api-keys", json=late, headers=alice)).status_code == 422

@@ -110,6 +110,50 @@ async def test_xss_in_string_fields_is_inert_json(data: DataHarness, payload: st
     assert response.json()["title"] == payload[:200]
 
 
+OFF_SITE_LINKS = [
+    "//evil.example/x",
+    "\\\\evil.example/x",
+    "/\\evil.example/x",
+    "\\/evil.example/x",
+    "///evil.example/x",
+    "  //evil.example/x",
+    "/\t/evil.example/x",
+    "/\n/evil.example/x",
+    "&#47;&#47;evil.example/x",
+    "&#x5c;&#x5c;evil.example/x",
+    " javascript:alert(1)",
+    "\tjavascript:alert(1)",
+    "java\nscript:alert(1)",
+    "&#1;javascript:alert(1)",
+]
+
+
+@pytest.mark.parametrize("href", OFF_SITE_LINKS)
+async def test_links_without_an_allowed_scheme_cannot_leave_the_site(data: DataHarness, href: str) -> None:
+    """V1.3.1, V3.2.2: a protocol-relative or disguised link is stripped like a forbidden scheme."""
+    created = await data.create(data.alice, "notes", {**NOTE, "body": f'<a href="{href}">x</a>'})
+    assert created["body"] == '<a rel="noopener noreferrer nofollow">x</a>'
+
+
+async def test_relative_links_on_the_site_are_kept(data: DataHarness) -> None:
+    body = '<a href="/notes/1">a</a><a href="#top">b</a><a href="other">c</a>'
+    created = await data.create(data.alice, "notes", {**NOTE, "body": body})
+    assert created["body"].count('href="') == 3
+
+
+async def test_richtext_is_bounded_after_sanitizing(data: DataHarness) -> None:
+    """V1.3.1, V2.2.1: escaping grows text ("<" is stored as "&lt;"), so the bound applies to what is stored."""
+    flood = await data.client.post(
+        data.records("things"), json={"html": "<" * 100_000}, headers=data.bearer(data.alice)
+    )
+    assert flood.status_code == 422
+    assert flood.json()["errors"][0]["pointer"] == "/html"
+    assert "once sanitized" in flood.json()["errors"][0]["detail"]
+    fits = await data.client.post(data.records("things"), json={"html": "<" * 25_000}, headers=data.bearer(data.alice))
+    assert fits.status_code == 201
+    assert len(fits.json()["html"]) == 100_000
+
+
 async def test_richtext_keeps_safe_markup(data: DataHarness) -> None:
     html = '<h2>Plan</h2><ul><li><strong>bold</strong> and <em>em</em></li></ul><a href="mailto:a@example.com">m</a>'
     created = await data.create(data.alice, "notes", {**NOTE, "body": html})

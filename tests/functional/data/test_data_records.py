@@ -253,6 +253,24 @@ async def test_undeclared_filters_and_sorts_are_422(data: DataHarness, query: st
     assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("body.eq=x", "The field body is not filterable in this collection."),
+        ("title.lt=a", "The field title takes the operators eq, ne, in, prefix."),
+        ("colour=red", "No such query parameter: besides limit, cursor and sort, filters are <field>.<operator>."),
+        ("owner.eq=x", "No such query parameter: besides limit, cursor and sort, filters are <field>.<operator>."),
+    ],
+)
+async def test_a_refused_filter_says_why(data: DataHarness, query: str, detail: str) -> None:
+    """Not "Extra inputs are not permitted": the client learns which part of the filter does not exist."""
+    response = await data.client.get(f"{data.records('notes')}?{query}", headers=data.bearer(data.alice))
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"detail": detail, "parameter": query.split("=", maxsplit=1)[0], "in": "query"}
+    ]
+
+
 async def test_admin_api_service_defines_changes_and_drops_a_collection(data: DataHarness) -> None:
     """The service the admin API calls: new collections serve at once; dropping data needs force."""
     service = data.app.state.data
