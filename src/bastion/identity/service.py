@@ -17,12 +17,13 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, Update, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
+from bastion.db.claims import claim, compare_and_set
 from bastion.identity import mails
 from bastion.identity.errors import (
     EmailNotVerified,
@@ -58,6 +59,53 @@ MFA_STEP = "mfa"
 # password cannot buy an unlimited guess at a 6-digit code.
 MFA_ATTEMPTS = 5
 
+# A one-time token is usable while unused, unexpired and under its attempt
+# cap (only MFA steps ever count attempts). Every claim below repeats this
+# in its WHERE clause (bastion.db.claims).
+_USABLE: tuple[ColumnElement[bool], ...] = (
+    OneTimeToken.used_at.is_(None),
+    OneTimeToken.attempts < MFA_ATTEMPTS,
+    OneTimeToken.expires_at > bindparam("now"),
+)
+_SPEND_TOKEN = compare_and_set(
+    OneTimeToken,
+    OneTimeToken.token_hash == bindparam("hashed"),
+    OneTimeToken.purpose == bindparam("for_purpose"),
+    *_USABLE,
+    values={OneTimeToken.used_at: bindparam("now")},
+    returning=[OneTimeToken.user_id],
+)
+_SPEND_MFA_STEP = compare_and_set(
+    OneTimeToken,
+    OneTimeToken.id == bindparam("token_id"),
+    *_USABLE,
+    values={OneTimeToken.used_at: bindparam("now")},
+    returning=[OneTimeToken.id],
+)
+# A wrong code spends one attempt; at the cap the step is burnt (no longer _USABLE).
+_COUNT_MFA_ATTEMPT = compare_and_set(
+    OneTimeToken,
+    OneTimeToken.id == bindparam("token_id"),
+    *_USABLE,
+    values={OneTimeToken.attempts: OneTimeToken.attempts + 1},
+    returning=[OneTimeToken.attempts],
+)
+# A TOTP code is good once: its time step must be later than the last one accepted.
+_SPEND_TOTP_STEP = compare_and_set(
+    User,
+    User.id == bindparam("account"),
+    or_(User.totp_last_step.is_(None), User.totp_last_step < bindparam("step")),
+    values={User.totp_last_step: bindparam("step")},
+    returning=[User.id],
+)
+_SPEND_RECOVERY_CODE = compare_and_set(
+    RecoveryCode,
+    RecoveryCode.id == bindparam("code_id"),
+    RecoveryCode.used_at.is_(None),
+    values={RecoveryCode.used_at: bindparam("now")},
+    returning=[RecoveryCode.id],
+)
+
 
 def normalize_email(email: str) -> str:
     """One spelling per mailbox: NFKC, trimmed, lower-cased.
@@ -66,6 +114,10 @@ def normalize_email(email: str) -> str:
     users expect: Alice@x and alice@x are one account.
     """
     return unicodedata.normalize("NFKC", email).strip().lower()
+
+
+# A claim (bastion.db.claims) that spends a second factor which matched.
+Spend = tuple[Update, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -171,7 +223,10 @@ class IdentityService:
         uow.outbox.append(mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name))
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
-        user = await self._consume_token(uow, token, VERIFY_EMAIL)
+        user_id = await self._spend_token(uow, token, VERIFY_EMAIL)
+        user = await uow.db.get(User, user_id) if user_id else None
+        if user is None:
+            raise InvalidToken
         if user.email_verified_at is None:
             user.email_verified_at = self.clock.now()
         self._audit(uow, EventTag.EMAIL_VERIFY, actor_id=user.id)
@@ -239,20 +294,29 @@ class IdentityService:
         return await self._issue_token(uow, user, MFA_STEP, self.settings.mfa_token_ttl)
 
     async def complete_mfa(self, uow: UnitOfWork, mfa_token: str, factor: SecondFactor) -> User:
-        """The second factor, bound to the first by the single-use MFA step token."""
+        """The second factor, bound to the first by the single-use MFA step token.
+
+        A code is checked first and spent after, each spending one claim
+        (bastion.db.claims): a wrong code claims one of the step's
+        MFA_ATTEMPTS, a right one claims the step itself and then the code.
+        A verdict whose claim fails counts for nothing, so however many
+        codes race on one step, at most MFA_ATTEMPTS of them are ever judged,
+        and one code opens at most one session.
+        """
         row = await self._live_token(uow, mfa_token, MFA_STEP)
-        if row is None:
+        user = await uow.db.get(User, row.user_id) if row else None
+        if row is None or user is None or user.disabled or not user.totp_enabled:
             raise InvalidMfa
-        user = await uow.db.get(User, row.user_id)
-        if user is None or user.disabled or not user.totp_enabled:
-            raise InvalidMfa
-        if not await self._check_second_factor(uow, user, factor):
-            row.attempts += 1
-            if row.attempts >= MFA_ATTEMPTS:
-                row.used_at = self.clock.now()
+        now = self.clock.now()
+        spend = await self._match_second_factor(uow, user, factor)
+        if spend is None:
+            await claim(uow.db, _COUNT_MFA_ATTEMPT, {"token_id": row.id, "now": now})
             self._audit(uow, EventTag.MFA, outcome=Outcome.FAILURE, subject_id=user.id)
             raise InvalidMfa
-        row.used_at = self.clock.now()
+        if await claim(uow.db, _SPEND_MFA_STEP, {"token_id": row.id, "now": now}) is None:
+            raise InvalidMfa
+        if await claim(uow.db, *spend) is None:
+            raise InvalidMfa
         method = "recovery_code" if factor.recovery_code else "totp"
         self._audit(uow, EventTag.MFA, actor_id=user.id, details={"method": method})
         return user
@@ -276,11 +340,12 @@ class IdentityService:
         """
         row = await self._live_token(uow, token, RESET_PASSWORD)
         user = await uow.db.get(User, row.user_id) if row else None
-        if row is None or user is None:
+        if user is None:
             raise InvalidToken
-        # Check the policy before burning the token, so a weak choice can be retried.
+        # Check the policy before spending the token, so a weak choice can be retried.
         password_hash = await self.hasher.hash(await self.check_password(new_password, user.email))
-        row.used_at = self.clock.now()
+        if await self._spend_token(uow, token, RESET_PASSWORD) is None:
+            raise InvalidToken  # spent meanwhile by a racing reset
         self._set_password(user, password_hash)
         user.locked_until = None
         user.failed_logins = 0
@@ -322,7 +387,8 @@ class IdentityService:
         """Turn TOTP on once a code proves the app has the secret; returns fresh recovery codes."""
         if user.totp_enabled or user.totp_secret is None:
             raise MfaStateError
-        if not self._check_totp(user, code):
+        spend = self._match_totp(user, code)
+        if spend is None or await claim(uow.db, *spend) is None:
             raise InvalidMfa
         user.totp_enabled = True
         codes = new_recovery_codes()
@@ -340,9 +406,12 @@ class IdentityService:
         """Turn TOTP off; needs a fresh second factor, not just a session."""
         if not user.totp_enabled:
             raise MfaStateError
-        if not await self._check_second_factor(uow, user, factor):
+        spend = await self._match_second_factor(uow, user, factor)
+        if spend is None:
             self._audit(uow, EventTag.TOTP_DISABLE, outcome=Outcome.FAILURE, actor_id=user.id)
             raise InvalidMfa
+        if await claim(uow.db, *spend) is None:
+            raise InvalidMfa  # the same code, spent meanwhile by a racing request
         user.totp_enabled = False
         user.totp_secret = None
         user.totp_last_step = None
@@ -353,42 +422,33 @@ class IdentityService:
     def mfa_required(self, user: User) -> bool:
         return any(role in self.settings.mfa_required_roles for role in user.role_names)
 
-    async def _check_second_factor(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> bool:
+    async def _match_second_factor(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> Spend | None:
+        """The claim that spends ``factor`` if it is right for ``user`` (run it to use the factor), else None."""
         if factor.code is not None:
-            return self._check_totp(user, factor.code)
+            return self._match_totp(user, factor.code)
         if factor.recovery_code is not None:
-            return await self._use_recovery_code(uow, user, normalize_recovery_code(factor.recovery_code))
-        return False
+            return await self._match_recovery_code(uow, user, normalize_recovery_code(factor.recovery_code))
+        return None
 
-    async def _use_recovery_code(self, uow: UnitOfWork, user: User, code: str) -> bool:
+    async def _match_recovery_code(self, uow: UnitOfWork, user: User, code: str) -> Spend | None:
         unused = await uow.db.scalars(
             select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
         )
         for row in unused:
             if (await self.hasher.verify_and_update(row.code_hash, code))[0]:
-                # Claim it atomically: of two racing requests only one may use it.
-                claimed = await uow.db.execute(
-                    update(RecoveryCode)
-                    .where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
-                    .values(used_at=self.clock.now())
-                    .execution_options(synchronize_session=False)
-                )
-                return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
-        return False
+                return _SPEND_RECOVERY_CODE, {"code_id": row.id, "now": self.clock.now()}
+        return None
 
-    def _check_totp(self, user: User, code: str) -> bool:
+    def _match_totp(self, user: User, code: str) -> Spend | None:
         if user.totp_secret is None:
-            return False
+            return None
         try:
             secret = self.encryptor.decrypt(user.totp_secret, self._totp_aad(user)).decode()
         except InvalidCiphertext:
-            return False
+            return None
         now = int(self.clock.now().timestamp())
         step = verify_totp(secret, code, now=now, after_step=user.totp_last_step)
-        if step is None:
-            return False
-        user.totp_last_step = step  # a code is good once: replays are refused
-        return True
+        return None if step is None else (_SPEND_TOTP_STEP, {"account": user.id, "step": step})
 
     def _audit(self, uow: UnitOfWork, tag: EventTag, **fields: Any) -> None:
         record_event(uow.db, self.clock, tag, origin=uow.origin, **fields)
@@ -430,20 +490,20 @@ class IdentityService:
         return token
 
     async def _live_token(self, uow: UnitOfWork, token: str, purpose: str) -> OneTimeToken | None:
+        """The token's row if it looks usable now: a hint only, a claim decides (bastion.db.claims)."""
         row = await uow.db.scalar(
             select(OneTimeToken).where(OneTimeToken.token_hash == hash_token(token), OneTimeToken.purpose == purpose)
         )
-        if row is None or row.used_at is not None or row.expires_at <= self.clock.now():
+        now = self.clock.now()
+        if row is None or row.used_at is not None or row.attempts >= MFA_ATTEMPTS or row.expires_at <= now:
             return None
         return row
 
-    async def _consume_token(self, uow: UnitOfWork, token: str, purpose: str) -> User:
-        row = await self._live_token(uow, token, purpose)
-        user = await uow.db.get(User, row.user_id) if row else None
-        if row is None or user is None:
-            raise InvalidToken
-        row.used_at = self.clock.now()
-        return user
+    async def _spend_token(self, uow: UnitOfWork, token: str, purpose: str) -> uuid.UUID | None:
+        """Use a single-use token: its user's id, or None if it is unknown, spent or expired."""
+        parameters = {"hashed": hash_token(token), "for_purpose": purpose, "now": self.clock.now()}
+        spent = await claim(uow.db, _SPEND_TOKEN, parameters)
+        return None if spent is None else spent.user_id
 
     def _link(self, page: str, token: str | None = None) -> str:
         base = f"{self.settings.public_url.rstrip('/')}/{page}"
