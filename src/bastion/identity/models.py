@@ -23,7 +23,10 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
+    # Wrong passwords and wrong second factors are counted apart (see
+    # IdentityService._count_failure); either count can lock the account.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    failed_mfa: Mapped[int] = mapped_column(Integer, default=0)
     lockouts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

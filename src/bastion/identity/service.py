@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 from sqlalchemy import ColumnElement, Update, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import raiseload
+from sqlalchemy.orm import InstrumentedAttribute, raiseload
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
@@ -254,7 +254,8 @@ class IdentityService:
             raise LoginFailed
         valid, new_hash = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
-            await self._count_failure(uow, user)
+            self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
+            await self._count_failure(uow, user, User.failed_logins)
             raise LoginFailed
         if new_hash is not None:
             user.password_hash = new_hash  # parameters changed since this hash was made
@@ -263,25 +264,28 @@ class IdentityService:
             raise EmailNotVerified
         return user
 
-    async def _count_failure(self, uow: UnitOfWork, user: User) -> None:
-        """Record a wrong password; at the threshold, lock for an escalating time.
+    async def _count_failure(self, uow: UnitOfWork, user: User, counter: InstrumentedAttribute[int]) -> None:
+        """Record a wrong password (``User.failed_logins``) or second factor
+        (``User.failed_mfa``); at the threshold, lock for an escalating time.
 
-        Counted in SQL (``failed_logins + 1``), not on the loaded row: guesses
-        racing each other must not overwrite each other's count.
+        Counted in SQL (``counter + 1``), not on the loaded row: guesses
+        racing each other must not overwrite each other's count. The two
+        counts are apart because the right password clears its own: whoever
+        holds the password must not clear the count of the codes they guess.
+        Either count leads to the same lockout, which refuses both factors.
         """
-        self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
-        counted = update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1)
-        failures = (await uow.db.execute(counted.returning(User.failed_logins))).scalar_one()
+        counted = update(User).where(User.id == user.id).values({counter: counter + 1})
+        failures, lockouts = (await uow.db.execute(counted.returning(counter, User.lockouts))).one()
         if failures < self.settings.lockout_threshold:
             return
         # Each lockout lasts twice the previous one (capped at a day), so a
         # patient attacker gets ever fewer guesses per day.
-        seconds = min(self.settings.lockout_seconds * 2 ** min(user.lockouts, 16), 86400)
+        seconds = min(self.settings.lockout_seconds * 2 ** min(lockouts, 16), 86400)
         until = self.clock.now() + dt.timedelta(seconds=seconds)
         lock = (
             update(User)
             .where(User.id == user.id)
-            .values(locked_until=until, lockouts=User.lockouts + 1, failed_logins=0)
+            .values({User.locked_until: until, User.lockouts: User.lockouts + 1, counter: 0})
         )
         await uow.db.execute(lock)
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
@@ -308,15 +312,21 @@ class IdentityService:
         if row is None or user is None or user.disabled or not user.totp_enabled:
             raise InvalidMfa
         now = self.clock.now()
+        if user.locked_until is not None and user.locked_until > now:
+            # A step token issued before the lockout buys no guesses during it.
+            self._audit(uow, EventTag.MFA, outcome=Outcome.DENIED, subject_id=user.id, details={"reason": "locked"})
+            raise InvalidMfa
         spend = await self._match_second_factor(uow, user, factor)
         if spend is None:
             await claim(uow.db, _COUNT_MFA_ATTEMPT, {"token_id": row.id, "now": now})
             self._audit(uow, EventTag.MFA, outcome=Outcome.FAILURE, subject_id=user.id)
+            await self._count_failure(uow, user, User.failed_mfa)
             raise InvalidMfa
         if await claim(uow.db, _SPEND_MFA_STEP, {"token_id": row.id, "now": now}) is None:
             raise InvalidMfa
         if await claim(uow.db, *spend) is None:
             raise InvalidMfa
+        user.failed_mfa = 0
         method = "recovery_code" if factor.recovery_code else "totp"
         self._audit(uow, EventTag.MFA, actor_id=user.id, details={"method": method})
         return user
@@ -348,7 +358,7 @@ class IdentityService:
             raise InvalidToken  # spent meanwhile by a racing reset
         self._set_password(user, password_hash)
         user.locked_until = None
-        user.failed_logins = 0
+        user.failed_logins = user.failed_mfa = 0
         # Whoever reads the inbox owns the account, so the address is verified.
         user.email_verified_at = user.email_verified_at or self.clock.now()
         self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
@@ -470,7 +480,7 @@ class IdentityService:
     async def unlock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
         user.disabled = False
         user.locked_until = None
-        user.failed_logins = 0
+        user.failed_logins = user.failed_mfa = 0
         self._audit(uow, EventTag.UNLOCK, actor_id=actor_id, subject_id=user.id)
 
     # --- one-time tokens ------------------------------------------------
