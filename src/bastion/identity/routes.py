@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from bastion.access import Principal, authenticated, public
+from bastion.access.service import AccessService
 from bastion.http.deps import work
 from bastion.http.problems import NotFound, TooManyRequests, ValidationFailed
 from bastion.http.ratelimit import rate_limit
@@ -22,6 +23,7 @@ from bastion.identity.models import User
 from bastion.identity.service import IdentityService, SecondFactor
 from bastion.identity.throttle import LOGIN_ACCOUNT_SCOPE, account_key, sign_in_address
 from bastion.sessions.service import SessionService, TokenPair
+from bastion.work import UnitOfWork
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]
@@ -162,8 +164,19 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
 async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
     async with work(request) as uow:
         user = await _identity(request).reset_password(uow, body.token, body.new_password)
-        await _sessions(request).revoke_all(uow, user.id, reason="password_reset")
+        await _end_credentials(request, uow, user.id, reason="password_reset")
     return Response(status_code=204)
+
+
+async def _end_credentials(
+    request: Request, uow: UnitOfWork, user_id: uuid.UUID, *, reason: str, keep: uuid.UUID | None = None
+) -> None:
+    """A new password ends what the old one could have opened: every session
+    (but ``keep``, the owner's own) and every API key, since whoever knew the
+    old password could have made one."""
+    await _sessions(request).revoke_all(uow, user_id, reason=reason, keep=keep)
+    access: AccessService = request.app.state.access
+    await access.revoke_keys_of(uow, user_id, reason=reason)
 
 
 async def _me(request: Request, caller: Principal) -> User:
@@ -195,7 +208,7 @@ async def change_password(body: schemas.PasswordChange, caller: Caller, request:
         if user is None:
             raise LoginFailed
         await _identity(request).change_password(uow, user, body.current_password, body.new_password)
-        await _sessions(request).revoke_all(uow, user.id, reason="password_change", keep=caller.session_id)
+        await _end_credentials(request, uow, user.id, reason="password_change", keep=caller.session_id)
     return Response(status_code=204)
 
 
