@@ -35,12 +35,11 @@ from bastion.identity.errors import (
     WeakPassword,
 )
 from bastion.identity.hashing import AsyncHasher
-from bastion.identity.models import OneTimeToken, RecoveryCode, User, UserRole
+from bastion.identity.models import OneTimeToken, RecoveryCode, User, UserRole, totp_secret_aad
 from bastion.identity.policy import PasswordPolicy
 from bastion.security import (
     Encryptor,
     InvalidCiphertext,
-    aad_for,
     hash_token,
     new_recovery_codes,
     new_totp_secret,
@@ -388,7 +387,7 @@ class IdentityService:
         if user.totp_enabled:
             raise MfaStateError("Two-factor authentication is already on; remove it first.")
         secret = new_totp_secret()
-        user.totp_secret = self.encryptor.encrypt(secret.encode(), self._totp_aad(user))
+        user.totp_secret = self.encryptor.encrypt(secret.encode(), totp_secret_aad(user.id))
         user.totp_last_step = None
         self._audit(uow, EventTag.TOTP_ENROL, actor_id=user.id)
         return secret, totp_uri(secret, account=user.email, issuer=self.settings.service_name)
@@ -453,7 +452,7 @@ class IdentityService:
         if user.totp_secret is None:
             return None
         try:
-            secret = self.encryptor.decrypt(user.totp_secret, self._totp_aad(user)).decode()
+            secret = self.encryptor.decrypt(user.totp_secret, totp_secret_aad(user.id)).decode()
         except InvalidCiphertext:
             return None
         now = int(self.clock.now().timestamp())
@@ -462,9 +461,6 @@ class IdentityService:
 
     def _audit(self, uow: UnitOfWork, tag: EventTag, **fields: Any) -> None:
         record_event(uow.db, self.clock, tag, origin=uow.origin, **fields)
-
-    def _totp_aad(self, user: User) -> bytes:
-        return aad_for("users", "totp_secret", str(user.id))
 
     # --- admin ----------------------------------------------------------
 
