@@ -17,12 +17,13 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import ColumnElement, Update, bindparam, delete, or_, select, update
+from sqlalchemy import ColumnElement, String, Update, bindparam, delete, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, raiseload
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
+from bastion.db import UTCDateTime
 from bastion.db.claims import claim, compare_and_set
 from bastion.identity import mails
 from bastion.identity.errors import (
@@ -88,6 +89,22 @@ _COUNT_MFA_ATTEMPT = compare_and_set(
     *_USABLE,
     values={OneTimeToken.attempts: OneTimeToken.attempts + 1},
     returning=[OneTimeToken.attempts],
+)
+# A reset token for the enabled account with an address, if there is one: the
+# same statement either way (IdentityService.forgot_password).
+_ISSUE_RESET_TOKEN = (
+    insert(OneTimeToken)
+    .from_select(
+        ["token_hash", "purpose", "user_id", "created_at", "expires_at"],
+        select(
+            bindparam("hashed", type_=String),
+            literal(RESET_PASSWORD, String),
+            User.id,
+            bindparam("now", type_=UTCDateTime),
+            bindparam("expires", type_=UTCDateTime),
+        ).where(User.email == bindparam("email"), User.disabled.is_(False)),
+    )
+    .returning(OneTimeToken.user_id)
 )
 # A TOTP code is good once: its time step must be later than the last one accepted.
 _SPEND_TOTP_STEP = compare_and_set(
@@ -333,14 +350,26 @@ class IdentityService:
     # --- passwords ------------------------------------------------------
 
     async def forgot_password(self, uow: UnitOfWork, email: str) -> None:
-        user = await self.by_email(uow.db, email)
-        if user is None or user.disabled:
-            return
-        self._audit(uow, EventTag.PASSWORD_FORGOT, subject_id=user.id)
-        token = await self._issue_token(uow, user, RESET_PASSWORD, self.settings.email_token_ttl)
-        link = self._link("reset-password", token)
-        minutes = self.settings.email_token_ttl // 60
-        uow.outbox.append(mails.password_reset_mail(user.email, link, self.settings.service_name, minutes))
+        """Mail a reset link if an enabled account has the address.
+
+        Whether it has is decided inside one statement, so the time taken
+        does not tell (it did: 8 ms against 3). Both ways make and hash a
+        token, run the same INSERT … SELECT (it writes a row only where
+        the account exists), write one audit event and commit; only the
+        mail differs, and it is delivered after the response, off its path.
+        """
+        email, token, now = normalize_email(email), token_urlsafe(32), self.clock.now()
+        expires = now + dt.timedelta(seconds=self.settings.email_token_ttl)
+        connection = await uow.db.connection()
+        issued = await connection.execute(
+            _ISSUE_RESET_TOKEN, {"hashed": hash_token(token), "email": email, "now": now, "expires": expires}
+        )
+        user_id = issued.scalar()
+        outcome = Outcome.SUCCESS if user_id else Outcome.FAILURE
+        self._audit(uow, EventTag.PASSWORD_FORGOT, outcome=outcome, subject_id=user_id)
+        if user_id is not None:
+            link, minutes = self._link("reset-password", token), self.settings.email_token_ttl // 60
+            uow.outbox.append(mails.password_reset_mail(email, link, self.settings.service_name, minutes))
 
     async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
         """Set a new password from a reset link; also unlocks the account.
