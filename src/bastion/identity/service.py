@@ -17,7 +17,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import ColumnElement, String, Update, bindparam, delete, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Insert, String, Update, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, raiseload
 
@@ -90,22 +92,40 @@ _COUNT_MFA_ATTEMPT = compare_and_set(
     values={OneTimeToken.attempts: OneTimeToken.attempts + 1},
     returning=[OneTimeToken.attempts],
 )
-# A reset token for the enabled account with an address, if there is one: the
-# same statement either way (IdentityService.forgot_password).
-_ISSUE_RESET_TOKEN = (
-    insert(OneTimeToken)
-    .from_select(
-        ["token_hash", "purpose", "user_id", "created_at", "expires_at"],
-        select(
-            bindparam("hashed", type_=String),
-            literal(RESET_PASSWORD, String),
-            User.id,
-            bindparam("now", type_=UTCDateTime),
-            bindparam("expires", type_=UTCDateTime),
-        ).where(User.email == bindparam("email"), User.disabled.is_(False)),
+
+
+def _issue_token_where(*account: ColumnElement[bool]) -> Insert:
+    """A token for the account matching ``account``, if one does: the same
+    statement whether or not one does, so that branches which must not tell
+    whether an address has an account do the same work."""
+    return (
+        insert(OneTimeToken)
+        .from_select(
+            ["token_hash", "purpose", "user_id", "created_at", "expires_at"],
+            select(
+                bindparam("hashed", type_=String),
+                bindparam("for_purpose", type_=String),
+                User.id,
+                bindparam("now", type_=UTCDateTime),
+                bindparam("expires", type_=UTCDateTime),
+            ).where(*account),
+        )
+        .returning(OneTimeToken.user_id)
     )
-    .returning(OneTimeToken.user_id)
+
+
+_ISSUE_RESET_TOKEN = _issue_token_where(User.email == bindparam("email"), User.disabled.is_(False))
+_ISSUE_TOKEN_IF_NEW = _issue_token_where(User.id == bindparam("account"))
+_ADD_ROLE = insert(UserRole).from_select(
+    ["user_id", "role"], select(User.id, bindparam("role_name", type_=String)).where(User.id == bindparam("account"))
 )
+
+
+def _insert_ignoring_conflict(dialect: str, model: type[User]) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING: a taken address is not an error, and costs the same."""
+    build = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return build(model).on_conflict_do_nothing()
+
 # A TOTP code is good once: its time step must be later than the last one accepted.
 _SPEND_TOTP_STEP = compare_and_set(
     User,
@@ -194,28 +214,36 @@ class IdentityService:
         """A new account; raises ValueError if the address is taken (callers decide what to reveal)."""
         email = normalize_email(email)
         password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
-        if await self.by_email(uow.db, email) is not None:
+        user_id, created = await self._add_user(uow, email, password_hash, roles, verified=verified)
+        user = await uow.db.get(User, user_id) if created else None
+        if user is None:
             raise ValueError("an account with this email already exists")
-        user = await self._add_user(uow, email, password_hash, roles, verified=verified)
         self._audit(uow, EventTag.USER_CREATE, actor_id=actor_id, subject_id=user.id)
         return user
 
     async def _add_user(
         self, uow: UnitOfWork, email: str, password_hash: str | None, roles: Sequence[str], *, verified: bool
-    ) -> User:
-        now = self.clock.now()
-        user = User(
-            id=uuid.uuid4(),
+    ) -> tuple[uuid.UUID, bool]:
+        """Add the account unless the address is taken: (the address's account id, whether it is new).
+
+        The same statements run either way (the roles' INSERT … SELECT
+        writes nothing for a taken address), so registration's two
+        branches cost the same.
+        """
+        now, new_id = self.clock.now(), uuid.uuid4()
+        connection = await uow.db.connection()
+        new_user = _insert_ignoring_conflict(connection.dialect.name, User).values(
+            id=new_id,
             email=email,
             password_hash=password_hash,
             created_at=now,
             password_changed_at=now if password_hash else None,
             email_verified_at=now if verified else None,
-            roles=[UserRole(role=role) for role in dict.fromkeys(roles)],
         )
-        uow.db.add(user)
-        await uow.db.flush()  # the row must exist before anything that refers to it
-        return user
+        await connection.execute(new_user)
+        user_id = (await connection.execute(select(User.id).where(User.email == email))).scalar_one()
+        await connection.execute(_ADD_ROLE, [{"account": new_id, "role_name": role} for role in dict.fromkeys(roles)])
+        return user_id, user_id == new_id
 
     async def register(self, uow: UnitOfWork, email: str, password: str) -> None:
         """Open registration. Same outcome whether or not the address exists:
@@ -224,18 +252,30 @@ class IdentityService:
             raise RegistrationClosed
         email = normalize_email(email)
         normalized = await self.check_password(password, email)
-        # Hash in both branches, so timing does not tell taken from free.
+        # Both branches hash, run the same statements (_add_user and an
+        # INSERT … SELECT of the token that writes nothing for a taken
+        # address), audit and commit, so timing does not tell taken from free.
         password_hash = await self.hasher.hash(normalized)
-        existing = await self.by_email(uow.db, email)
-        if existing is not None:
-            self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=existing.id)
+        user_id, created = await self._add_user(uow, email, password_hash, ["user"], verified=False)
+        token, now = token_urlsafe(32), self.clock.now()
+        connection = await uow.db.connection()
+        await connection.execute(
+            _ISSUE_TOKEN_IF_NEW,
+            {
+                "hashed": hash_token(token),
+                "for_purpose": VERIFY_EMAIL,
+                "account": user_id if created else None,
+                "now": now,
+                "expires": now + dt.timedelta(seconds=self.settings.email_token_ttl),
+            },
+        )
+        if not created:
+            self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=user_id)
             uow.outbox.append(
                 mails.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
             )
             return
-        user = await self._add_user(uow, email, password_hash, ["user"], verified=False)
-        self._audit(uow, EventTag.REGISTER, actor_id=user.id)
-        token = await self._issue_token(uow, user, VERIFY_EMAIL, self.settings.email_token_ttl)
+        self._audit(uow, EventTag.REGISTER, actor_id=user_id)
         uow.outbox.append(mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name))
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
@@ -361,9 +401,8 @@ class IdentityService:
         email, token, now = normalize_email(email), token_urlsafe(32), self.clock.now()
         expires = now + dt.timedelta(seconds=self.settings.email_token_ttl)
         connection = await uow.db.connection()
-        issued = await connection.execute(
-            _ISSUE_RESET_TOKEN, {"hashed": hash_token(token), "email": email, "now": now, "expires": expires}
-        )
+        parameters = {"hashed": hash_token(token), "for_purpose": RESET_PASSWORD, "email": email}
+        issued = await connection.execute(_ISSUE_RESET_TOKEN, {**parameters, "now": now, "expires": expires})
         user_id = issued.scalar()
         outcome = Outcome.SUCCESS if user_id else Outcome.FAILURE
         self._audit(uow, EventTag.PASSWORD_FORGOT, outcome=outcome, subject_id=user_id)

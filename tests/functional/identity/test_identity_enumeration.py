@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Harness
+from harness import PASSWORD, Harness
 from sqlalchemy import event
 
 import bastion.identity.service as identity_service
@@ -25,7 +25,12 @@ from bastion.settings import Settings
 KNOWN, UNKNOWN, DISABLED = "known@example.com", "nobody@example.com", "disabled@example.com"
 ALL = (KNOWN, UNKNOWN, DISABLED)
 FORGOT = "/api/v1/auth/password/forgot"
-ROOMY = {"forgot_rate_per_ip": "100000/minute", "mail_rate_per_account": "100000/minute"}
+REGISTER = "/api/v1/auth/register"
+ROOMY = {
+    "forgot_rate_per_ip": "100000/minute",
+    "register_rate_per_ip": "1000/minute",
+    "mail_rate_per_account": "100000/minute",
+}
 
 
 @pytest.fixture
@@ -108,6 +113,22 @@ async def test_forgot_password_does_the_same_work_for_every_address(harness: Har
     assert known.calls["hash_token"] == 1
     resets = {address: [m for m in await harness.mails(address) if "Reset" in m["Subject"]] for address in ALL}
     assert [len(resets[address]) for address in ALL] == [1, 0, 0]
+
+
+async def test_register_does_the_same_work_for_a_taken_and_a_free_address(harness: Harness) -> None:
+    """V6.3.8: signing up with a taken address costs what a new account costs
+    (the statements, the password hash, the token, one commit); the owner of
+    the taken address gets a mail instead of a second account."""
+    taken = await _work_of(harness, REGISTER, {"email": KNOWN, "password": PASSWORD})
+    free = await _work_of(harness, REGISTER, {"email": "new@example.com", "password": PASSWORD})
+    assert taken.statements == free.statements
+    assert taken.commits == free.commits == 1
+    assert taken.calls == free.calls
+    assert taken.calls["hash"] == 1
+    assert any("Someone tried to register" in m["Subject"] for m in await harness.mails(KNOWN))
+    assert any("Confirm your email" in m["Subject"] for m in await harness.mails("new@example.com"))
+    async with harness.app.state.sessionmaker() as db:
+        assert len(await harness.app.state.identity.list_users(db)) == 3
 
 
 async def _median_times(
