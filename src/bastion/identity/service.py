@@ -126,6 +126,7 @@ def _insert_ignoring_conflict(dialect: str, model: type[User]) -> Insert:
     build = postgresql_insert if dialect == "postgresql" else sqlite_insert
     return build(model).on_conflict_do_nothing()
 
+
 # A TOTP code is good once: its time step must be later than the last one accepted.
 _SPEND_TOTP_STEP = compare_and_set(
     User,
