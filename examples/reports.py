@@ -41,7 +41,7 @@ async def list_reports(caller: Reader) -> list[dict[str, str]]:
 @router.post("", status_code=201, dependencies=[Depends(bastion.rate_limit("30/minute", scope="reports:create"))])
 async def create_report(body: NewReport, caller: Writer, request: Request) -> dict[str, str]:
     report = {"title": body.title, "author": str(caller.user_id)}
-    async with bastion.transaction(request) as uow:
+    async with bastion.unit_of_work(request) as uow:
         # The audit event commits with the change, or not at all.
         bastion.record_event(
             uow.db,

@@ -43,7 +43,7 @@ _EXPORTS = {
     "require_mfa": "bastion.access",
     "by_rule": "bastion.access",
     "rate_limit": "bastion.http.ratelimit",
-    "transaction": "bastion.http.deps:work",
+    "unit_of_work": "bastion.http.deps",
     "record_event": "bastion.audit",
     "Outcome": "bastion.audit",
 }
@@ -62,7 +62,7 @@ __all__ = [
     "record_event",
     "require",
     "require_mfa",
-    "transaction",
+    "unit_of_work",
 ]
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     )
     from bastion.app import create_app
     from bastion.audit import Outcome, record_event
-    from bastion.http.deps import work as transaction
+    from bastion.http.deps import unit_of_work
     from bastion.http.ratelimit import rate_limit
     from bastion.settings import load_settings
 

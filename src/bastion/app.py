@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import gc
-import importlib
-import os
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -23,9 +19,9 @@ from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
 from bastion.identity import routes as identity_routes
 from bastion.identity.gate import SignInGate
-from bastion.logging import configure_logging
-from bastion.services import build_services
-from bastion.settings import Settings, load_settings
+from bastion.network.ipfilter import NetworkGuard
+from bastion.runtime import build_services
+from bastion.settings import Settings
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
@@ -78,8 +74,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             ],
             max_age=600,
         )
-    from bastion.network.ipfilter import NetworkGuard
-
     # Inside the spine (which has resolved the real client address) and
     # outside CORS, so a denied address gets no preflight answer either.
     app.add_middleware(NetworkGuard, **NetworkGuard.options(settings))  # type: ignore[arg-type]
@@ -93,39 +87,4 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         trusted_proxies=TrustedProxies(settings.server.trusted_proxies),
         hsts=hsts,
     )
-    return app
-
-
-# `bastion serve --app module:factory` serves your app (built with create_app
-# and your routes) instead of the stock one; workers learn it from here.
-APP_ENV = "BASTION_APP"
-
-
-def load_target(target: str) -> Callable[[], object]:
-    """The factory named by ``module:function``, looked up from the working
-    directory as well, like ``uvicorn module:app``."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module, _, name = target.partition(":")
-    factory = getattr(importlib.import_module(module), name or "app_factory")
-    if not callable(factory):
-        raise TypeError(f"{target} is not a factory function")
-    return factory  # type: ignore[no-any-return]
-
-
-def app_factory() -> FastAPI:
-    """Entry point for the ASGI server's worker processes (settings from the environment)."""
-    settings = load_settings()
-    configure_logging(settings.log.level)
-    target = os.environ.get(APP_ENV)
-    app = load_target(target)() if target else create_app(settings)
-    if not isinstance(app, FastAPI):
-        raise TypeError(f"{target} did not return a FastAPI app built with bastion.create_app")
-    # What the worker has loaded lives as long as the process: out of the
-    # collector's sight, a full collection scans only request garbage (a
-    # pass over the whole heap took ~60 ms, the p99 of a read). Only here,
-    # in the server's worker: an embedding process or a test suite keeps
-    # its own collector untouched.
-    gc.collect()
-    gc.freeze()
     return app

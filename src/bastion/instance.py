@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from bastion.clock import SystemClock
-from bastion.db import upgrade
+from bastion.migrations import upgrade
 from bastion.secrets import open_keyrings
 from bastion.security import MasterKey
 from bastion.security.x509 import write_dev_certificates

@@ -17,9 +17,9 @@ from bastion.app import create_app
 from bastion.audit import Origin
 from bastion.clock import SystemClock
 from bastion.instance import initialise
-from bastion.services import build_services
+from bastion.runtime import build_services
 from bastion.settings import Settings, load_settings
-from bastion.work import unit_of_work
+from bastion.uow import open_unit_of_work
 
 PASSWORD = "tangerine-orbit-cascade-91"
 
@@ -47,7 +47,7 @@ def _access_token(config: Settings) -> str:
     async def sign_in() -> str:
         services = build_services(config, SystemClock())
         try:
-            async with unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
+            async with open_unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
                 user = await services.identity.create_user(uow, "fuzz@example.com", PASSWORD, verified=True)
                 tokens = await services.sessions.open(uow, user.id, mfa=True, user_agent="schemathesis")
             return tokens.access_token

@@ -24,7 +24,7 @@ from bastion.access.principal import Principal
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.http.deps import origin_of
 from bastion.http.problems import TooManyRequests, Unauthorized
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 Requirement = Callable[[Request], Awaitable[Any]]
 R = TypeVar("R", bound=Requirement)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bastion.http.problems import Forbidden, Unauthorized, ValidationFailed
+from bastion.http.problems import Forbidden, NotFound, Unauthorized, ValidationFailed
 
 
 class InvalidCredential(Unauthorized):
@@ -19,3 +19,10 @@ class MfaRequired(Forbidden):
 
 class ScopeNotHeld(ValidationFailed):
     detail = "An API key cannot carry permissions its owner does not hold."
+
+
+class UnknownRole(NotFound):
+    """A role named in an assignment that no ``PUT /admin/api/v1/roles/NAME`` has defined."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"No such role: {', '.join(names)}.")

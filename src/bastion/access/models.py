@@ -1,4 +1,4 @@
-"""Roles and API keys."""
+"""RBAC's tables: roles, the roles each user holds, and API keys."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ class Role(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     permissions: Mapped[list[str]] = mapped_column(JSON)
     description: Mapped[str] = mapped_column(String(200), default="")
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key to roles.name: `bastion user set-role` may name a role
+    # before it is defined, and a role without a definition grants nothing.
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class ApiKey(Base):

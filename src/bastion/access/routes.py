@@ -12,7 +12,7 @@ from bastion.access.models import ApiKey
 from bastion.access.permissions import Permission
 from bastion.access.principal import Principal
 from bastion.access.service import AccessService
-from bastion.http.deps import work
+from bastion.http.deps import unit_of_work
 from bastion.http.problems import NotFound, ValidationFailed
 
 router = APIRouter(prefix="/api/v1/me/api-keys", tags=["api-keys"])
@@ -40,7 +40,7 @@ def info(key: ApiKey) -> schemas.ApiKeyInfo:
 async def create(body: schemas.NewApiKey, owner: Owner, request: Request) -> schemas.CreatedApiKey:
     if body.expires_at is not None and body.expires_at <= request.app.state.clock.now():
         raise ValidationFailed("expires_at must be in the future.")
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         key, text = await _service(request).create_key(
             uow, owner, name=body.name, scopes=body.scopes, expires_at=body.expires_at
         )
@@ -55,7 +55,7 @@ async def list_keys(owner: Owner, request: Request) -> list[schemas.ApiKeyInfo]:
 
 @router.delete("/{key_id}", status_code=204, responses={404: {"description": "No such key"}})
 async def revoke(key_id: Annotated[str, Path(max_length=32)], owner: Owner, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         if not await _service(request).revoke_key(uow, key_id, owner_id=owner.user_id, actor_id=owner.user_id):
             raise NotFound
     return Response(status_code=204)

@@ -15,17 +15,17 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from bastion.access.errors import InvalidCredential, ScopeNotHeld
-from bastion.access.models import ApiKey, Role
+from bastion.access.errors import InvalidCredential, ScopeNotHeld, UnknownRole
+from bastion.access.models import ApiKey, Role, UserRole
 from bastion.access.permissions import grants
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, record_event
 from bastion.clock import Clock
-from bastion.identity.models import User, UserRole
+from bastion.identity.models import User
 from bastion.security import constant_time_equals, hash_token, token_bytes, token_urlsafe
+from bastion.sessions.errors import InvalidSession
 from bastion.sessions.models import Session
-from bastion.sessions.service import InvalidSession
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 API_KEY_PREFIX = "bsk"
 # Last-use times are written at most this often: a write per request would
@@ -211,3 +211,52 @@ class AccessService:
 
     async def roles(self, db: AsyncSession) -> Sequence[Role]:
         return (await db.scalars(select(Role).order_by(Role.name))).all()
+
+    async def put_role(
+        self, uow: UnitOfWork, name: str, permissions: Sequence[str], description: str, *, actor_id: uuid.UUID
+    ) -> Role:
+        """Create or replace the role ``name``; its holders get the new permissions on their next request."""
+        role = await uow.db.get(Role, name)
+        if role is None:
+            role = Role(name=name, permissions=[], description="")
+            uow.db.add(role)
+        role.permissions = sorted(set(permissions))
+        role.description = description
+        record_event(
+            uow.db,
+            self.clock,
+            EventTag.ROLE_CHANGE,
+            origin=uow.origin,
+            actor_id=actor_id,
+            details={"role": name, "permissions": role.permissions},
+        )
+        return role
+
+    async def set_roles(
+        self,
+        uow: UnitOfWork,
+        user: User,
+        roles: Sequence[str],
+        *,
+        actor_id: uuid.UUID | None = None,
+        defined_only: bool = True,
+    ) -> None:
+        """Make ``roles`` the user's roles (UnknownRole if ``defined_only`` and one is not defined).
+
+        The command line assigns with ``defined_only=False``: an operator may
+        assign a role before defining it, and until then it grants nothing.
+        """
+        if defined_only:
+            known = set(await uow.db.scalars(select(Role.name).where(Role.name.in_(roles))))
+            if unknown := sorted(set(roles) - known):
+                raise UnknownRole(unknown)
+        user.roles = [UserRole(role=role) for role in dict.fromkeys(roles)]
+        record_event(
+            uow.db,
+            self.clock,
+            EventTag.USER_ROLE,
+            origin=uow.origin,
+            actor_id=actor_id,
+            subject_id=user.id,
+            details={"roles": list(roles)},
+        )

@@ -3,28 +3,28 @@
 Every route needs an admin permission from a session signed in with two
 factors. The network guard serves ``/admin/*`` on the admin listener only.
 Bodies are strict: only the listed fields exist, so ``owner``, ``id`` or a
-smuggled ``roles`` elsewhere is a 422, never a silent write.
+smuggled ``roles`` elsewhere is a 422, never a silent write. The routes are
+thin: every change goes through a domain service, which writes the audit event.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from bastion.access import Permission, Principal, require_mfa
-from bastion.access.models import Role
 from bastion.access.routes import info
 from bastion.access.schemas import ApiKeyInfo, Scope
-from bastion.audit import EventTag, record_event
 from bastion.data.service import DataService
-from bastion.http.deps import origin_of, work
+from bastion.http.deps import origin_of, unit_of_work
 from bastion.http.problems import NotFound
-from bastion.identity.models import User, UserRole
 from bastion.settings import CollectionSettings
+
+if TYPE_CHECKING:
+    from bastion.identity.models import User
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
@@ -86,24 +86,12 @@ async def list_users(request: Request, caller: UsersRead) -> list[UserInfo]:
 @router.patch("/users/{user_id}", responses={404: {"description": "No such user"}})
 async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, caller: UsersWrite) -> UserInfo:
     state = request.app.state
-    async with work(request) as uow:
-        user = await uow.db.get(User, user_id)
+    async with unit_of_work(request) as uow:
+        user = await state.identity.by_id(uow.db, user_id)
         if user is None:
             raise NotFound
         if body.roles is not None:
-            known = set(await uow.db.scalars(select(Role.name).where(Role.name.in_(body.roles))))
-            if unknown := sorted(set(body.roles) - known):
-                raise NotFound(f"No such role: {', '.join(unknown)}.")
-            user.roles = [UserRole(role=r) for r in dict.fromkeys(body.roles)]
-            record_event(
-                uow.db,
-                state.clock,
-                EventTag.USER_ROLE,
-                origin=uow.origin,
-                actor_id=caller.user_id,
-                subject_id=user.id,
-                details={"roles": body.roles},
-            )
+            await state.access.set_roles(uow, user, body.roles, actor_id=caller.user_id)
         if body.disabled is True:
             await state.identity.lock(uow, user, actor_id=caller.user_id)
             await state.sessions.revoke_all(uow, user.id, reason="admin_lock")
@@ -126,20 +114,9 @@ async def put_role(
     request: Request,
     caller: RolesWrite,
 ) -> RoleInfo:
-    async with work(request) as uow:
-        role = await uow.db.get(Role, name)
-        if role is None:
-            role = Role(name=name, permissions=[], description="")
-            uow.db.add(role)
-        role.permissions = sorted(set(body.permissions))
-        role.description = body.description
-        record_event(
-            uow.db,
-            request.app.state.clock,
-            EventTag.ROLE_CHANGE,
-            origin=uow.origin,
-            actor_id=caller.user_id,
-            details={"role": name, "permissions": role.permissions},
+    async with unit_of_work(request) as uow:
+        role = await request.app.state.access.put_role(
+            uow, name, body.permissions, body.description, actor_id=caller.user_id
         )
     return RoleInfo(name=role.name, permissions=role.permissions, description=role.description)
 
@@ -152,7 +129,7 @@ async def list_api_keys(request: Request, caller: KeysRead) -> list[ApiKeyInfo]:
 
 @router.delete("/api-keys/{key_id}", status_code=204, responses={404: {"description": "No such key"}})
 async def revoke_api_key(key_id: Annotated[str, Path(max_length=32)], request: Request, caller: KeysWrite) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         if not await request.app.state.access.revoke_key(uow, key_id, owner_id=None, actor_id=caller.user_id):
             raise NotFound
     return Response(status_code=204)
@@ -160,7 +137,7 @@ async def revoke_api_key(key_id: Annotated[str, Path(max_length=32)], request: R
 
 @router.delete("/sessions/{session_id}", status_code=204, responses={404: {"description": "No such session"}})
 async def revoke_session(session_id: uuid.UUID, request: Request, caller: SessionsWrite) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         if not await request.app.state.sessions.revoke(uow, session_id, user_id=None, reason="admin"):
             raise NotFound
     return Response(status_code=204)
@@ -168,7 +145,7 @@ async def revoke_session(session_id: uuid.UUID, request: Request, caller: Sessio
 
 @router.delete("/users/{user_id}/sessions", status_code=204)
 async def revoke_user_sessions(user_id: uuid.UUID, request: Request, caller: SessionsWrite) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await request.app.state.sessions.revoke_all(uow, user_id, reason="admin")
     return Response(status_code=204)
 

@@ -24,9 +24,9 @@ from bastion.access import Principal
 from bastion.access.deps import resolve_principal
 from bastion.data.schema import Catalog, Collection
 from bastion.data.service import DataService
-from bastion.http.deps import work
+from bastion.http.deps import unit_of_work
 from bastion.http.problems import ValidationFailed
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 PREFIX = "/api/v1/collections"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -87,7 +87,7 @@ def _dispatch(operations: dict[str, Operation]) -> Callable[[Request], Awaitable
         operation = operations[request.method]
         if "record_id" in request.path_params:
             _record_id(request)  # a malformed id is a 422 before anything else
-        async with work(request) as uow:
+        async with unit_of_work(request) as uow:
             caller = await resolve_principal(request, uow)
             return await operation(request, uow, request.path_params["name"], caller)
 

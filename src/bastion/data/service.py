@@ -47,7 +47,7 @@ from bastion.http.problems import NotReady, Unauthorized
 from bastion.logging import get_logger
 from bastion.security import InvalidCiphertext, token_bytes
 from bastion.settings import CollectionSettings, ConfigError, RecordOp, Settings
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from bastion.access import Principal

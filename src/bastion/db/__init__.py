@@ -1,7 +1,8 @@
-"""Storage: the async engine, the declarative base and migrations."""
+"""Storage: the async engine, the declarative base and column types.
+
+The migrations, which know every domain's tables, are ``bastion.migrations``."""
 
 from bastion.db.engine import Base, create_engine, ping
-from bastion.db.migrate import upgrade
 from bastion.db.types import UTCDateTime
 
-__all__ = ["Base", "UTCDateTime", "create_engine", "ping", "upgrade"]
+__all__ = ["Base", "UTCDateTime", "create_engine", "ping"]

@@ -7,13 +7,13 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import Request
 
 from bastion.audit import Origin
-from bastion.work import UnitOfWork, unit_of_work
+from bastion.uow import UnitOfWork, open_unit_of_work
 
 
 def origin_of(request: Request) -> Origin:
     """Where a request came from; on the admin listener, also the client
     certificate its handshake verified (``request.state.admin_identity``, set
-    by ``bastion.network.admin`` from the TLS layer, never from the request)."""
+    by ``bastion.network.listener`` from the TLS layer, never from the request)."""
     admin = getattr(request.state, "admin_identity", None)
     return Origin(
         ip=request.client.host if request.client else None,
@@ -24,6 +24,7 @@ def origin_of(request: Request) -> Origin:
     )
 
 
-def work(request: Request) -> AbstractAsyncContextManager[UnitOfWork]:
+def unit_of_work(request: Request) -> AbstractAsyncContextManager[UnitOfWork]:
+    """The request's unit of work (``async with unit_of_work(request) as uow``)."""
     state = request.app.state
-    return unit_of_work(state.sessionmaker, origin_of(request), state.postman.deliver)
+    return open_unit_of_work(state.sessionmaker, origin_of(request), state.postman.deliver)

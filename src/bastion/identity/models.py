@@ -1,4 +1,7 @@
-"""Accounts: users, their roles, recovery codes and one-time tokens."""
+"""Accounts: users, recovery codes and one-time tokens.
+
+A user's roles are rows of ``access``'s ``UserRole`` (RBAC lives in access);
+``User.roles`` loads them with the user."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import uuid
 from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from bastion.access.models import UserRole
 from bastion.db import Base, UTCDateTime
 from bastion.security import aad_for
 
@@ -48,13 +52,6 @@ class User(Base):
 def totp_secret_aad(user_id: uuid.UUID) -> bytes:
     """The associated data a user's sealed TOTP secret is bound to: copied to another user, it fails to open."""
     return aad_for("users", "totp_secret", str(user_id))
-
-
-class UserRole(Base):
-    __tablename__ = "user_roles"
-
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class RecoveryCode(Base):

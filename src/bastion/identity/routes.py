@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from bastion.access import Principal, authenticated, public
 from bastion.access.service import AccessService
-from bastion.http.deps import work
+from bastion.http.deps import unit_of_work
 from bastion.http.problems import NotFound, TooManyRequests, ValidationFailed
 from bastion.http.ratelimit import rate_limit
 from bastion.identity import schemas
@@ -23,7 +23,7 @@ from bastion.identity.models import User
 from bastion.identity.service import IdentityService, SecondFactor
 from bastion.identity.throttle import LOGIN_ACCOUNT_SCOPE, account_key, sign_in_address
 from bastion.sessions.service import SessionService, TokenPair
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]
@@ -76,7 +76,7 @@ async def register(body: schemas.Credentials, request: Request) -> schemas.Accep
     await _per_account(
         request, "auth:register:account", request.app.state.settings.auth.mail_rate_per_account, body.email
     )
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _identity(request).register(uow, body.email, body.password)
     return schemas.Accepted(detail=ACCEPTED)
 
@@ -87,7 +87,7 @@ async def register(body: schemas.Credentials, request: Request) -> schemas.Accep
     dependencies=[Depends(public), Depends(per_ip("verify"))],
 )
 async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _identity(request).verify_email(uow, body.token)
     return Response(status_code=204)
 
@@ -100,7 +100,7 @@ async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schem
         raise LoginFailed
     await _per_account(request, LOGIN_ACCOUNT_SCOPE, settings.login_rate_per_account, email)
     identity = _identity(request)
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await identity.authenticate(uow, email, body.password)
         if user.totp_enabled:
             token = await identity.start_mfa(uow, user)
@@ -115,7 +115,7 @@ async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schem
     dependencies=[Depends(public), Depends(per_ip("mfa"))],
 )
 async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).complete_mfa(uow, body.mfa_token, SecondFactor(body.code, body.recovery_code))
         pair = await _sessions(request).open(uow, user.id, mfa=True, user_agent=uow.origin.user_agent or "")
     return _tokens(pair)
@@ -127,7 +127,7 @@ async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
     dependencies=[Depends(public), Depends(per_ip("refresh"))],
 )
 async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         pair = await _sessions(request).refresh(uow, body.refresh_token)
     return _tokens(pair)
 
@@ -136,7 +136,7 @@ async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens
 async def logout(caller: Caller, request: Request) -> Response:
     if caller.session_id is None:
         raise ValidationFailed("An API key has no session to sign out of; revoke the key instead.")
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _sessions(request).revoke(uow, caller.session_id, user_id=caller.user_id, reason="logout")
     return Response(status_code=204)
 
@@ -151,7 +151,7 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
     await _per_account(
         request, "auth:forgot:account", request.app.state.settings.auth.mail_rate_per_account, body.email
     )
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         await _identity(request).forgot_password(uow, body.email)
     return schemas.Accepted(detail=ACCEPTED)
 
@@ -162,7 +162,7 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
     dependencies=[Depends(public), Depends(per_ip("reset"))],
 )
 async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).reset_password(uow, body.token, body.new_password)
         await _end_credentials(request, uow, user.id, reason="password_reset")
     return Response(status_code=204)
@@ -203,7 +203,7 @@ async def me(caller: Caller, request: Request) -> schemas.Profile:
 
 @router.post("/me/password", status_code=204, responses=AUTH_ERRORS)
 async def change_password(body: schemas.PasswordChange, caller: Caller, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -214,7 +214,7 @@ async def change_password(body: schemas.PasswordChange, caller: Caller, request:
 
 @router.post("/me/mfa/totp", responses=AUTH_ERRORS)
 async def totp_enrol(caller: Caller, request: Request) -> schemas.TotpEnrolment:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -224,7 +224,7 @@ async def totp_enrol(caller: Caller, request: Request) -> schemas.TotpEnrolment:
 
 @router.post("/me/mfa/totp/confirm", responses=AUTH_ERRORS)
 async def totp_confirm(body: schemas.CodeOnly, caller: Caller, request: Request) -> schemas.RecoveryCodes:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -234,7 +234,7 @@ async def totp_confirm(body: schemas.CodeOnly, caller: Caller, request: Request)
 
 @router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS)
 async def totp_disable(body: schemas.SecondFactorBody, caller: Caller, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
@@ -264,7 +264,7 @@ async def list_sessions(caller: Caller, request: Request) -> list[schemas.Sessio
     "/me/sessions/{session_id}", status_code=204, responses={**AUTH_ERRORS, 404: {"description": "No such session"}}
 )
 async def revoke_session(session_id: uuid.UUID, caller: Caller, request: Request) -> Response:
-    async with work(request) as uow:
+    async with unit_of_work(request) as uow:
         if not await _sessions(request).revoke(uow, session_id, user_id=caller.user_id, reason="user"):
             raise NotFound
     return Response(status_code=204)

@@ -23,11 +23,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, raiseload
 
+from bastion.access.models import UserRole
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
 from bastion.db import UTCDateTime
 from bastion.db.claims import claim, compare_and_set
-from bastion.identity import mails
+from bastion.identity import mail_texts
 from bastion.identity.errors import (
     EmailNotVerified,
     InvalidMfa,
@@ -38,7 +39,7 @@ from bastion.identity.errors import (
     WeakPassword,
 )
 from bastion.identity.hashing import AsyncHasher
-from bastion.identity.models import OneTimeToken, RecoveryCode, User, UserRole, totp_secret_aad
+from bastion.identity.models import OneTimeToken, RecoveryCode, User, totp_secret_aad
 from bastion.identity.policy import PasswordPolicy
 from bastion.security import (
     Encryptor,
@@ -52,7 +53,7 @@ from bastion.security import (
     verify_totp,
 )
 from bastion.settings import AuthSettings
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 - a token purpose, not a password
@@ -273,11 +274,13 @@ class IdentityService:
         if not created:
             self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=user_id)
             uow.outbox.append(
-                mails.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
+                mail_texts.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
             )
             return
         self._audit(uow, EventTag.REGISTER, actor_id=user_id)
-        uow.outbox.append(mails.verification_mail(email, self._link("verify-email", token), self.settings.service_name))
+        uow.outbox.append(
+            mail_texts.verification_mail(email, self._link("verify-email", token), self.settings.service_name)
+        )
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
         user_id = await self._spend_token(uow, token, VERIFY_EMAIL)
@@ -347,7 +350,7 @@ class IdentityService:
         await uow.db.execute(lock)
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
         uow.outbox.append(
-            mails.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))
+            mail_texts.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))
         )
 
     async def start_mfa(self, uow: UnitOfWork, user: User) -> str:
@@ -409,7 +412,7 @@ class IdentityService:
         self._audit(uow, EventTag.PASSWORD_FORGOT, outcome=outcome, subject_id=user_id)
         if user_id is not None:
             link, minutes = self._link("reset-password", token), self.settings.email_token_ttl // 60
-            uow.outbox.append(mails.password_reset_mail(email, link, self.settings.service_name, minutes))
+            uow.outbox.append(mail_texts.password_reset_mail(email, link, self.settings.service_name, minutes))
 
     async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
         """Set a new password from a reset link; also unlocks the account.
@@ -430,7 +433,7 @@ class IdentityService:
         # Whoever reads the inbox owns the account, so the address is verified.
         user.email_verified_at = user.email_verified_at or self.clock.now()
         self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
-        uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
         return user
 
     async def change_password(self, uow: UnitOfWork, user: User, current: str, new: str) -> None:
@@ -443,7 +446,7 @@ class IdentityService:
             raise LoginFailed("The current password is incorrect.")
         self._set_password(user, await self.hasher.hash(await self.check_password(new, user.email)))
         self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
-        uow.outbox.append(mails.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
 
     def _set_password(self, user: User, password_hash: str) -> None:
         user.password_hash = password_hash
@@ -477,7 +480,7 @@ class IdentityService:
             code_hash = await self.hasher.hash(normalize_recovery_code(recovery))
             uow.db.add(RecoveryCode(user_id=user.id, code_hash=code_hash))
         self._audit(uow, EventTag.TOTP_ENABLE, actor_id=user.id)
-        uow.outbox.append(mails.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
+        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
         return codes
 
     async def totp_disable(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> None:
@@ -495,7 +498,7 @@ class IdentityService:
         user.totp_last_step = None
         await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         self._audit(uow, EventTag.TOTP_DISABLE, actor_id=user.id)
-        uow.outbox.append(mails.mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
+        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
 
     def mfa_required(self, user: User) -> bool:
         return any(role in self.settings.mfa_required_roles for role in user.role_names)
@@ -532,11 +535,6 @@ class IdentityService:
         record_event(uow.db, self.clock, tag, origin=uow.origin, **fields)
 
     # --- admin ----------------------------------------------------------
-
-    async def set_role(self, uow: UnitOfWork, user: User, role: str, actor_id: uuid.UUID | None = None) -> None:
-        """Make ``role`` the user's only role."""
-        user.roles = [UserRole(role=role)]
-        self._audit(uow, EventTag.USER_ROLE, actor_id=actor_id, subject_id=user.id, details={"role": role})
 
     async def lock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
         user.disabled = True

@@ -3,7 +3,7 @@ CA, IP policy, connection hygiene and host firewall rules."""
 
 from __future__ import annotations
 
-from bastion.network.admin import AdminIdentity
 from bastion.network.ipfilter import IpPolicy, NetworkGuard
+from bastion.network.listener import AdminIdentity
 
 __all__ = ["AdminIdentity", "IpPolicy", "NetworkGuard"]

@@ -17,7 +17,7 @@ Per connection:
    certificate is served without a restart.
 3. ``AdminProtocol`` reads the verified leaf certificate once, and every
    request on the connection carries it in its scope: the ASGI ``tls``
-   extension, and ``PEER_CERT_KEY`` for ``bastion.network.admin`` (which
+   extension, and ``PEER_CERT_KEY`` for ``bastion.network.listener`` (which
    refuses a certificate revoked since the connection opened).
 """
 
@@ -36,10 +36,9 @@ from uvicorn import Config, Server
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bastion.logging import get_logger
-from bastion.network.admin import PEER_CERT_KEY, PeerCertificate
-from bastion.network.admin import app_factory as admin_app_factory
+from bastion.network.listener import PEER_CERT_KEY, PeerCertificate
 from bastion.network.tls import profile_of, server_context
-from bastion.security.ca import certificate_facts_der, revoked_serials
+from bastion.security.x509 import certificate_facts_der, revoked_serials
 from bastion.settings import Settings
 
 log = get_logger("bastion.network")
@@ -232,6 +231,7 @@ class _HandshakeTimeoutLoop(asyncio.SelectorEventLoop):
 
 def serve_admin(
     settings: Settings,
+    target: str,
     *,
     host: str,
     port: int,
@@ -241,7 +241,8 @@ def serve_admin(
     crl: Path | None,
     drain_seconds: int,
 ) -> None:
-    """Serve the admin listener in this process until SIGTERM or SIGINT.
+    """Serve the admin listener's app, the factory ``target`` names
+    (``module:function``), in this process until SIGTERM or SIGINT.
 
     ``drain_seconds``: how long in-flight requests may finish after SIGTERM.
     """
@@ -260,7 +261,8 @@ def serve_admin(
     signal.signal(signal.SIGHUP, lambda signum, frame: context.reload())
     server = settings.server
     config = Config(
-        admin_app_factory(),
+        target,
+        factory=True,
         host=host,
         port=port,
         http=AdminProtocol.serving(

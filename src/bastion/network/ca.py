@@ -28,7 +28,7 @@ from typing import Any
 
 from bastion.secrets import open_keyrings
 from bastion.security import Encryptor, InvalidCiphertext, aad_for
-from bastion.security.ca import CertificateAuthority, ClientBundle, certificate_facts
+from bastion.security.x509 import CertificateAuthority, ClientBundle, certificate_facts
 from bastion.settings import ConfigError, Settings
 
 CA_NAME = "Bastion admin CA"

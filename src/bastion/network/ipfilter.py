@@ -24,14 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.http.problems import Forbidden, NotFound, Problem
 from bastion.logging import get_logger
+from bastion.network.listener import attributed, listener_of
 from bastion.settings import Settings
 
 log = get_logger("bastion.network")
 
 Network = IPv4Network | IPv6Network
 ADMIN_PREFIX = "/admin"
-# The ASGI scope extension the admin listener's factory sets; clients cannot reach it.
-LISTENER_KEY = "bastion.listener"
 
 
 class HeaderFieldsTooLarge(Problem):
@@ -131,14 +130,7 @@ class NetworkGuard:
         if on_admin_path != (listener == "admin"):
             raise NotFound
         if listener == "admin":
-            from bastion.network.admin import attributed
-
             with attributed(scope):
                 await self.app(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def listener_of(scope: Scope) -> str:
-    extensions = scope.get("extensions") or {}
-    return "admin" if extensions.get(LISTENER_KEY) == "admin" else "public"

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bastion.logging import configure_logging, get_logger
-from bastion.network.admin import admin_mode
 from bastion.network.ca import BastionCa, CaPaths
+from bastion.network.listener import admin_mode
 from bastion.network.tls import profile_of
 from bastion.settings import ConfigError, Settings, load_settings
 
@@ -75,7 +75,7 @@ def plan(settings: Settings) -> list[Listener]:
     server = settings.server
     tls = tls_files(settings) if server.tls else (None, None)
     listeners = [
-        Listener("public", server.host, server.port, "bastion.app:app_factory", tls[0], tls[1], workers=server.workers)
+        Listener("public", server.host, server.port, "bastion.asgi:public_app", tls[0], tls[1], workers=server.workers)
     ]
     mode = admin_mode(settings)
     if mode != "off":
@@ -89,7 +89,7 @@ def plan(settings: Settings) -> list[Listener]:
                 "admin",
                 settings.admin.host,
                 settings.admin.port,
-                "bastion.network.admin:app_factory",
+                "bastion.asgi:admin_app",
                 cert,
                 key,
                 client_ca=ca.certificate if mtls else None,
@@ -99,9 +99,7 @@ def plan(settings: Settings) -> list[Listener]:
     if server.redirect_port is not None:
         if server.redirect_port == server.port:
             raise ConfigError("server.redirect_port must differ from server.port")
-        listeners.append(
-            Listener("redirect", server.host, server.redirect_port, "bastion.network.tls:redirect_app_factory")
-        )
+        listeners.append(Listener("redirect", server.host, server.redirect_port, "bastion.asgi:redirect_app"))
     return listeners
 
 
@@ -176,6 +174,7 @@ def run_listener(name: str) -> None:
             raise ConfigError("the admin listener needs a TLS certificate and key")
         serve_admin(
             settings,
+            listener.target,
             host=listener.host,
             port=listener.port,
             cert=listener.cert,

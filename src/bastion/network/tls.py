@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from starlette.types import Receive, Scope, Send
 
 from bastion.security.x509 import certificate_not_after
-from bastion.settings import Settings, load_settings
+from bastion.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,3 @@ class RedirectApp:
             }
         )
         await send({"type": "http.response.body", "body": b""})
-
-
-def redirect_app_factory() -> RedirectApp:
-    """Entry point of the redirect listener's worker (settings from the environment)."""
-    return RedirectApp(load_settings().auth.public_url)

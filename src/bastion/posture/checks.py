@@ -61,7 +61,7 @@ def check_settings(settings: Settings) -> list[Finding]:
         )
     if settings.debug:
         findings.append(Finding(serious, "debug", "debug is on", "set debug = false (BASTION_DEBUG=false)"))
-    from bastion.network.posture import transport_findings
+    from bastion.posture.transport import transport_findings
 
     findings += [Finding(*row) for row in transport_findings(settings, serious, now=datetime.now(UTC))]
     if settings.mode == "dev":

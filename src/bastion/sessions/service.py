@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
 from bastion.db.claims import claim, compare_and_set
-from bastion.http.problems import Unauthorized
 from bastion.security import InvalidToken, TokenSigner, hash_token, token_urlsafe
+from bastion.sessions.errors import InvalidSession
 from bastion.sessions.models import RefreshToken, Session
 from bastion.settings import AuthSettings
-from bastion.work import UnitOfWork
+from bastion.uow import UnitOfWork
 
 # Built once: composing a statement cost more than running it.
 _NEW_SESSION = insert(Session)
@@ -62,10 +62,6 @@ _REVOKE = (
     .values(revoked_at=bindparam("now"), revoke_reason=bindparam("reason"))
 )
 _NEW_TOKEN = insert(RefreshToken)
-
-
-class InvalidSession(Unauthorized):
-    detail = "The session is invalid or has ended."
 
 
 @dataclass(frozen=True)

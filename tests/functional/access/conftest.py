@@ -11,7 +11,7 @@ import pytest
 
 from bastion.app import create_app
 from bastion.clock import FrozenClock
-from bastion.network.admin import AdminListener
+from bastion.network.listener import AdminListener
 from bastion.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "identity"))

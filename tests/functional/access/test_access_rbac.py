@@ -11,8 +11,9 @@ from harness import PASSWORD, Harness
 from sqlalchemy import select
 
 from bastion.access import Principal, check_routes, require
+from bastion.access.models import UserRole
 from bastion.audit.models import AuditEvent
-from bastion.identity.models import User, UserRole
+from bastion.identity.models import User
 from bastion.security import totp_at
 
 ADMIN, ALICE, BOB = "admin@example.com", "alice@example.com", "bob@example.com"

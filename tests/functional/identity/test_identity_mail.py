@@ -18,8 +18,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from bastion.identity import mails
-from bastion.identity.mail import Mail, MailError, OutboxMailer, SmtpMailer, build_mailer
+from bastion.identity import mail_texts
+from bastion.mail import Mail, MailError, OutboxMailer, SmtpMailer, build_mailer
 from bastion.security.x509 import write_dev_certificates
 from bastion.settings import ConfigError, MailSettings, load_settings
 
@@ -264,13 +264,13 @@ URL = re.compile(r"https?://\S+")
 @pytest.mark.parametrize(
     ("mail", "links"),
     [
-        (mails.verification_mail("alice@example.com", LINK, "Acme"), [LINK]),
-        (mails.already_registered_mail("alice@example.com", "Acme", LINK), [LINK]),
-        (mails.password_reset_mail("alice@example.com", LINK, "Acme", 30), [LINK]),
-        (mails.lockout_mail("alice@example.com", "Acme", "2026-01-01 12:00 UTC"), []),
-        (mails.password_changed_mail("alice@example.com", "Acme"), []),
-        (mails.mfa_changed_mail("alice@example.com", "Acme", enabled=True), []),
-        (mails.mfa_changed_mail("alice@example.com", "Acme", enabled=False), []),
+        (mail_texts.verification_mail("alice@example.com", LINK, "Acme"), [LINK]),
+        (mail_texts.already_registered_mail("alice@example.com", "Acme", LINK), [LINK]),
+        (mail_texts.password_reset_mail("alice@example.com", LINK, "Acme", 30), [LINK]),
+        (mail_texts.lockout_mail("alice@example.com", "Acme", "2026-01-01 12:00 UTC"), []),
+        (mail_texts.password_changed_mail("alice@example.com", "Acme"), []),
+        (mail_texts.mfa_changed_mail("alice@example.com", "Acme", enabled=True), []),
+        (mail_texts.mfa_changed_mail("alice@example.com", "Acme", enabled=False), []),
     ],
 )
 def test_mail_texts_carry_only_the_callers_link(mail: Mail, links: list[str]) -> None:
@@ -284,8 +284,8 @@ def test_mail_texts_carry_only_the_callers_link(mail: Mail, links: list[str]) ->
 
 
 def test_mail_texts_state_the_facts_they_are_given() -> None:
-    assert "30 minutes" in mails.password_reset_mail("a@example.com", LINK, "Acme", 30).text
-    assert "2026-01-01 12:00 UTC" in mails.lockout_mail("a@example.com", "Acme", "2026-01-01 12:00 UTC").text
-    assert "turned on" in mails.mfa_changed_mail("a@example.com", "Acme", enabled=True).text
-    assert "turned off" in mails.mfa_changed_mail("a@example.com", "Acme", enabled=False).text
-    assert "already have" in mails.already_registered_mail("a@example.com", "Acme", LINK).text
+    assert "30 minutes" in mail_texts.password_reset_mail("a@example.com", LINK, "Acme", 30).text
+    assert "2026-01-01 12:00 UTC" in mail_texts.lockout_mail("a@example.com", "Acme", "2026-01-01 12:00 UTC").text
+    assert "turned on" in mail_texts.mfa_changed_mail("a@example.com", "Acme", enabled=True).text
+    assert "turned off" in mail_texts.mfa_changed_mail("a@example.com", "Acme", enabled=False).text
+    assert "already have" in mail_texts.already_registered_mail("a@example.com", "Acme", LINK).text

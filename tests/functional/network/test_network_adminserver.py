@@ -31,11 +31,11 @@ from bastion.clock import FrozenClock
 from bastion.db import create_engine
 from bastion.http.deps import origin_of
 from bastion.instance import initialise
-from bastion.network.admin import PEER_CERT_KEY, AdminIdentity, AdminListener, PeerCertificate
 from bastion.network.adminserver import ReloadingContext
 from bastion.network.ca import BastionCa, CaPaths
+from bastion.network.listener import PEER_CERT_KEY, AdminIdentity, AdminListener, PeerCertificate
 from bastion.network.tls import PROFILES, server_context
-from bastion.security.ca import certificate_facts_der
+from bastion.security.x509 import certificate_facts_der
 from bastion.settings import Settings, load_settings
 
 NOW = dt.datetime.now(dt.UTC)

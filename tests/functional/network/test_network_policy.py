@@ -24,8 +24,8 @@ from starlette.types import ASGIApp
 
 from bastion.access.deps import public
 from bastion.app import create_app
-from bastion.network.admin import AdminIdentity, AdminListener
 from bastion.network.ca import BastionCa
+from bastion.network.listener import AdminIdentity, AdminListener
 from bastion.posture.checks import check_settings
 from bastion.settings import Settings
 

@@ -12,13 +12,13 @@ import typer
 from rich.table import Table
 
 from bastion.audit import Origin
-from bastion.cliutil import CommandError, DataDir, fail, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, fail, one_line_errors, out
 from bastion.clock import SystemClock
 from bastion.identity.errors import WeakPassword
 from bastion.identity.models import User
-from bastion.services import Services, build_services
+from bastion.runtime import Services, build_services
 from bastion.settings import load_settings
-from bastion.work import UnitOfWork, unit_of_work
+from bastion.uow import UnitOfWork, open_unit_of_work
 
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 sessions = typer.Typer(help="Manage sign-in sessions.", no_args_is_help=True)
@@ -32,7 +32,7 @@ def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitabl
     async def main() -> T:
         services = build_services(load_settings(data_dir), SystemClock())
         try:
-            async with unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
+            async with open_unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
                 return await action(services, uow)
         finally:
             await services.close()
@@ -134,7 +134,8 @@ def set_role(email: str, role: str, data_dir: DataDir = None) -> None:
     """Make ROLE the user's role."""
 
     async def action(services: Services, uow: UnitOfWork) -> None:
-        await services.identity.set_role(uow, await _user(services, uow, email), role)
+        user = await _user(services, uow, email)
+        await services.access.set_roles(uow, user, [role], defined_only=False)
 
     run(data_dir, action)
     out.print(f"{email} now has role {role}", highlight=False)

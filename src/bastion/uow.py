@@ -1,5 +1,11 @@
-"""A unit of work: one transaction, where it came from, and the mail it
-will send once it commits."""
+"""The unit of work (``uow``): one transaction, where it came from, and the
+mail it will send once it commits.
+
+Routes open one with ``unit_of_work(request)`` (``bastion.http.deps``, and
+``bastion.unit_of_work`` for extensions); the command line and tests with
+``open_unit_of_work``. The module is ``uow``, as every variable holding one
+is, so that it does not shadow ``bastion.unit_of_work``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.audit import Origin
 from bastion.http.problems import Problem
-from bastion.identity.mail import Mail
+from bastion.mail import Mail
 
 
 @dataclass
@@ -22,7 +28,7 @@ class UnitOfWork:
 
 
 @asynccontextmanager
-async def unit_of_work(
+async def open_unit_of_work(
     sessions: async_sessionmaker[AsyncSession],
     origin: Origin,
     deliver: Callable[[list[Mail]], Awaitable[None]],
@@ -35,15 +41,15 @@ async def unit_of_work(
     did not happen.
     """
     async with sessions() as db:
-        work = UnitOfWork(db, origin)
+        uow = UnitOfWork(db, origin)
         try:
-            yield work
+            yield uow
         except Problem:
             await db.commit()
-            await deliver(work.outbox)
+            await deliver(uow.outbox)
             raise
         except BaseException:
             await db.rollback()
             raise
         await db.commit()
-        await deliver(work.outbox)
+        await deliver(uow.outbox)

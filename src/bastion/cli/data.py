@@ -12,7 +12,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.audit import EventTag, Origin, record_event
-from bastion.cliutil import CommandError, DataDir, one_line_errors, out
+from bastion.cli.common import CommandError, DataDir, one_line_errors, out
 from bastion.clock import SystemClock
 from bastion.data.rewrap import count_all, rewrap_all
 from bastion.data.service import apply_configured

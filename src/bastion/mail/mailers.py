@@ -22,8 +22,6 @@ import aiosmtplib
 from bastion.security import token_bytes
 from bastion.settings import ConfigError, MailSettings, Settings
 
-__all__ = ["Mail", "MailError", "Mailer", "OutboxMailer", "SmtpMailer", "build_mailer"]
-
 
 @dataclass(frozen=True)
 class Mail:

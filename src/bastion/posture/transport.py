@@ -6,8 +6,8 @@ import datetime as dt
 from ipaddress import IPv4Network, IPv6Network
 from typing import Literal
 
-from bastion.network.admin import admin_mode
 from bastion.network.ca import CaPaths
+from bastion.network.listener import admin_mode
 from bastion.network.tls import days_until_expiry, profile_of
 from bastion.settings import Settings
 

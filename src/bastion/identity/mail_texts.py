@@ -6,7 +6,7 @@ builds the links; these functions only place them.
 
 from __future__ import annotations
 
-from bastion.identity.mail import Mail
+from bastion.mail import Mail
 
 __all__ = [
     "already_registered_mail",

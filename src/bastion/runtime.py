@@ -17,10 +17,9 @@ from bastion.data.service import DataService
 from bastion.db import create_engine
 from bastion.http.ratelimit import RateLimiter
 from bastion.identity.hashing import AsyncHasher
-from bastion.identity.mail import build_mailer
 from bastion.identity.policy import PasswordPolicy
-from bastion.identity.postman import Postman
 from bastion.identity.service import IdentityService
+from bastion.mail import Postman, build_mailer
 from bastion.secrets import Keyrings, open_keyrings
 from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher, TokenSigner
 from bastion.sessions.service import SessionService

@@ -11,13 +11,13 @@ import typer
 from rich.table import Table
 
 from bastion import __version__, instance
-from bastion.app import APP_ENV, load_target
-from bastion.cliutil import DataDir, err, fail, one_line_errors, out
-from bastion.data import cli as data_commands
-from bastion.identity.cli import sessions, users
+from bastion.asgi import APP_ENV, load_target
+from bastion.cli import data as data_commands
+from bastion.cli.common import DataDir, err, fail, one_line_errors, out
+from bastion.cli.identity import sessions, users
+from bastion.cli.network import ca as ca_commands
+from bastion.cli.network import firewall as firewall_commands
 from bastion.logging import configure_logging
-from bastion.network.cli import ca as ca_commands
-from bastion.network.cli import firewall as firewall_commands
 from bastion.posture.checks import Finding, check_settings
 from bastion.secrets import open_keyrings
 from bastion.settings import Settings, load_settings

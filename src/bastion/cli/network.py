@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bastion.cliutil import DataDir, err, fail, one_line_errors, out
+from bastion.cli.common import DataDir, err, fail, one_line_errors, out
 from bastion.network import firewall as firewall_rules
 from bastion.network.ca import BastionCa, list_issued
 from bastion.security import token_urlsafe

@@ -28,11 +28,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bastion.http.problems import Forbidden
 from bastion.logging import get_logger
 from bastion.network.ca import CaPaths
-from bastion.network.ipfilter import LISTENER_KEY
-from bastion.settings import Settings, load_settings
+from bastion.settings import Settings
 
 log = get_logger("bastion.admin")
 # Scope extensions only the server sets; clients cannot reach them.
+LISTENER_KEY = "bastion.listener"
 CLIENT_CERT_KEY = "bastion.client_cert"
 PEER_CERT_KEY = "bastion.peer_cert"
 
@@ -142,9 +142,7 @@ def attributed(scope: Scope) -> Iterator[AdminIdentity]:
         yield identity
 
 
-def app_factory() -> ASGIApp:
-    """The admin listener's application (settings from the environment)."""
-    from bastion.app import app_factory as public_app_factory
-
-    settings = load_settings()
-    return AdminListener(public_app_factory(), client_cert_verified=admin_mode(settings) == "mtls")
+def listener_of(scope: Scope) -> Literal["public", "admin"]:
+    """Which listener a request arrived on (set by ``AdminListener``, never by the client)."""
+    extensions = scope.get("extensions") or {}
+    return "admin" if extensions.get(LISTENER_KEY) == "admin" else "public"

@@ -16,7 +16,7 @@ import asyncio
 
 import structlog
 
-from bastion.identity.mail import Mail, Mailer, MailError
+from bastion.mail.mailers import Mail, Mailer, MailError
 
 log = structlog.get_logger("bastion.mail")
 # Far longer than finishing a response takes, far shorter than anyone waits for a mail.
