@@ -1,11 +1,12 @@
 """Shared fixtures: a fresh data directory per test, on SQLite and, when
 ``BASTION_TEST_DATABASE_URL`` is set, on a PostgreSQL database created for
-the test and dropped after it."""
+the test and dropped after it; and the one ``harness`` (tests/harness.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +18,12 @@ import pytest
 from fastapi import FastAPI
 
 from bastion.app import create_app
+from bastion.clock import FrozenClock
 from bastion.instance import initialise
 from bastion.logging import configure_logging
 from bastion.settings import Settings, load_settings
+from harness import CHEAP_ARGON2, Harness, open_harness
+from private_redis import PrivateRedis
 
 PG_SKIP = "BASTION_TEST_DATABASE_URL not set: PostgreSQL tests need a server (.ci/run sets it)"
 REDIS_SKIP = "BASTION_TEST_REDIS_URL not set: Redis tests need a server (.ci/run sets it)"
@@ -115,3 +119,42 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
     ):
         yield client
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def harness_settings() -> dict[str, Any]:
+    """Settings of the harness's app beyond cheap hashing; a directory's conftest overrides this."""
+    return {}
+
+
+@pytest.fixture
+async def harness(
+    make_settings: SettingsFactory, clock: FrozenClock, harness_settings: dict[str, Any]
+) -> AsyncIterator[Harness]:
+    async with open_harness(make_settings(**{"passwords": CHEAP_ARGON2, **harness_settings}), clock) as opened:
+        yield opened
+
+
+@pytest.fixture
+def admin_client(harness: Harness) -> httpx.AsyncClient:
+    """The harness's app through the admin listener, over mTLS from loopback."""
+    assert harness.admin_client is not None
+    return harness.admin_client
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own on a spare port, for tests that stop and start Redis."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -20,8 +20,10 @@ rate limits, problem+json errors, security headers and audit::
         return app
 
 A route that declares no requirement (``public``, ``authenticated``,
-``require(...)`` or ``by_rule``) stops the app at start-up. See
-docs/extending.md and examples/.
+``require(...)`` or ``by_rule``) stops the app at start-up, whatever its
+kind: a plain Starlette route declares one with ``@bastion.guard(...)``, a
+mounted app with ``bastion.guard_app(...)``. See docs/extending.md and
+examples/.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ _EXPORTS = {
     "require": "bastion.access",
     "require_mfa": "bastion.access",
     "by_rule": "bastion.access",
-    "rate_limit": "bastion.http.ratelimit",
-    "unit_of_work": "bastion.http.deps",
+    "guard": "bastion.access",
+    "guard_app": "bastion.access",
+    "rate_limit": "bastion.http.throttle",
+    "unit_of_work": "bastion.uow",
     "record_event": "bastion.audit",
     "Outcome": "bastion.audit",
 }
@@ -55,6 +59,8 @@ __all__ = [
     "authenticated",
     "by_rule",
     "create_app",
+    "guard",
+    "guard_app",
     "load_settings",
     "optional_principal",
     "public",
@@ -71,6 +77,8 @@ if TYPE_CHECKING:
         Principal,
         authenticated,
         by_rule,
+        guard,
+        guard_app,
         optional_principal,
         public,
         require,
@@ -78,9 +86,9 @@ if TYPE_CHECKING:
     )
     from bastion.app import create_app
     from bastion.audit import Outcome, record_event
-    from bastion.http.deps import unit_of_work
-    from bastion.http.ratelimit import rate_limit
+    from bastion.http.throttle import rate_limit
     from bastion.settings import load_settings
+    from bastion.uow import unit_of_work
 
 
 def __getattr__(name: str) -> Any:

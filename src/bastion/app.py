@@ -8,17 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from bastion import __version__
+from bastion import __version__, health
 from bastion.access import check_routes
 from bastion.access import routes as api_key_routes
 from bastion.admin import routes as admin_routes
 from bastion.clock import Clock, SystemClock
 from bastion.data import routes as data_routes
-from bastion.http import handlers, health
+from bastion.http import handlers
 from bastion.http.middleware import SpineMiddleware
 from bastion.http.proxies import TrustedProxies
 from bastion.identity import routes as identity_routes
 from bastion.identity.gate import SignInGate
+from bastion.identity.throttle import LOGIN_BY_ACCOUNT
 from bastion.network.ipfilter import NetworkGuard
 from bastion.runtime import build_services
 from bastion.settings import Settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served by data_routes.install, guarded like every route
         debug=False,
     )
     handlers.install(app)
@@ -56,8 +58,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin_routes.router)
     data_routes.install(app)
 
-    # Innermost: refuses sign-in attempts at a spent account before routing.
-    app.add_middleware(SignInGate)
+    # Innermost: refuses sign-in attempts at a spent account before routing,
+    # with the login route's own path and per-account throttle.
+    app.add_middleware(SignInGate, path=app.url_path_for("login"), throttle=LOGIN_BY_ACCOUNT)
     if settings.cors.allow_origins:
         app.add_middleware(
             CORSMiddleware,

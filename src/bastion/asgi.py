@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from bastion.app import create_app
-from bastion.logging import configure_logging
+from bastion.logging import configure_server_logging
 from bastion.network.listener import AdminListener, admin_mode
 from bastion.network.tls import RedirectApp
 from bastion.settings import load_settings
@@ -44,7 +44,7 @@ def load_target(target: str) -> Callable[[], object]:
 def public_app() -> FastAPI:
     """The public listener's application: the stock app, or the one ``BASTION_APP`` names."""
     settings = load_settings()
-    configure_logging(settings.log.level)
+    configure_server_logging(settings)
     target = os.environ.get(APP_ENV)
     app = load_target(target)() if target else create_app(settings)
     if not isinstance(app, FastAPI):

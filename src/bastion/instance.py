@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.clock import SystemClock
 from bastion.migrations import upgrade
@@ -11,6 +12,9 @@ from bastion.secrets import open_keyrings
 from bastion.security import MasterKey
 from bastion.security.x509 import write_dev_certificates
 from bastion.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from bastion.data.tables import Plan
 
 DEFAULT_CONFIG = """\
 # Bastion configuration. Every key can be overridden by an environment
@@ -90,18 +94,19 @@ def initialise(settings: Settings) -> list[str]:
     open_keyrings(settings, create=True)
     if settings.server.cert_file is None and write_dev_certificates(directory / "tls"):
         done.append(f"wrote a dev CA and a localhost certificate in {directory / 'tls'}")
-    migrate(settings)
+    done += [change.description for change in migrate(settings).changes]
     return done
 
 
-def migrate(settings: Settings) -> None:
+def migrate(settings: Settings) -> Plan:
     """Bring the schema up to date, then the collections' tables to bastion.toml
-    (refusing, with ConfigError, any change that would drop data)."""
+    (refusing, with ConfigError, any change that would drop data); returns the
+    collection changes made. Running servers pick them up within a second."""
     from bastion.data.service import apply_configured
 
     try:
         upgrade(settings.sqlalchemy_url)
-        apply_configured(settings, SystemClock())
+        return apply_configured(settings, SystemClock())
     except OSError as exc:
         raise ConfigError(f"the database cannot be reached: {exc.strerror or exc}") from None
 

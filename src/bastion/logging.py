@@ -1,10 +1,13 @@
-"""Structured JSON logs, with secrets redacted before anything is written.
+"""Structured logs, with secrets redacted before anything is written.
 
-Every line is one JSON object with an ISO-8601 UTC ``timestamp``, ``level``,
-``logger``, ``event`` and the context bound with
-``structlog.contextvars.bind_contextvars`` (the request id, for example). The
-standard library's ``logging`` (uvicorn, granian, SQLAlchemy, asyncio) goes
-through the same processors, so third-party lines are redacted too.
+Every event carries an ISO-8601 UTC ``timestamp``, ``level``, ``logger``,
+``event`` and the context bound with ``structlog.contextvars.bind_contextvars``
+(the request id, for example). It is written as one JSON object a line
+(``log.format = "json"``, for collectors) or as one readable line
+(``"console"``, coloured on a terminal; the default in dev on a terminal).
+Both renderers get the same event after the same redaction. The standard
+library's ``logging`` (uvicorn, granian, SQLAlchemy, asyncio) goes through the
+same processors, so third-party lines are redacted and formatted alike.
 
 Redaction (``redact``) is the last step before rendering, after tracebacks have
 been formatted, so it sees exactly the text that would be written. It works two
@@ -18,9 +21,16 @@ ways:
   ``api_key``/``apikey``, ``private_key``, ``master_key``, ``session``,
   ``credential`` or ``signature``; or has a word ``otp``, ``totp`` or
   ``hotp``; or its last word is ``code`` (``code``, ``mfa_code``,
-  ``recovery_code``), except for well-known non-secret codes (``status_code``,
-  ``error_code``, ``exit_code`` and a few more, see ``_PUBLIC_CODES``).
-  ``code_count`` is kept: only a trailing ``code`` is a code.
+  ``recovery_code``). Kept, because they describe a secret without holding
+  one: a key whose last word is a property (``token_type``,
+  ``password_changed_at``, ``session_count``, see ``_PROPERTY_WORDS``);
+  well-known non-secret codes (``status_code``, ``exit_code`` and a few more,
+  see ``_PUBLIC_CODES``; ``code_count`` too, as only a trailing ``code`` is a
+  code); and a bare ``code`` holding a small integer (``abs(code) < 1000``,
+  or up to three digits in text), which is an exit, signal, errno or HTTP
+  status. Any other bare ``code`` stays hidden: in the bodies Bastion reads it
+  is a TOTP, recovery, OAuth or verification code, six characters or more,
+  and a string (their leading zeros count).
 * by shape, inside every string (messages, tracebacks, values): bearer and
   basic credentials, JWTs, ``bsk_`` API keys, URL passwords, secret query
   parameters, cookie headers, ``name=value`` / ``"name": "value"`` pairs whose
@@ -41,12 +51,17 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, TYPE_CHECKING, Literal
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "configure_logging", "get_logger", "redact"]
+if TYPE_CHECKING:
+    from bastion.settings import Settings
+
+__all__ = ["REDACTED", "LogFormat", "configure_logging", "configure_server_logging", "get_logger", "redact"]
+
+LogFormat = Literal["json", "console"]
 
 REDACTED = "[REDACTED]"
 
@@ -65,6 +80,11 @@ _ROUTED_LOGGERS = (
     "sqlalchemy",
     "asyncio",
 )
+
+# Libraries whose INFO lines are noise at every start: Alembic announces its
+# plugins and its dialect in each process. A migration that runs is logged
+# once, by bastion.migrations.upgrade.
+_QUIET_LOGGERS = {"alembic": logging.WARNING}
 
 # --- redaction by key ------------------------------------------------------
 
@@ -90,6 +110,7 @@ _PUBLIC_CODES = frozenset(
         "status_code",
         "error_code",
         "exit_code",
+        "close_code",
         "http_code",
         "response_code",
         "return_code",
@@ -99,6 +120,13 @@ _PUBLIC_CODES = frozenset(
         "currency_code",
     }
 )
+# A last word that makes the key name a property of a secret, not the secret.
+_PROPERTY_WORDS = frozenset(
+    {"at", "age", "count", "expires", "expiry", "kind", "length", "purpose", "reason", "status", "ttl", "type"}
+)
+# A bare ``code`` below this is an exit status, signal, errno or HTTP status.
+_PUBLIC_CODE_BOUND = 1000
+_SHORT_INTEGER = re.compile(r"[+-]?[0-9]{1,3}")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_SEPARATORS = re.compile(r"[^a-z0-9]+")
 
@@ -107,12 +135,24 @@ _KEY_SEPARATORS = re.compile(r"[^a-z0-9]+")
 def _is_secret_key(key: str) -> bool:
     """Whether a field named ``key`` holds a secret (see the module docstring)."""
     name = _KEY_SEPARATORS.sub("_", _CAMEL.sub("_", key).lower()).strip("_")
+    words = name.split("_")
+    if len(words) > 1 and words[-1] in _PROPERTY_WORDS:
+        return False
     if any(part in name for part in _SECRET_KEY_PARTS):
         return True
-    words = name.split("_")
     if _SECRET_KEY_WORDS.intersection(words):
         return True
     return words[-1] == "code" and "_".join(words[-2:]) not in _PUBLIC_CODES
+
+
+def _is_public_code(key: str, value: object) -> bool:
+    """A bare ``code`` that is a small integer, or its text: an exit or status code (see the module docstring)."""
+    if key.lower() != "code" or isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < _PUBLIC_CODE_BOUND
+    # In text only the shape is left: "code=1" is an exit code, "code=918273" is not.
+    return isinstance(value, str) and _SHORT_INTEGER.fullmatch(value) is not None
 
 
 # --- redaction by shape ----------------------------------------------------
@@ -155,7 +195,11 @@ def _redact_pairs(text: str) -> str:
     pos = 0
     while (match := _KEY_VALUE.search(text, pos)) is not None:
         value = match[3]
-        if _is_secret_key(match[1]) and not value.lstrip("'\"").startswith(REDACTED):
+        if (
+            _is_secret_key(match[1])
+            and not _is_public_code(match[1], value)
+            and not value.lstrip("'\"").startswith(REDACTED)
+        ):
             parts.append(text[pos : match.start(3)] + REDACTED)
             pos = match.end(3)
         else:
@@ -247,7 +291,7 @@ _TRUSTED_KEYS = frozenset({"timestamp", "level", "logger"})
 def _redact_item(key: str, value: object, depth: int) -> object:
     if value is None or isinstance(value, bool) or (depth == 0 and key in _TRUSTED_KEYS):
         return value
-    if _is_secret_key(key):
+    if _is_secret_key(key) and not _is_public_code(key, value):
         return REDACTED
     if key == "request_id" and isinstance(value, str):
         # Request ids correlate lines; a client-chosen id may look random.
@@ -274,16 +318,23 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure_logging(level: str = "info", *, json_output: bool = True, stream: IO[str] | None = None) -> None:
+def configure_logging(
+    level: str = "info",
+    *,
+    log_format: LogFormat = "json",
+    stream: IO[str] | None = None,
+) -> None:
     """Send every log line, structlog's and the stdlib's, through redaction.
 
     Replaces the root logger's handlers (any other handler would write
     unredacted lines), so calling it again reconfigures rather than adds.
-    ``json_output=False`` renders plain key=value text for development.
+    ``log_format="console"`` renders one readable line per event (coloured when
+    ``stream`` is a terminal) from the same, redacted, event.
     """
     numeric_level = logging.getLevelNamesMapping().get(level.upper())
     if numeric_level is None:
         raise ValueError(f"unknown log level: {level!r}")
+    target = stream if stream is not None else sys.stdout
 
     shared = _shared_processors()
     structlog.configure(
@@ -298,9 +349,14 @@ def configure_logging(level: str = "info", *, json_output: bool = True, stream: 
         cache_logger_on_first_use=True,
     )
 
-    renderer: Processor = (
-        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    rendering: list[Processor] = [structlog.processors.JSONRenderer()]
+    if log_format == "console":
+        # plain_traceback: the exception is already text (format_exc_info, then
+        # redact); a rich traceback would render frame locals, unredacted.
+        console = structlog.dev.ConsoleRenderer(
+            colors=_is_terminal(target), exception_formatter=structlog.dev.plain_traceback
+        )
+        rendering = [_escape_controls, console]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
@@ -309,10 +365,10 @@ def configure_logging(level: str = "info", *, json_output: bool = True, stream: 
             # can include frame locals, which is where passwords live.
             structlog.processors.format_exc_info,
             redact,  # last before rendering, so it sees messages and tracebacks
-            renderer,
+            *rendering,
         ],
     )
-    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler = logging.StreamHandler(target)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
 
@@ -328,6 +384,42 @@ def configure_logging(level: str = "info", *, json_output: bool = True, stream: 
         routed = logging.getLogger(name)
         routed.handlers.clear()
         routed.propagate = True
+    for name, floor in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(floor, numeric_level))
+
+
+def configure_server_logging(settings: Settings) -> None:
+    """The server's logging: ``[log]`` level and format, to stdout."""
+    configure_logging(settings.log.level, log_format=server_log_format(settings))
+
+
+def server_log_format(settings: Settings) -> LogFormat:
+    """``log.format``, or when unset: console on a terminal in dev, JSON otherwise
+    (a log collector reads JSON; a developer reads lines)."""
+    if settings.log.format is not None:
+        return settings.log.format
+    return "console" if settings.mode == "dev" and _is_terminal(sys.stdout) else "json"
+
+
+# Control characters other than a traceback's own line breaks: a newline in
+# client text would forge a line, an ESC would drive the reader's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TRACEBACK_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape_controls(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Processor for the console renderer, which writes strings as they are
+    (JSON escapes them itself): control characters become ``\\xNN`` (V16.4.1)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            pattern = _TRACEBACK_CONTROL if key == "exception" else _CONTROL
+            event_dict[key] = pattern.sub(lambda match: f"\\x{ord(match[0]):02x}", value)
+    return event_dict
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

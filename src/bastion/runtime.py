@@ -64,7 +64,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         keys=keys,
         engine=engine,
         sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
-        rate_limiter=RateLimiter(redis or "memory://"),
+        rate_limiter=RateLimiter(redis or "memory://", ipv6_prefix=auth.ipv6_prefix),
         postman=Postman(build_mailer(settings)),
         identity=IdentityService(
             auth,

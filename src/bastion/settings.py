@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -51,6 +52,18 @@ class Secret(SecretStr):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _parses_as_limit(value: str) -> str:
+    from limits import parse
+
+    parse(value)  # ValueError names the notation it expects
+    return value
+
+
+# A throttle's limit in the `limits` notation ("10/minute", "100 per hour"),
+# checked when settings load rather than on the first request it throttles.
+RateLimit = Annotated[str, AfterValidator(_parses_as_limit)]
 
 
 class ServerSettings(Section):
@@ -172,17 +185,20 @@ class AuthSettings(Section):
     lockout_threshold: int = Field(10, ge=3, le=100)
     lockout_seconds: int = Field(60, ge=1)
     # Throttles in the `limits` notation, checked before any work is done.
-    login_rate_per_ip: str = "30/minute"
-    login_rate_per_account: str = "10/minute"
-    mfa_rate_per_ip: str = "10/minute"
-    refresh_rate_per_ip: str = "60/minute"
-    register_rate_per_ip: str = "10/minute"
-    verify_rate_per_ip: str = "20/minute"
-    forgot_rate_per_ip: str = "10/minute"
-    reset_rate_per_ip: str = "10/minute"
+    login_rate_per_ip: RateLimit = "30/minute"
+    login_rate_per_account: RateLimit = "10/minute"
+    mfa_rate_per_ip: RateLimit = "10/minute"
+    refresh_rate_per_ip: RateLimit = "60/minute"
+    register_rate_per_ip: RateLimit = "10/minute"
+    verify_rate_per_ip: RateLimit = "20/minute"
+    forgot_rate_per_ip: RateLimit = "10/minute"
+    reset_rate_per_ip: RateLimit = "10/minute"
     # Per account, so nobody can bomb a mailbox with sign-up or reset mail.
-    mail_rate_per_account: str = "3/hour"
-    api_key_rate: str = "600/minute"
+    mail_rate_per_account: RateLimit = "3/hour"
+    api_key_rate: RateLimit = "600/minute"
+    # An IPv6 client counts as its /ipv6_prefix network in every per-address
+    # throttle: one subscriber routinely holds a whole /64.
+    ipv6_prefix: int = Field(64, ge=32, le=128)
     # Argon2id runs off the event loop; this many at once (about one per core)
     # so a flood of logins queues instead of exhausting memory.
     hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
@@ -290,6 +306,8 @@ class CollectionSettings(Section):
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # Unset: "console" (coloured) on a terminal in dev, "json" otherwise.
+    format: Literal["json", "console"] | None = None
 
 
 class Settings(BaseSettings):

@@ -1,18 +1,19 @@
 """The unit of work (``uow``): one transaction, where it came from, and the
 mail it will send once it commits.
 
-Routes open one with ``unit_of_work(request)`` (``bastion.http.deps``, and
-``bastion.unit_of_work`` for extensions); the command line and tests with
-``open_unit_of_work``. The module is ``uow``, as every variable holding one
-is, so that it does not shadow ``bastion.unit_of_work``.
+Routes open one with ``unit_of_work(request)`` (``bastion.unit_of_work`` for
+extensions); the command line and tests with ``open_unit_of_work``. The
+module is ``uow``, as every variable holding one is, so that it does not
+shadow ``bastion.unit_of_work``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.audit import Origin
@@ -53,3 +54,23 @@ async def open_unit_of_work(
             raise
         await db.commit()
         await deliver(uow.outbox)
+
+
+def unit_of_work(request: Request) -> AbstractAsyncContextManager[UnitOfWork]:
+    """The request's unit of work (``async with unit_of_work(request) as uow``)."""
+    state = request.app.state
+    return open_unit_of_work(state.sessionmaker, origin_of(request), state.postman.deliver)
+
+
+def origin_of(request: Request) -> Origin:
+    """Where a request came from; on the admin listener, also the client
+    certificate its handshake verified (``request.state.admin_identity``, set
+    by ``bastion.network.listener`` from the TLS layer, never from the request)."""
+    admin = getattr(request.state, "admin_identity", None)
+    return Origin(
+        ip=request.client.host if request.client else None,
+        request_id=request.state.request_id,
+        user_agent=request.headers.get("user-agent", "")[:256],
+        client_cert_cn=getattr(admin, "subject_cn", None),
+        client_cert_serial=getattr(admin, "serial", None),
+    )

@@ -209,3 +209,65 @@ def test_serve_app_that_cannot_be_imported_is_one_line(tmp_path: Path) -> None:
     code, _, err = run("serve", "--data-dir", str(data), "--app", "no_such_module:app_factory")
     assert code == 2
     assert error_lines(err) == ["error: --app no_such_module:app_factory: No module named 'no_such_module'"]
+
+
+def test_v2_4_1_several_workers_without_redis_are_refused(tmp_path: Path) -> None:
+    """V2.4.1: in-memory throttle counters are per worker, so 4 workers would
+    quadruple every limit; serve refuses in one line (dev too), check reports it."""
+    data = tmp_path / "data"
+    assert run("init", "--data-dir", str(data))[0] == 0
+    code, _, err = run("serve", "--data-dir", str(data), "--workers", "4")
+    assert code == 2
+    assert error_lines(err) == [
+        "error: refusing to start: server.workers: 4 workers without redis_url would each keep their own "
+        "throttle counters, multiplying every rate limit; set redis_url so the workers share counters, or set "
+        "server.workers = 1"
+    ]
+    code, out, _ = run("check", "--data-dir", str(data))  # serve has put workers=4 in the environment
+    assert code == 1
+    assert "server.workers" in out
+
+
+def test_version() -> None:
+    from bastion import __version__
+
+    assert run("--version") == (0, f"bastion {__version__}\n", "")
+
+
+def test_data_dir_at_the_top_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bastion --data-dir D cmd` means D; a command's own --data-dir wins, and both beat the environment."""
+    monkeypatch.setenv("BASTION_DATA_DIR", str(tmp_path / "from-env"))
+    assert run("--data-dir", str(tmp_path / "top"), "init")[0] == 0
+    assert (tmp_path / "top" / "bastion.toml").is_file()
+    assert run("--data-dir", str(tmp_path / "top"), "init", "--data-dir", str(tmp_path / "own"))[0] == 0
+    assert (tmp_path / "own" / "bastion.toml").is_file()
+    assert not (tmp_path / "from-env").exists()
+
+
+# What a server needs and a help text does not: loading any of them made
+# `bastion --help` take 1-2 s.
+HEAVY = ("sqlalchemy", "fastapi", "starlette", "cryptography", "alembic", "argon2", "granian", "pydantic_settings")
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["user", "--help"], ["keys", "--help"], ["collections", "--help"], ["ca", "--help"]]
+)
+def test_help_does_not_load_the_server(args: list[str]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from bastion.cli import app\n"
+        "try:\n"
+        f"    app({args!r}, prog_name='bastion')\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    code, loaded = json.loads(done.stderr.strip().splitlines()[-1])
+    assert code == 0
+    assert "Usage:" in done.stdout
+    assert [name for name in HEAVY if name in loaded] == []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +21,8 @@ from typing import Any
 import pytest
 import structlog
 
-from bastion.logging import REDACTED, configure_logging, get_logger, redact
+from bastion.logging import REDACTED, LogFormat, configure_logging, get_logger, redact, server_log_format
+from bastion.settings import load_settings
 
 REQUEST_ID = "4f9c2d7e8a1b4c3d9e0f1a2b3c4d5e6f"  # uuid4 hex, as the middleware makes
 
@@ -72,6 +75,12 @@ def log_stream() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    structlog.reset_defaults()
+
+
+def _reset_logging() -> None:
+    structlog.contextvars.clear_contextvars()
+    logging.getLogger().handlers.clear()
     structlog.reset_defaults()
 
 
@@ -128,11 +137,28 @@ def _emit_planted_secrets() -> None:
         log.error("token_rejected", exc_info=True)
 
 
-def test_planted_secrets_never_reach_the_log(log_stream: io.StringIO) -> None:
-    """V16.2.5, V16.5.1: no planted credential appears in any rendered line.
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_planted_secrets_never_reach_the_log_in_either_format(log_format: LogFormat) -> None:
+    """V16.2.5, V16.5.1: no planted credential appears in any rendered line, JSON or console.
 
     Covers structlog and stdlib loggers, fields, messages and tracebacks.
     """
+    stream = io.StringIO()
+    try:
+        configure_logging("debug", log_format=log_format, stream=stream)
+        _emit_planted_secrets()
+    finally:
+        _reset_logging()
+    # Timestamps are dropped: six-digit codes could collide with microseconds.
+    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "", stream.getvalue())
+    for secret in PLANTED:
+        assert secret not in text, f"planted secret leaked: {secret[:6]}…"
+    assert REDACTED in text
+    assert "Traceback (most recent call last)" in text
+
+
+def test_planted_secrets_leave_context_readable(log_stream: io.StringIO) -> None:
+    """V16.5.1: redaction hides the secrets and keeps what an operator needs."""
     _emit_planted_secrets()
     lines = _lines(log_stream)
     assert len(lines) == 11
@@ -242,10 +268,23 @@ def test_unknown_level_is_refused() -> None:
         ("mfa_code", True),
         ("recoveryCode", True),
         ("recovery_code", True),
+        ("api_key", True),
+        ("secret", True),
+        ("token", True),
+        ("totp_code", True),
+        ("sessionToken", True),
         ("status_code", False),
         ("statusCode", False),
         ("error_code", False),
+        ("exit_code", False),
+        ("close_code", False),
         ("code_count", False),
+        # Properties of a secret, not the secret.
+        ("token_type", False),
+        ("password_changed_at", False),
+        ("session_count", False),
+        ("secret_length", False),
+        ("tokenExpires", False),
         ("request_id", False),
         ("path", False),
         ("user_id", False),
@@ -302,3 +341,107 @@ def test_redaction_survives_cycles() -> None:
     cyclic["self"] = cyclic
     out = redact(None, "info", {"data": cyclic})
     assert PASSWORD not in json.dumps(out)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        (0, True),
+        (1, True),
+        (-15, True),  # killed by SIGTERM
+        (404, True),
+        (918273, False),  # an integer TOTP code
+        (12345678, False),
+        (TOTP_CODE, False),
+        ("012345", False),  # the leading zero is why codes travel as strings
+        ("ABCD-EFGH-2345", False),  # a recovery code
+        ("SplxlOBeZQQYbYS6WxSbIA", False),  # an OAuth authorization code
+        ("1", True),
+    ],
+)
+def test_a_bare_code_is_hidden_unless_it_is_an_exit_or_status_code(value: object, kept: bool) -> None:
+    """V16.2.5: ``code`` is an exit status from a supervisor and a TOTP code in an MFA body.
+
+    The listener's exit code stays readable; the second factor does not.
+    """
+    out = redact(None, "error", {"event": "listener exited", "listener": "public", "code": value})
+    assert (out["code"] == value) is kept
+    assert (out["code"] == REDACTED) is not kept
+    body = redact(None, "info", {"body": {"mfa_token": "t" * 32, "code": value}})["body"]
+    assert body["mfa_token"] == REDACTED
+    assert (body["code"] == value) is kept
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("listener exited code=1", "listener exited code=1"),
+        ("worker died code: -9", "worker died code: -9"),
+        (f"mfa code={TOTP_CODE}", "mfa code=[REDACTED]"),
+        (f'{{"mfa_token": "abc", "code": "{TOTP_CODE}"}}', '{"mfa_token": [REDACTED], "code": [REDACTED]}'),
+        ('{"code": "012"}', '{"code": [REDACTED]}'),
+    ],
+)
+def test_a_bare_code_in_text(text: str, expected: str) -> None:
+    """V16.2.5: the same rule inside messages: short numbers are codes of exit, long ones are secrets."""
+    assert redact(None, "info", {"event": text})["event"] == expected
+
+
+def test_console_lines_cannot_be_forged_or_drive_the_terminal() -> None:
+    """V16.4.1: in the console format, newlines and escape sequences in client text are escaped."""
+    stream = io.StringIO()
+    try:
+        configure_logging("info", log_format="console", stream=stream)
+        get_logger("bastion.http").warning("bad path \x1b[2J", value="x\n2026-01-01 [info] admin_login_ok")
+        try:
+            raise ValueError("boom\x1b]0;owned\x07")
+        except ValueError:
+            get_logger("bastion.http").exception("failed")
+    finally:
+        _reset_logging()
+    text = stream.getvalue()
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert "\\x1b[2J" in text
+    lines = text.splitlines()
+    assert "admin_login_ok" in lines[0]
+    assert lines[1].endswith("[error    ] failed                         [bastion.http]")
+    assert "Traceback (most recent call last):" in lines[2]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("dev", None, True, "console"),
+        ("dev", None, False, "json"),
+        ("prod", None, True, "json"),
+        ("dev", "json", True, "json"),
+        ("prod", "console", False, "console"),
+    ],
+)
+def test_log_format_default(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, case: tuple[str, str | None, bool, str]
+) -> None:
+    """Console (coloured) for a developer at a terminal; JSON for everything else, unless log.format says."""
+    mode, configured, terminal, expected = case
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal, raising=False)
+    log = {"level": "info"} if configured is None else {"level": "info", "format": configured}
+    assert server_log_format(load_settings(tmp_path, mode=mode, log=log)) == expected
+
+
+def test_alembic_says_one_line_when_it_migrates_and_none_otherwise(tmp_path: Any) -> None:
+    """Start-up is quiet: no plugin or dialect chatter, one line naming the revisions that ran."""
+    from bastion.migrations import upgrade
+
+    stream = io.StringIO()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}"
+    try:
+        configure_logging("info", stream=stream)
+        upgrade(url)
+        first = _lines(stream)
+        upgrade(url)
+    finally:
+        _reset_logging()
+    assert [(line["logger"], line["event"]) for line in first] == [("bastion.migrations", "schema migrated")]
+    assert first[0]["revisions"][0] == "0001"
+    assert _lines(stream) == first

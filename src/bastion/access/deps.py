@@ -1,8 +1,11 @@
 """Access requirements for routes, as FastAPI dependencies.
 
 Every route declares exactly what it needs, and the app refuses to start if
-one does not (``check_routes``): a forgotten requirement must fail loudly at
-start-up, not open a hole quietly at run time.
+one does not (``bastion.access.guard.check_routes``, which sees every route
+kind): a forgotten requirement must fail loudly at start-up, not open a hole
+quietly at run time. Each requirement here carries its ``Guard``; plain
+Starlette endpoints and mounted apps use the same requirements through
+``guard`` / ``guard_app``.
 
 - ``public``: anyone (sign-in, health);
 - ``authenticated``: any valid credential (a JWT with a live session, or an API key);
@@ -13,40 +16,30 @@ start-up, not open a hole quietly at run time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from fastapi import Request
 
-from fastapi import FastAPI, Request
-from fastapi.routing import APIRoute
-
-from bastion.access.errors import InvalidCredential, MfaRequired, PermissionDenied
+from bastion.access.errors import MfaRequired, NoCredential, PermissionDenied
+from bastion.access.guard import Guard, Requirement, declare
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, Outcome, record_event
-from bastion.http.deps import origin_of
-from bastion.http.problems import TooManyRequests, Unauthorized
-from bastion.uow import UnitOfWork
+from bastion.http.problems import Unauthorized
+from bastion.http.throttle import Throttle
+from bastion.uow import UnitOfWork, origin_of
 
-Requirement = Callable[[Request], Awaitable[Any]]
-R = TypeVar("R", bound=Requirement)
-_MARK = "__bastion_access__"
-
-
-def _marked(kind: str) -> Callable[[R], R]:
-    def mark(dependency: R) -> R:
-        setattr(dependency, _MARK, kind)
-        return dependency
-
-    return mark
+# Each key has its own budget, so one leaked key cannot starve the rest.
+API_KEY_BUDGET = Throttle("api-key", lambda s: s.auth.api_key_rate, key=None)
 
 
-@_marked("public")
 async def public(request: Request) -> None:
     """Open to anyone."""
 
 
-@_marked("by_rule")
 async def by_rule(request: Request) -> None:
     """Authorised by the handler's data rules; the handler must check them."""
+
+
+declare(public, Guard("public"))
+declare(by_rule, Guard("by_rule"))
 
 
 async def optional_principal(request: Request) -> Principal | None:
@@ -82,28 +75,25 @@ async def resolve_principal(request: Request, uow: UnitOfWork | None = None) -> 
         refused.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise
     if found.api_key_id is not None:
-        # Each key has its own budget, so one leaked key cannot starve the rest.
-        limit = state.settings.auth.api_key_rate
-        verdict = await state.rate_limiter.hit(limit, "api-key", found.api_key_id)
-        if not verdict.allowed:
-            raise TooManyRequests(headers=verdict.headers())
+        await API_KEY_BUDGET.hit(request, found.api_key_id)
     request.state.principal = found
     return found
 
 
-@_marked("authenticated")
 async def authenticated(request: Request) -> Principal:
     """Any valid credential (401 otherwise)."""
     found = await optional_principal(request)
     if found is None:
-        raise InvalidCredential(headers={"WWW-Authenticate": "Bearer"})
+        raise NoCredential(headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+declare(authenticated, Guard("authenticated"))
 
 
 def require(permission: str, *, mfa: bool = False) -> Requirement:
     """A dependency admitting only callers granted ``permission`` (403 and an audit event otherwise)."""
 
-    @_marked(f"permission:{permission}")
     async def requirement(request: Request) -> Principal:
         caller = await authenticated(request)
         if caller.can(permission) and (caller.mfa or not mfa):
@@ -111,7 +101,7 @@ def require(permission: str, *, mfa: bool = False) -> Requirement:
         await _audit_denial(request, caller, permission)
         raise MfaRequired if caller.can(permission) else PermissionDenied
 
-    return requirement
+    return declare(requirement, Guard("permission", permission, mfa=mfa))
 
 
 def require_mfa(permission: str) -> Requirement:
@@ -131,29 +121,3 @@ async def _audit_denial(request: Request, caller: Principal, permission: str) ->
             details={"permission": permission, "path": request.url.path},
         )
         await db.commit()
-
-
-def requirement_of(route: APIRoute) -> str | None:
-    """The access requirement a route declared, if any."""
-    pending = list(route.dependant.dependencies)
-    while pending:
-        dependant = pending.pop()
-        kind = getattr(dependant.call, _MARK, None)
-        if kind is not None:
-            return str(kind)
-        pending.extend(dependant.dependencies)
-    return None
-
-
-def check_routes(app: FastAPI) -> None:
-    """Refuse to run an app with a route that declares no access requirement."""
-    missing = [
-        f"{','.join(sorted(route.methods or ()))} {route.path}"
-        for route in app.routes
-        if isinstance(route, APIRoute) and requirement_of(route) is None
-    ]
-    if missing:
-        raise RuntimeError(
-            "routes without an access requirement (add public, authenticated, require(...) or by_rule): "
-            + "; ".join(missing)
-        )

@@ -9,6 +9,13 @@ class InvalidCredential(Unauthorized):
     detail = "The credential is invalid, expired or revoked."
 
 
+class NoCredential(Unauthorized):
+    """Nothing was sent: saying it was invalid would send a newcomer hunting for a fault in a token."""
+
+    title = "Authentication Required"
+    detail = "This route needs a credential: send Authorization: Bearer <access token or API key>."
+
+
 class PermissionDenied(Forbidden):
     detail = "You are not allowed to do this."
 

@@ -23,8 +23,8 @@ class UserRole(Base):
     __tablename__ = "user_roles"
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    # No foreign key to roles.name: `bastion user set-role` may name a role
-    # before it is defined, and a role without a definition grants nothing.
+    # No foreign key to roles.name (adding one needs a migration of existing
+    # rows); every grant goes through AccessService.check_roles instead.
     role: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 

@@ -12,6 +12,11 @@ from enum import StrEnum
 
 
 class Permission(StrEnum):
+    # The caller's own account (``ACCOUNT_PREFIX``).
+    ME_READ = "me:read"  # profile and sessions
+    ME_SESSIONS = "me:sessions"  # revoke a session
+    ME_PASSWORD = "me:password"  # noqa: S105 - a permission name: change the password
+    ME_MFA = "me:mfa"  # enrol, confirm or remove TOTP
     API_KEYS = "me:api-keys"
     RECORDS = "records:*"
     ADMIN_USERS_READ = "admin:users:read"
@@ -27,6 +32,17 @@ class Permission(StrEnum):
 
 
 ALL = "*"
+
+# Permissions on the caller's own account. An API key holds one only when one
+# of its scopes names it exactly: a wildcard (``*``, ``me:*``) never reaches
+# the account, so a key made for records cannot read the profile, revoke
+# sessions, change the password or enrol TOTP and lock its owner out.
+ACCOUNT_PREFIX = "me:"
+# Of those, what every signed-in owner may do to their own account, whatever
+# their roles; ``me:api-keys`` stays a grant of the ``user`` role.
+OWN_ACCOUNT: frozenset[str] = frozenset(
+    {Permission.ME_READ, Permission.ME_SESSIONS, Permission.ME_PASSWORD, Permission.ME_MFA}
+)
 
 # Built-in roles. They exist in every instance (the migration seeds them) and
 # cannot be deleted; their grants can be widened through the admin API.

@@ -12,8 +12,8 @@ from bastion.access.models import ApiKey
 from bastion.access.permissions import Permission
 from bastion.access.principal import Principal
 from bastion.access.service import AccessService
-from bastion.http.deps import unit_of_work
 from bastion.http.problems import NotFound, ValidationFailed
+from bastion.uow import unit_of_work
 
 router = APIRouter(prefix="/api/v1/me/api-keys", tags=["api-keys"])
 Owner = Annotated[Principal, Depends(require(Permission.API_KEYS))]

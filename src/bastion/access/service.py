@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bastion.access.errors import InvalidCredential, ScopeNotHeld, UnknownRole
 from bastion.access.models import ApiKey, Role, UserRole
-from bastion.access.permissions import grants
+from bastion.access.permissions import OWN_ACCOUNT, grants
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, record_event
 from bastion.clock import Clock
@@ -202,7 +202,8 @@ class AccessService:
             user_id=key.user_id,
             roles=roles,
             # Only what the owner still holds: demoting the owner demotes the key.
-            permissions=frozenset(scope for scope in key.scopes if grants(held, scope)),
+            # The owner always holds their own account (permissions.OWN_ACCOUNT).
+            permissions=frozenset(scope for scope in key.scopes if scope in OWN_ACCOUNT or grants(held, scope)),
             mfa=False,
             api_key_id=key.id,
         )
@@ -232,25 +233,23 @@ class AccessService:
         )
         return role
 
-    async def set_roles(
-        self,
-        uow: UnitOfWork,
-        user: User,
-        roles: Sequence[str],
-        *,
-        actor_id: uuid.UUID | None = None,
-        defined_only: bool = True,
-    ) -> None:
-        """Make ``roles`` the user's roles (UnknownRole if ``defined_only`` and one is not defined).
+    async def check_roles(self, db: AsyncSession, names: Sequence[str]) -> None:
+        """UnknownRole naming every one of ``names`` that is not defined.
 
-        The command line assigns with ``defined_only=False``: an operator may
-        assign a role before defining it, and until then it grants nothing.
+        The one check behind every grant (admin API, ``bastion user create``
+        and ``set-role``): a grant of a role nobody defined would hold no
+        permission today and whatever a later role of that name is given.
         """
-        if defined_only:
-            known = set(await uow.db.scalars(select(Role.name).where(Role.name.in_(roles))))
-            if unknown := sorted(set(roles) - known):
-                raise UnknownRole(unknown)
-        user.roles = [UserRole(role=role) for role in dict.fromkeys(roles)]
+        known = set(await db.scalars(select(Role.name).where(Role.name.in_(names))))
+        if unknown := sorted(set(names) - known):
+            raise UnknownRole(unknown)
+
+    async def set_roles(
+        self, uow: UnitOfWork, user: User, names: Sequence[str], *, actor_id: uuid.UUID | None = None
+    ) -> None:
+        """Make ``names`` the user's roles, or change nothing if one is unknown."""
+        await self.check_roles(uow.db, names)
+        user.roles = [UserRole(role=name) for name in dict.fromkeys(names)]
         record_event(
             uow.db,
             self.clock,
@@ -258,5 +257,5 @@ class AccessService:
             origin=uow.origin,
             actor_id=actor_id,
             subject_id=user.id,
-            details={"roles": list(roles)},
+            details={"roles": list(names)},
         )

@@ -19,9 +19,10 @@ from bastion.access import Permission, Principal, require_mfa
 from bastion.access.routes import info
 from bastion.access.schemas import ApiKeyInfo, Scope
 from bastion.data.service import DataService
-from bastion.http.deps import origin_of, unit_of_work
 from bastion.http.problems import NotFound
+from bastion.identity.throttle import restore_sign_in
 from bastion.settings import CollectionSettings
+from bastion.uow import origin_of, unit_of_work
 
 if TYPE_CHECKING:
     from bastion.identity.models import User
@@ -97,6 +98,7 @@ async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, call
             await state.sessions.revoke_all(uow, user.id, reason="admin_lock")
         elif body.disabled is False:
             await state.identity.unlock(uow, user, actor_id=caller.user_id)
+            await restore_sign_in(state.rate_limiter, state.settings, user.email)
         return _user(user)
 
 

@@ -1,26 +1,28 @@
-"""The ``bastion`` command: thin typer commands that call services."""
+"""The ``bastion`` command: thin typer commands that call services.
+
+Only typer, rich and the command modules load before a command runs; each
+command imports the services it calls, so ``bastion --help`` stays fast
+(tests/functional/test_cli.py checks which modules it loads).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from bastion import __version__, instance
-from bastion.asgi import APP_ENV, load_target
+from bastion import __version__
 from bastion.cli import data as data_commands
-from bastion.cli.common import DataDir, err, fail, one_line_errors, out
+from bastion.cli.common import DataDir, fail, one_line_errors, out
 from bastion.cli.identity import sessions, users
 from bastion.cli.network import ca as ca_commands
 from bastion.cli.network import firewall as firewall_commands
-from bastion.logging import configure_logging
-from bastion.posture.checks import Finding, check_settings
-from bastion.secrets import open_keyrings
-from bastion.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bastion.settings import Settings
 
 app = typer.Typer(
     name="bastion",
@@ -32,6 +34,8 @@ app = typer.Typer(
 
 
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
+    from bastion.settings import load_settings
+
     with one_line_errors():
         return load_settings(data_dir, **overrides)
 
@@ -44,21 +48,34 @@ app.add_typer(data_commands.collections, name="collections")
 app.add_typer(data_commands.keys, name="keys")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"bastion {__version__}", highlight=False)
+        raise typer.Exit
+
+
 @app.callback()
 def main_callback(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    data_dir: DataDir = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
 ) -> None:
-    if version:
-        out.print(__version__)
-        raise typer.Exit
+    """--data-dir given here applies to the command that follows (its own --data-dir wins)."""
+    from bastion.logging import configure_logging
+
     # Commands log warnings and errors only, to stderr, redacted; `serve`
-    # switches to the configured level on stdout.
+    # switches to the configured level and format.
     configure_logging("warning", stream=sys.stderr)
 
 
 @app.command()
 def init(data_dir: DataDir = None) -> None:
     """Create the data directory, keys, dev TLS certificate and schema. Safe to re-run."""
+    from bastion import instance
+    from bastion.settings import load_settings
+
     with one_line_errors():
         settings = load_settings(data_dir)
         for line in instance.initialise(settings):
@@ -69,14 +86,22 @@ def init(data_dir: DataDir = None) -> None:
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
     """Bring the database schema up to date."""
+    from bastion import instance
+    from bastion.settings import load_settings
+
     with one_line_errors():
-        instance.migrate(load_settings(data_dir))
+        changes = instance.migrate(load_settings(data_dir))
+    data_commands.show(changes, applied=True)
     out.print("[green]schema is up to date[/]")
 
 
 @app.command()
 def check(data_dir: DataDir = None) -> None:
     """Print the security posture findings without starting the server."""
+    from rich.table import Table
+
+    from bastion.posture import check_settings
+
     findings = check_settings(settings_for(data_dir))
     table = Table("severity", "setting", "finding", "fix", title="Bastion posture")
     colours = {"error": "red", "warning": "yellow", "info": "cyan"}
@@ -103,6 +128,12 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     ] = None,
 ) -> None:
     """Run the server: public HTTPS on 127.0.0.1:8443, admin (mTLS) on 127.0.0.1:8444."""
+    from bastion import instance
+    from bastion.asgi import APP_ENV
+    from bastion.logging import configure_server_logging, get_logger
+    from bastion.posture import check_settings
+    from bastion.secrets import open_keyrings
+
     # Workers are separate processes that load settings from the environment,
     # so command-line overrides travel there too.
     overrides = {
@@ -123,37 +154,40 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     refused = [f for f in findings if f.severity == "error"]
     if refused:
         fail(f"refusing to start: {refused[0].line()}")
-    _banner(findings)
     from bastion.network.serve import prepare as prepare_listeners
     from bastion.network.serve import supervise
 
     if app_target:
         _check_app_target(app_target)
+    # From here on everything the server says is a log line, in one format
+    # (log.format) and through one redaction, whichever process says it.
+    configure_server_logging(settings)
+    log = get_logger("bastion.serve")
+    for finding in findings:
+        if finding.severity == "warning":
+            log.warning(finding.message, setting=finding.setting, fix=finding.fix)
+        elif finding.severity == "info":
+            log.info(finding.message)
     with one_line_errors():
         open_keyrings(settings)
         instance.migrate(settings)
         listeners = prepare_listeners(settings)
 
-    configure_logging(settings.log.level)
     for listener in listeners:
-        err.print(f"Bastion {__version__} {listener.name} listener on {listener.url}", highlight=False)
+        log.info("listening", listener=listener.name, url=listener.url, version=__version__)
     raise typer.Exit(supervise(listeners))
 
 
 def _check_app_target(target: str) -> None:
-    """Fail here, in one line, rather than in every worker."""
+    """Fail here, in one line, rather than in every worker: an app that
+    cannot be built, or that has a route without a declared guard."""
+    from bastion.access import UnguardedRoutes, check_routes
+    from bastion.asgi import load_target
+
     try:
-        load_target(target)
-    except (ImportError, AttributeError, TypeError) as exc:
+        check_routes(load_target(target)())
+    except (ImportError, AttributeError, TypeError, UnguardedRoutes) as exc:
         fail(f"--app {target}: {exc}")
-
-
-def _banner(findings: list[Finding]) -> None:
-    for finding in findings:
-        if finding.severity == "warning":
-            err.print(f"[yellow]warning:[/] {finding.line()}", highlight=False)
-        elif finding.severity == "info":
-            err.print(f"[cyan]{finding.message}[/]", highlight=False)
 
 
 def main() -> None:

@@ -1,25 +1,22 @@
-"""``bastion collections …`` and ``bastion keys …``: thin commands over the data service."""
+"""``bastion collections …`` and ``bastion keys …``: thin commands over the data service.
+
+The services are imported inside the commands, so ``--help`` does not load them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import Progress, TaskID
-from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bastion.audit import EventTag, Origin, record_event
 from bastion.cli.common import CommandError, DataDir, one_line_errors, out
-from bastion.clock import SystemClock
-from bastion.data.rewrap import count_all, rewrap_all
-from bastion.data.service import apply_configured
-from bastion.data.tables import Plan
-from bastion.db import create_engine
-from bastion.secrets import KEY_PURPOSES, open_keyrings
-from bastion.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bastion.audit import EventTag
+    from bastion.data.tables import Plan
+    from bastion.settings import Settings
 
 collections = typer.Typer(help="Collections declared in bastion.toml.", no_args_is_help=True)
 keys = typer.Typer(help="The keystore: list, rotate, rewrap, remove.", no_args_is_help=True)
@@ -30,24 +27,33 @@ ROTATABLE = ("encryption", "signing")
 
 
 def _settings(data_dir: Path | None) -> Settings:
+    from bastion.settings import load_settings
+
     with one_line_errors():
         return load_settings(data_dir)
 
 
-def _show(changes: Plan) -> None:
+def show(changes: Plan, *, applied: bool = False) -> None:
+    """Each change on a line; once applied, that running servers follow it."""
     if changes.empty:
         out.print("collections are up to date")
     for change in changes.changes:
         colour = "red" if change.destructive else "green"
         out.print(f"[{colour}]{'!' if change.destructive else '+'}[/] {change.description}", highlight=False)
+    if applied and not changes.empty:
+        # Servers look at the definitions again every CATALOG_RELOAD_SECONDS.
+        out.print("[green]applied:[/] running servers use the new definitions within a second; no restart needed")
 
 
 @collections.command("plan")
 def plan_command(data_dir: DataDir = None) -> None:
     """Show what `apply` would change, without changing anything."""
+    from bastion.clock import SystemClock
+    from bastion.data.service import apply_configured
+
     settings = _settings(data_dir)
     with one_line_errors():
-        _show(apply_configured(settings, SystemClock(), dry_run=True))
+        show(apply_configured(settings, SystemClock(), dry_run=True))
 
 
 @collections.command("apply")
@@ -56,17 +62,25 @@ def apply_command(
     force: Annotated[bool, typer.Option("--force", help="Also make changes that drop data.")] = False,
 ) -> None:
     """Bring the tables to bastion.toml; refuses changes that drop data without --force."""
+    from bastion.clock import SystemClock
+    from bastion.data.service import apply_configured
+
     settings = _settings(data_dir)
     with one_line_errors():
-        _show(apply_configured(settings, SystemClock(), dry_run=True))
-        apply_configured(settings, SystemClock(), force=force)
-    out.print("[green]applied[/]")
+        # Refused as a whole, before any change, when it would drop data without --force.
+        changes = apply_configured(settings, SystemClock(), force=force)
+    show(changes, applied=True)
 
 
 @keys.command("list")
 def list_keys(data_dir: DataDir = None) -> None:
     """Every key of every keyring (ids and dates, never material), and how many
     sealed values each encryption key still protects."""
+    from rich.table import Table
+
+    from bastion.rewrap import count_all
+    from bastion.secrets import KEY_PURPOSES, open_keyrings
+
     settings = _settings(data_dir)
     with one_line_errors():
         rings = open_keyrings(settings)
@@ -91,6 +105,9 @@ def rotate(
     if purpose not in ROTATABLE:
         with one_line_errors():
             raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate (hmac would change every blind index)")
+    from bastion.audit import EventTag
+    from bastion.secrets import open_keyrings
+
     settings = _settings(data_dir)
     with one_line_errors():
         kid = getattr(open_keyrings(settings), purpose).rotate()
@@ -108,6 +125,12 @@ def rewrap(
     """Re-encrypt every sealed value (encrypted fields, TOTP secrets, the CA key)
     under the active key, in batches. Safe to interrupt and run again; the
     server keeps serving meanwhile."""
+    from rich.progress import Progress, TaskID
+
+    from bastion.audit import EventTag
+    from bastion.rewrap import rewrap_all
+    from bastion.secrets import open_keyrings
+
     settings = _settings(data_dir)
     with one_line_errors():
         rings = open_keyrings(settings)
@@ -141,6 +164,10 @@ def remove(
     if purpose not in ROTATABLE:
         with one_line_errors():
             raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate, so only they have keys to remove")
+    from bastion.audit import EventTag
+    from bastion.rewrap import count_all
+    from bastion.secrets import open_keyrings
+
     settings = _settings(data_dir)
     with one_line_errors():
         rings = open_keyrings(settings)
@@ -152,6 +179,12 @@ def remove(
 
 
 async def _audit(settings: Settings, tag: EventTag, details: dict[str, object]) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from bastion.audit import Origin, record_event
+    from bastion.clock import SystemClock
+    from bastion.db import create_engine
+
     engine = create_engine(settings.sqlalchemy_url)
     try:
         async with engine.begin() as connection, AsyncSession(bind=connection) as db:

@@ -1,24 +1,24 @@
-"""``bastion user …`` and ``bastion sessions …``: thin commands over the services."""
+"""``bastion user …`` and ``bastion sessions …``: thin commands over the services.
+
+The services are imported inside the commands, so ``bastion user --help``
+does not load the server.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.table import Table
 
-from bastion.audit import Origin
-from bastion.cli.common import CommandError, DataDir, fail, one_line_errors, out
-from bastion.clock import SystemClock
-from bastion.identity.errors import WeakPassword
-from bastion.identity.models import User
-from bastion.runtime import Services, build_services
-from bastion.settings import load_settings
-from bastion.uow import UnitOfWork, open_unit_of_work
+from bastion.cli.common import CommandError, DataDir, err, fail, one_line_errors, out
+
+if TYPE_CHECKING:
+    from bastion.identity.models import User
+    from bastion.runtime import Services
+    from bastion.uow import UnitOfWork
 
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 sessions = typer.Typer(help="Manage sign-in sessions.", no_args_is_help=True)
@@ -27,7 +27,15 @@ T = TypeVar("T")
 
 
 def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitable[T]]) -> T:
-    """Run ``action`` in one transaction against the instance in ``data_dir``."""
+    """Run ``action`` in one transaction against the instance in ``data_dir``:
+    a refusal anywhere in it stores nothing."""
+    import asyncio
+
+    from bastion.audit import Origin
+    from bastion.clock import SystemClock
+    from bastion.runtime import build_services
+    from bastion.settings import load_settings
+    from bastion.uow import open_unit_of_work
 
     async def main() -> T:
         services = build_services(load_settings(data_dir), SystemClock())
@@ -49,21 +57,25 @@ async def _user(services: Services, uow: UnitOfWork, email: str) -> User:
 
 
 def _read_password(from_stdin: bool) -> str | None:
-    # Never from an argument: argv is visible to every user through ps.
+    """Never from an argument: argv is visible to every user through ps.
+
+    On a terminal the password is asked for, twice, without echo, with or
+    without ``--password-stdin``; a pipe gives its first line.
+    """
+    if sys.stdin.isatty():
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise CommandError("--password-stdin was given but standard input had no password")
         return password
-    if sys.stdin.isatty():
-        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
     return None
 
 
 @users.command("create")
 def create(
     email: Annotated[str, typer.Option("--email", help="The user's email address.")],
-    role: Annotated[str, typer.Option("--role", help="Role to grant.")] = "user",
+    role: Annotated[str, typer.Option("--role", help="Role to grant (one that exists).")] = "user",
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     verified: Annotated[bool, typer.Option("--verified", help="Mark the email address as verified.")] = False,
     data_dir: DataDir = None,
@@ -73,6 +85,9 @@ def create(
         password = _read_password(password_stdin)
 
     async def action(services: Services, uow: UnitOfWork) -> User:
+        from bastion.identity.errors import WeakPassword
+
+        await services.access.check_roles(uow.db, [role])
         try:
             return await services.identity.create_user(uow, email, password, roles=[role], verified=verified)
         except WeakPassword as weak:
@@ -87,6 +102,7 @@ def create(
 @users.command("list")
 def list_users(data_dir: DataDir = None) -> None:
     """List users."""
+    from rich.table import Table
 
     async def action(services: Services, uow: UnitOfWork) -> list[User]:
         return list(await services.identity.list_users(uow.db))
@@ -123,7 +139,17 @@ def unlock(email: str, data_dir: DataDir = None) -> None:
     """Re-enable a user and lift any lockout."""
 
     async def action(services: Services, uow: UnitOfWork) -> None:
-        await services.identity.unlock(uow, await _user(services, uow, email))
+        from bastion.http.problems import NotReady
+        from bastion.identity.throttle import restore_sign_in
+
+        user = await _user(services, uow, email)
+        await services.identity.unlock(uow, user)
+        try:
+            await restore_sign_in(services.rate_limiter, services.settings, user.email)
+        except NotReady:
+            err.print(
+                "[yellow]warning:[/] Redis is unreachable: the sign-in throttle lifts by itself within its window"
+            )
 
     run(data_dir, action)
     out.print(f"unlocked {email}", highlight=False)
@@ -131,11 +157,10 @@ def unlock(email: str, data_dir: DataDir = None) -> None:
 
 @users.command("set-role")
 def set_role(email: str, role: str, data_dir: DataDir = None) -> None:
-    """Make ROLE the user's role."""
+    """Make ROLE (one that exists) the user's role."""
 
     async def action(services: Services, uow: UnitOfWork) -> None:
-        user = await _user(services, uow, email)
-        await services.access.set_roles(uow, user, [role], defined_only=False)
+        await services.access.set_roles(uow, await _user(services, uow, email), [role])
 
     run(data_dir, action)
     out.print(f"{email} now has role {role}", highlight=False)

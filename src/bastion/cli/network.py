@@ -1,4 +1,7 @@
-"""``bastion ca …`` and ``bastion firewall …``: thin commands over the network services."""
+"""``bastion ca …`` and ``bastion firewall …``: thin commands over the network services.
+
+The services are imported inside the commands, so ``--help`` does not load them.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from bastion.cli.common import DataDir, err, fail, one_line_errors, out
-from bastion.network import firewall as firewall_rules
-from bastion.network.ca import BastionCa, list_issued
-from bastion.security import token_urlsafe
-from bastion.settings import load_settings
 
 ca = typer.Typer(name="ca", help="Bastion's own CA for admin client certificates (mTLS).", no_args_is_help=True)
 firewall = typer.Typer(name="firewall", help="Host firewall rules for the configured listeners.", no_args_is_help=True)
@@ -27,6 +25,9 @@ def _now() -> dt.datetime:
 @ca.command("init")
 def ca_init(data_dir: DataDir = None) -> None:
     """Create the CA; its key is sealed in the keystore (keys/bastion-ca.key)."""
+    from bastion.network.ca import BastionCa
+    from bastion.settings import load_settings
+
     with one_line_errors():
         authority = BastionCa.init(load_settings(data_dir), now=_now())
     out.print(f"[green]CA created:[/] {authority.paths.certificate}", highlight=False)
@@ -43,6 +44,10 @@ def ca_issue(
     data_dir: DataDir = None,
 ) -> None:
     """Issue a client certificate: OUT/NAME.pem + OUT/NAME.key, or OUT/NAME.p12."""
+    from bastion.network.ca import BastionCa
+    from bastion.security import token_urlsafe
+    from bastion.settings import load_settings
+
     with one_line_errors():
         authority = BastionCa.open(load_settings(data_dir))
         out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -73,6 +78,9 @@ def ca_revoke(
     data_dir: DataDir = None,
 ) -> None:
     """Revoke certificates; the admin listener refuses them from its next handshake."""
+    from bastion.network.ca import BastionCa
+    from bastion.settings import load_settings
+
     with one_line_errors():
         revoked = BastionCa.open(load_settings(data_dir)).revoke(serial_or_name, now=_now())
     for record in revoked:
@@ -82,6 +90,11 @@ def ca_revoke(
 @ca.command("list")
 def ca_list(data_dir: DataDir = None) -> None:
     """List issued certificates and their status."""
+    from rich.table import Table
+
+    from bastion.network.ca import list_issued
+    from bastion.settings import load_settings
+
     with one_line_errors():
         records = list_issued(load_settings(data_dir))
     now = _now()
@@ -104,6 +117,9 @@ def firewall_render(
     data_dir: DataDir = None,
 ) -> None:
     """Print a least-privilege host ruleset: listener ports open, admin port to its allowlist, the rest dropped."""
+    from bastion.network import firewall as firewall_rules
+    from bastion.settings import load_settings
+
     if fmt not in firewall_rules.FORMATS:
         fail(f"unknown format {fmt!r}; supported: {', '.join(firewall_rules.FORMATS)}")
     with one_line_errors():

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.http.problems import Conflict, Forbidden, NotFound, Problem, ValidationFailed
+from bastion.settings import ConfigError
+
+if TYPE_CHECKING:
+    from bastion.data.tables import Change
 
 
 class CollectionNotFound(NotFound):
@@ -47,3 +51,12 @@ class CollectionChangeRefused(Conflict):
 
     def __init__(self, reasons: list[str], **kwargs: Any) -> None:
         super().__init__(extra={"changes": reasons}, **kwargs)
+
+
+class DestructiveChanges(ConfigError):
+    """``bastion migrate`` / ``collections apply`` without ``--force`` met a change that drops data."""
+
+    def __init__(self, changes: list[Change]) -> None:
+        listed = "; ".join(change.description for change in changes)
+        super().__init__(f"collections need destructive changes ({listed}): review `bastion collections plan`, "
+                         "then run `bastion collections apply --force`")  # fmt: skip

@@ -20,15 +20,15 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
-from bastion.access import Principal
+from bastion.access import Principal, by_rule, guard, public
 from bastion.access.deps import resolve_principal
 from bastion.data.schema import Catalog, Collection
 from bastion.data.service import DataService
-from bastion.http.deps import unit_of_work
 from bastion.http.problems import ValidationFailed
-from bastion.uow import UnitOfWork
+from bastion.uow import UnitOfWork, unit_of_work
 
 PREFIX = "/api/v1/collections"
+OPENAPI_PATH = "/openapi.json"
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not authenticated"},
     403: {"description": "Not allowed in this collection"},
@@ -83,6 +83,7 @@ _RECORD: dict[str, Operation] = {"GET": _read, "HEAD": _read, "PATCH": _update, 
 
 
 def _dispatch(operations: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
+    @guard(by_rule)  # each collection's rules decide, in DataService._admit
     async def endpoint(request: Request) -> Response:
         operation = operations[request.method]
         if "record_id" in request.path_params:
@@ -111,9 +112,19 @@ records = Mount(
 
 
 def install(app: FastAPI) -> None:
-    """Serve the records routes, and document every collection in /openapi.json."""
+    """Serve the records routes, and document every collection in /openapi.json.
+
+    The app must be built with ``openapi_url=None``: the document is served
+    here, by a route that declares its guard like every other.
+    """
     app.router.routes.insert(0, records)
     cache: dict[int, dict[str, Any]] = {}
+
+    @guard(public)
+    async def openapi_document(request: Request) -> Response:
+        return JSONResponse(app.openapi())
+
+    app.router.routes.append(Route(OPENAPI_PATH, openapi_document, methods=["GET"], include_in_schema=False))
 
     def openapi() -> dict[str, Any]:
         service: DataService | None = getattr(app.state, "data", None)

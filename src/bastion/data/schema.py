@@ -12,7 +12,18 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from bastion.data import tables, validation
+from bastion.data.tables import build_table, indexed_column
+from bastion.data.validation import (
+    DEFAULT_MAX_LENGTH,
+    MAX_INDEXED_LENGTH,
+    create_body_model,
+    filter_parameters,
+    max_length,
+    page_model,
+    query_model,
+    record_model,
+    update_body_model,
+)
 from bastion.settings import CollectionSettings, ConfigError, FieldSettings, RecordOp
 
 if TYPE_CHECKING:
@@ -46,18 +57,18 @@ class Collection:
 
     @classmethod
     def build(cls, metadata: sa.MetaData, name: str, settings: CollectionSettings) -> Collection:
-        record = validation.record_model(name, settings)
+        record = record_model(name, settings)
         return cls(
             name=name,
             settings=settings,
-            table=tables.build_table(metadata, name, settings),
-            create_model=validation.create_body_model(name, settings),
-            update_model=validation.update_body_model(name, settings),
-            query_model=validation.query_model(name, settings),
+            table=build_table(metadata, name, settings),
+            create_model=create_body_model(name, settings),
+            update_model=update_body_model(name, settings),
+            query_model=query_model(name, settings),
             record_model=record,
-            page_model=validation.page_model(name, record),
+            page_model=page_model(name, record),
             rules={op: (rule,) if isinstance(rule, str) else tuple(rule) for op, rule in settings.rules.items()},
-            filters=validation.filter_parameters(settings),
+            filters=filter_parameters(settings),
         )
 
     @property
@@ -142,13 +153,13 @@ def check_relations(definitions: dict[str, CollectionSettings]) -> None:
                     f"collections.{name}.fields.{field_name}: relation to unknown collection {kind.collection!r}"
                 )
             if (
-                tables.indexed_column(field_name, kind) == field_name
-                and kind.type in validation.DEFAULT_MAX_LENGTH
-                and validation.max_length(kind) > validation.MAX_INDEXED_LENGTH
+                indexed_column(field_name, kind) == field_name
+                and kind.type in DEFAULT_MAX_LENGTH
+                and max_length(kind) > MAX_INDEXED_LENGTH
             ):
                 raise ConfigError(
                     f"collections.{name}.fields.{field_name}: a filterable or sortable field "
-                    f"needs max_length <= {validation.MAX_INDEXED_LENGTH}"
+                    f"needs max_length <= {MAX_INDEXED_LENGTH}"
                 )
 
 

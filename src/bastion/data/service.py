@@ -28,11 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bastion.audit import EventTag, Origin, Outcome, record_event
 from bastion.clock import Clock
-from bastion.data import tables
 from bastion.data.errors import (
     CollectionChangeRefused,
     CollectionNotFound,
     CorruptRecord,
+    DestructiveChanges,
     InvalidQuery,
     InvalidRecord,
     RecordNotFound,
@@ -40,6 +40,7 @@ from bastion.data.errors import (
 )
 from bastion.data.schema import Catalog, Collection, Verdict, check_relations, new_record_id
 from bastion.data.sealing import FieldSealer
+from bastion.data.tables import BLIND_INDEX_SUFFIX, Plan, plan, read_definitions, run_plan, sources
 from bastion.data.validation import query_value_type
 from bastion.db import create_engine
 from bastion.http.handlers import locate
@@ -54,9 +55,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# A request for an unknown collection reloads the catalog (another instance
-# may have defined it) at most this often, so random names cannot turn into
-# a query each.
+# How often a running server looks at the applied definitions again: they
+# change under it (`bastion collections apply`, `bastion migrate`, another
+# instance's admin API), and a change must not wait for a restart. At most one
+# look per interval, however many requests (or random collection names) come.
 CATALOG_RELOAD_SECONDS = 1.0
 
 Record = dict[str, Any]
@@ -74,15 +76,19 @@ class DataService:
         self.engine = engine
         self.sealer = sealer
         self.catalog = Catalog({})
+        self._definitions: dict[str, CollectionSettings] | None = None
         self._loaded_at = float("-inf")
 
     # --- the catalog ----------------------------------------------------
 
     async def refresh(self) -> None:
-        """Load the applied collection definitions (at start-up and after a change)."""
+        """Load the applied collection definitions; the catalog is rebuilt only
+        when they differ from the ones it was built from."""
         async with self.engine.begin() as connection:
-            definitions = await connection.run_sync(tables.read_definitions)
-        self.catalog = Catalog.build(definitions, self.catalog.version + 1)
+            definitions = await connection.run_sync(read_definitions)
+        if definitions != self._definitions:
+            self.catalog = Catalog.build(definitions, self.catalog.version + 1)
+            self._definitions = definitions
         self._loaded_at = time.monotonic()
 
     async def start(self) -> None:
@@ -91,16 +97,19 @@ class DataService:
         try:
             await self.refresh()
         except (OSError, SQLAlchemyError) as exc:
-            log.warning("collections_not_loaded", error=type(exc).__name__)
+            log.warning("collections not loaded", error=type(exc).__name__)
 
     async def collection(self, name: str) -> Collection:
-        found = self.catalog.collections.get(name)
-        if found is None and time.monotonic() - self._loaded_at > CATALOG_RELOAD_SECONDS:
+        """The collection as currently applied, at most CATALOG_RELOAD_SECONDS old."""
+        if time.monotonic() - self._loaded_at > CATALOG_RELOAD_SECONDS:
+            self._loaded_at = time.monotonic()  # before the await: one look, not one per waiting request
             try:
                 await self.refresh()
             except (OSError, SQLAlchemyError):
-                raise NotReady from None
-            found = self.catalog.collections.get(name)
+                if name not in self.catalog.collections:
+                    raise NotReady from None
+                # A known collection is served as last loaded; its own query meets the outage.
+        found = self.catalog.collections.get(name)
         if found is None:
             raise CollectionNotFound
         return found
@@ -113,7 +122,7 @@ class DataService:
         force: bool = False,
         origin: Origin,
         actor_id: uuid.UUID | None = None,
-    ) -> tables.Plan:
+    ) -> Plan:
         """Create, change or (``None``) drop one collection for the admin API.
 
         Collections declared in bastion.toml are changed there, not here.
@@ -121,8 +130,8 @@ class DataService:
         ``force`` is false, or clashes with other collections.
         """
         async with self.engine.begin() as connection:
-            current = await connection.run_sync(tables.read_definitions)
-            owners = await connection.run_sync(tables.sources)
+            current = await connection.run_sync(read_definitions)
+            owners = await connection.run_sync(sources)
             if owners.get(name, "api") != "api":
                 raise CollectionChangeRefused([f"{name} is declared in bastion.toml; change it there"])
             desired = {k: v for k, v in current.items() if k != name}
@@ -133,10 +142,10 @@ class DataService:
             except ConfigError as exc:
                 raise CollectionChangeRefused([str(exc)]) from None
             before = {name: current[name]} if name in current else {}
-            changes = tables.plan(before, {name: definition} if definition is not None else {})
+            changes = plan(before, {name: definition} if definition is not None else {})
             if changes.destructive and not force:
                 raise CollectionChangeRefused([c.description for c in changes.destructive])
-            await connection.run_sync(lambda c: tables.run_plan(c, changes, source="api", now=self.clock.now()))
+            await connection.run_sync(lambda c: run_plan(c, changes, source="api", now=self.clock.now()))
             async with AsyncSession(bind=connection) as db:
                 _audit_plan(db, self.clock, changes, origin, actor_id)
                 await db.commit()  # writes the event; the connection's transaction commits it
@@ -319,7 +328,7 @@ class DataService:
             if kind.type == "encrypted":
                 columns[name] = None if value is None else self.sealer.seal(collection.name, name, record_id, value)
                 if kind.searchable:
-                    columns[name + tables.BLIND_INDEX_SUFFIX] = (
+                    columns[name + BLIND_INDEX_SUFFIX] = (
                         None if value is None else self.sealer.digest(collection.name, name, value)
                     )
             elif kind.type in ("url", "email") and value is not None:
@@ -339,7 +348,7 @@ class DataService:
         try:
             return self._present(collection, row, plaintext)
         except InvalidCiphertext:
-            log.error("record_integrity_failure", collection=collection.name, record_id=str(row["id"]))
+            log.error("record failed its integrity check", collection=collection.name, record_id=str(row["id"]))
             self._audit(uow, EventTag.RECORD_TAMPERED, collection, "read", caller, row["id"], outcome=Outcome.FAILURE)
             raise CorruptRecord from None
 
@@ -374,7 +383,7 @@ class DataService:
         column = collection.table.c[field_name]
         convert: Callable[[Any], Any] = lambda v: v  # noqa: E731 - the identity
         if kind.type == "encrypted":
-            column = collection.table.c[field_name + tables.BLIND_INDEX_SUFFIX]
+            column = collection.table.c[field_name + BLIND_INDEX_SUFFIX]
             convert = lambda v: self.sealer.digest(collection.name, field_name, v)  # noqa: E731
         elif kind.type in ("url", "email"):
             convert = str
@@ -479,13 +488,6 @@ def _decode_cursor(collection: Collection, sort: str, cursor: str) -> tuple[Any,
 # --- applying bastion.toml ---------------------------------------------------
 
 
-class DestructiveChanges(ConfigError):
-    def __init__(self, changes: list[tables.Change]) -> None:
-        listed = "; ".join(change.description for change in changes)
-        super().__init__(f"collections need destructive changes ({listed}): review `bastion collections plan`, "
-                         "then run `bastion collections apply --force`")  # fmt: skip
-
-
 async def apply_collections(
     engine: AsyncEngine,
     desired: dict[str, CollectionSettings],
@@ -493,36 +495,36 @@ async def apply_collections(
     clock: Clock,
     force: bool = False,
     dry_run: bool = False,
-) -> tables.Plan:
+) -> Plan:
     """Bring the tables to the collections of bastion.toml; returns the plan.
 
     Destructive changes (dropping a collection, a field or a field's values)
     raise DestructiveChanges unless ``force``; nothing is applied then.
     """
     async with engine.begin() as connection:
-        applied = await connection.run_sync(tables.read_definitions)
-        owners = await connection.run_sync(tables.sources)
+        applied = await connection.run_sync(read_definitions)
+        owners = await connection.run_sync(sources)
         clash = sorted(name for name in desired if owners.get(name, "config") != "config")
         if clash:
             raise ConfigError(f"collections {', '.join(clash)} were defined through the admin API; rename them")
         check_relations({**{k: v for k, v in applied.items() if owners[k] != "config"}, **desired})
         current = {name: definition for name, definition in applied.items() if owners[name] == "config"}
-        changes = tables.plan(current, desired)
+        changes = plan(current, desired)
         if dry_run or changes.empty:
             return changes
         if changes.destructive and not force:
             raise DestructiveChanges(changes.destructive)
-        await connection.run_sync(lambda c: tables.run_plan(c, changes, source="config", now=clock.now()))
+        await connection.run_sync(lambda c: run_plan(c, changes, source="config", now=clock.now()))
         async with AsyncSession(bind=connection) as db:
             _audit_plan(db, clock, changes, Origin.cli(), None)
             await db.commit()  # writes the event; the connection's transaction commits it
     return changes
 
 
-def apply_configured(settings: Settings, clock: Clock, *, force: bool = False, dry_run: bool = False) -> tables.Plan:
+def apply_configured(settings: Settings, clock: Clock, *, force: bool = False, dry_run: bool = False) -> Plan:
     """``apply_collections`` for synchronous callers (the CLI, ``bastion migrate``)."""
 
-    async def run() -> tables.Plan:
+    async def run() -> Plan:
         engine = create_engine(settings.sqlalchemy_url)
         try:
             return await apply_collections(
@@ -536,9 +538,7 @@ def apply_configured(settings: Settings, clock: Clock, *, force: bool = False, d
         return pool.submit(asyncio.run, run()).result()
 
 
-def _audit_plan(
-    db: AsyncSession, clock: Clock, changes: tables.Plan, origin: Origin, actor_id: uuid.UUID | None
-) -> None:
+def _audit_plan(db: AsyncSession, clock: Clock, changes: Plan, origin: Origin, actor_id: uuid.UUID | None) -> None:
     if changes.empty:
         return
     record_event(

@@ -7,9 +7,10 @@ lives in table ``c_notes`` (the prefix keeps collections apart from Bastion's
 own tables); an encrypted field ``secret`` is a binary column, plus
 ``secret__bidx`` (an HMAC blind index) when it is searchable.
 
-What has been applied is kept in ``data_collections``, one JSON definition per
-collection, so a plan compares definitions rather than guessing types back
-from each database's catalog. Lengths, bounds and patterns are enforced by
+What has been applied is kept in ``data_collections`` (``models.DEFINITIONS``,
+created by a migration), one JSON definition per collection, so a plan
+compares definitions rather than guessing types back from each database's
+catalog. Lengths, bounds and patterns are enforced by
 validation, not by column types, so changing them needs no DDL.
 """
 
@@ -26,6 +27,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy.engine import Connection
 
+from bastion.data.models import COLLECTION_TABLE_PREFIX, DEFINITIONS
 from bastion.db.types import UTCDateTime
 from bastion.security import hash_token
 from bastion.settings import CollectionSettings, FieldSettings
@@ -33,21 +35,9 @@ from bastion.settings import CollectionSettings, FieldSettings
 BLIND_INDEX_SUFFIX = "__bidx"
 SERVER_FIELDS = ("id", "owner", "created_at", "updated_at")
 
-_meta = sa.MetaData()
-# Where applied definitions live. Created by the data domain itself (like the
-# collection tables it describes), not by an alembic revision.
-DEFINITIONS = sa.Table(
-    "data_collections",
-    _meta,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("source", sa.String(16), nullable=False),
-    sa.Column("definition", sa.JSON, nullable=False),
-    sa.Column("applied_at", UTCDateTime, nullable=False),
-)
-
 
 def table_name(collection: str) -> str:
-    return f"c_{collection}"
+    return COLLECTION_TABLE_PREFIX + collection
 
 
 def index_name(collection: str, column: str) -> str:
@@ -176,6 +166,10 @@ def _field_changes(collection: str, old: CollectionSettings, new: CollectionSett
         was, now = indexed_column(name, before), indexed_column(name, after)
         if was != now:
             changes.append(Change(f"re-index {collection}.{name}", False, _reindex(collection, was, now)))
+        for option in ("filterable", "sortable"):
+            if getattr(before, option) != getattr(after, option):
+                state = option if getattr(after, option) else f"no longer {option}"
+                changes.append(Change(f"make {collection}.{name} {state}", False, _nothing))
         if before.model_copy(update={"filterable": False, "sortable": False}) != after.model_copy(
             update={"filterable": False, "sortable": False}
         ):
@@ -243,7 +237,6 @@ def _reindex(collection: str, was: str | None, now: str | None) -> Callable[[Ope
 
 def read_definitions(connection: Connection, source: str | None = None) -> dict[str, CollectionSettings]:
     """The applied definitions (of one source, or all)."""
-    DEFINITIONS.create(connection, checkfirst=True)
     query = sa.select(DEFINITIONS.c.name, DEFINITIONS.c.definition)
     if source is not None:
         query = query.where(DEFINITIONS.c.source == source)
@@ -258,7 +251,6 @@ def _as_dict(definition: Any) -> Any:
 
 
 def sources(connection: Connection) -> dict[str, str]:
-    DEFINITIONS.create(connection, checkfirst=True)
     return dict(connection.execute(sa.select(DEFINITIONS.c.name, DEFINITIONS.c.source)).all())
 
 

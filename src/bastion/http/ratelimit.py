@@ -1,4 +1,4 @@
-"""Rate limiting: counters in memory or Redis, checked by a route dependency.
+"""Rate limiting: counters in memory or Redis, behind ``Throttle`` (bastion.http.throttle).
 
 Anti-automation for costly or sensitive routes (OWASP ASVS 5.0 V2.4.1) and
 the brute-force control of authentication (V6.3.1). One instance keeps its
@@ -11,28 +11,19 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import redis.asyncio
-from fastapi import Request, Response
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
-from bastion.http.problems import NotReady, TooManyRequests
 from bastion.logging import get_logger
 
-__all__ = [
-    "RateLimitDependency",
-    "RateLimitState",
-    "RateLimiter",
-    "client_ip",
-    "parse_limit",
-    "rate_limit",
-]
+__all__ = ["RateLimitState", "RateLimiter", "RefusalLog", "parse_limit"]
 
 log = get_logger(__name__)
 
@@ -117,10 +108,21 @@ class RateLimiter:
 
     ``storage_uri`` is ``memory://`` (one process) or ``redis://host:port/db``
     / ``rediss://…`` (shared by every instance). ``key_prefix`` namespaces the
-    Redis keys, so several deployments can share one Redis.
+    Redis keys, so several deployments can share one Redis. ``ipv6_prefix``
+    is the network length one IPv6 client address counts as
+    (``throttle.address_key``); ``refusals`` aggregates the refusal log.
     """
 
-    def __init__(self, storage_uri: str = "memory://", *, key_prefix: str = "bastion") -> None:
+    def __init__(
+        self,
+        storage_uri: str = "memory://",
+        *,
+        key_prefix: str = "bastion",
+        ipv6_prefix: int = 64,
+        refusals: RefusalLog | None = None,
+    ) -> None:
+        self.ipv6_prefix = ipv6_prefix
+        self.refusals = refusals or RefusalLog()
         self._pool: redis.asyncio.ConnectionPool | None = None
         self._storage = self._open(storage_uri, key_prefix)
         # The sliding window counter keeps two counters per key (this window
@@ -191,43 +193,26 @@ class RateLimiter:
         return RateLimitState(False, item.amount, 0, reset_after, max(1, reset_after))
 
 
-RateLimitDependency = Callable[[Request, Response], Awaitable[None]]
+class RefusalLog:
+    """Refusals logged as one line per event and scope per ``interval`` seconds, with a count.
 
-
-def client_ip(request: Request) -> str:
-    """The client address; trusted-proxy middleware has already rewritten it."""
-    return request.client.host if request.client is not None else "unknown"
-
-
-def rate_limit(limit: str, *, scope: str, key: Callable[[Request], str] | None = None) -> RateLimitDependency:
-    """A FastAPI dependency (use with ``Depends``) that counts a request.
-
-    ``scope`` names the counter ("auth:login:ip"); ``key`` picks the client
-    (default: its IP). A dependency runs before the route body, so a refused
-    request costs no password hash or database query. It raises
-    ``TooManyRequests`` with ``Retry-After`` when over the limit, and
-    ``NotReady`` when the counter storage is down: failing open would switch
-    brute-force protection off whenever Redis is unreachable. Allowed
-    responses get ``RateLimit-*`` headers, unless the route returns its own
-    ``Response`` object (FastAPI then drops the dependency's headers).
-
-    The limiter is ``request.app.state.rate_limiter``.
+    The first refusal of a quiet scope is logged at once; those that follow
+    within the interval are counted, and the count goes out with the next
+    line. A flood of a million 429s is a few lines a minute, not a million.
     """
-    parse_limit(limit)  # a malformed limit fails at start-up, not on a request
-    key_of = key if key is not None else client_ip
 
-    async def check_rate_limit(request: Request, response: Response) -> None:
-        limiter: RateLimiter = request.app.state.rate_limiter
-        try:
-            state = await limiter.hit(limit, scope, key_of(request))
-        except StorageError as exc:
-            log.error("rate_limit_storage_unavailable", scope=scope, exc_info=exc)
-            raise NotReady() from exc
-        if not state.allowed:
-            # The client key is not logged: it may be personal data (an
-            # email); the request id ties this line to the access log.
-            log.warning("rate_limited", scope=scope, limit=limit)
-            raise TooManyRequests(headers=state.headers())
-        response.headers.update(state.headers())
+    def __init__(self, interval: float = 10.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._pending: dict[tuple[str, str], tuple[float, int]] = {}
 
-    return check_rate_limit
+    def note(self, event: str, scope: str) -> None:
+        now = self.clock()
+        last, count = self._pending.get((event, scope), (now - self.interval, 0))
+        count += 1
+        if now - last < self.interval:
+            self._pending[(event, scope)] = (last, count)
+            return
+        self._pending[(event, scope)] = (now, 0)
+        level = log.error if event == "throttle_storage_unavailable" else log.warning
+        level(event, scope=scope, count=count, interval_seconds=self.interval)

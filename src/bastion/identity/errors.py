@@ -31,6 +31,10 @@ class RegistrationClosed(Forbidden):
     detail = "Registration is closed."
 
 
+class InvalidEmail(ValidationFailed):
+    detail = "The email address is not valid."
+
+
 class WeakPassword(ValidationFailed):
     detail = "The password does not meet the policy."
 

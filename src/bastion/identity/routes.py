@@ -7,42 +7,48 @@ any work, and sign-in is also limited per account before any hashing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from bastion.access import Principal, authenticated, public
+from bastion.access import Permission, Principal, authenticated, public, require
 from bastion.access.service import AccessService
-from bastion.http.deps import unit_of_work
-from bastion.http.problems import NotFound, TooManyRequests, ValidationFailed
-from bastion.http.ratelimit import rate_limit
+from bastion.http.problems import NotFound, ValidationFailed
 from bastion.identity import schemas
 from bastion.identity.errors import LoginFailed
 from bastion.identity.models import User
 from bastion.identity.service import IdentityService, SecondFactor
-from bastion.identity.throttle import LOGIN_ACCOUNT_SCOPE, account_key, sign_in_address
+from bastion.identity.throttle import (
+    FORGOT_BY_ACCOUNT,
+    FORGOT_BY_ADDRESS,
+    LOGIN_BY_ACCOUNT,
+    LOGIN_BY_ADDRESS,
+    MFA_BY_ADDRESS,
+    REFRESH_BY_ADDRESS,
+    REGISTER_BY_ACCOUNT,
+    REGISTER_BY_ADDRESS,
+    RESET_BY_ADDRESS,
+    VERIFY_BY_ADDRESS,
+    account_key,
+    restore_sign_in,
+    sign_in_address,
+)
 from bastion.sessions.service import SessionService, TokenPair
-from bastion.uow import UnitOfWork
+from bastion.uow import UnitOfWork, unit_of_work
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]
+# The account routes: any signed-in owner; an API key only if a scope names the permission.
+Reader = Annotated[Principal, Depends(require(Permission.ME_READ))]
+SessionKeeper = Annotated[Principal, Depends(require(Permission.ME_SESSIONS))]
+PasswordOwner = Annotated[Principal, Depends(require(Permission.ME_PASSWORD))]
+MfaOwner = Annotated[Principal, Depends(require(Permission.ME_MFA))]
 
 ACCEPTED = "If the address can be used, a message with the next step has been sent to it."
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not authenticated"},
     429: {"description": "Rate limited"},
 }
-
-
-def per_ip(name: str) -> Callable[[Request, Response], Awaitable[None]]:
-    """The per-address limit ``auth.<name>_rate_per_ip`` from settings, as a dependency."""
-
-    async def limit(request: Request, response: Response) -> None:
-        rate = getattr(request.app.state.settings.auth, f"{name}_rate_per_ip")
-        await rate_limit(rate, scope=f"auth:{name}:ip")(request, response)
-
-    return limit
 
 
 def _identity(request: Request) -> IdentityService:
@@ -59,23 +65,14 @@ def _tokens(pair: TokenPair) -> schemas.Tokens:
     return schemas.Tokens(access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token)
 
 
-async def _per_account(request: Request, scope: str, limit: str, email: str) -> None:
-    """Throttle by account before any hashing (``throttle.account_key``)."""
-    state = await request.app.state.rate_limiter.hit(limit, scope, account_key(email))
-    if not state.allowed:
-        raise TooManyRequests(headers=state.headers())
-
-
 @router.post(
     "/auth/register",
     status_code=202,
-    dependencies=[Depends(public), Depends(per_ip("register"))],
+    dependencies=[Depends(public), Depends(REGISTER_BY_ADDRESS)],
     responses={403: {"description": "Registration closed"}, 422: {"description": "Invalid"}},
 )
 async def register(body: schemas.Credentials, request: Request) -> schemas.Accepted:
-    await _per_account(
-        request, "auth:register:account", request.app.state.settings.auth.mail_rate_per_account, body.email
-    )
+    await REGISTER_BY_ACCOUNT.hit(request, account_key(body.email))
     async with unit_of_work(request) as uow:
         await _identity(request).register(uow, body.email, body.password)
     return schemas.Accepted(detail=ACCEPTED)
@@ -84,7 +81,7 @@ async def register(body: schemas.Credentials, request: Request) -> schemas.Accep
 @router.post(
     "/auth/verify-email",
     status_code=204,
-    dependencies=[Depends(public), Depends(per_ip("verify"))],
+    dependencies=[Depends(public), Depends(VERIFY_BY_ADDRESS)],
 )
 async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     async with unit_of_work(request) as uow:
@@ -92,13 +89,13 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(per_ip("login"))])
+@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(LOGIN_BY_ADDRESS)])
 async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
-    settings = request.app.state.settings.auth
+    """Sign in. ``SignInGate`` applies this route's per-account throttle before routing too."""
     email = sign_in_address(body.email)
     if email is None:  # matches no account: the same answer as a wrong password
         raise LoginFailed
-    await _per_account(request, LOGIN_ACCOUNT_SCOPE, settings.login_rate_per_account, email)
+    await LOGIN_BY_ACCOUNT.hit(request, account_key(email))
     identity = _identity(request)
     async with unit_of_work(request) as uow:
         user = await identity.authenticate(uow, email, body.password)
@@ -112,7 +109,7 @@ async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schem
 @router.post(
     "/auth/mfa",
     responses=AUTH_ERRORS,
-    dependencies=[Depends(public), Depends(per_ip("mfa"))],
+    dependencies=[Depends(public), Depends(MFA_BY_ADDRESS)],
 )
 async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
     async with unit_of_work(request) as uow:
@@ -124,7 +121,7 @@ async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
 @router.post(
     "/auth/refresh",
     responses=AUTH_ERRORS,
-    dependencies=[Depends(public), Depends(per_ip("refresh"))],
+    dependencies=[Depends(public), Depends(REFRESH_BY_ADDRESS)],
 )
 async def refresh(body: schemas.RefreshBody, request: Request) -> schemas.Tokens:
     async with unit_of_work(request) as uow:
@@ -144,13 +141,11 @@ async def logout(caller: Caller, request: Request) -> Response:
 @router.post(
     "/auth/password/forgot",
     status_code=202,
-    dependencies=[Depends(public), Depends(per_ip("forgot"))],
+    dependencies=[Depends(public), Depends(FORGOT_BY_ADDRESS)],
 )
 async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.Accepted:
     # Per account too, so nobody can bomb a mailbox with reset mails.
-    await _per_account(
-        request, "auth:forgot:account", request.app.state.settings.auth.mail_rate_per_account, body.email
-    )
+    await FORGOT_BY_ACCOUNT.hit(request, account_key(body.email))
     async with unit_of_work(request) as uow:
         await _identity(request).forgot_password(uow, body.email)
     return schemas.Accepted(detail=ACCEPTED)
@@ -159,12 +154,14 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
 @router.post(
     "/auth/password/reset",
     status_code=204,
-    dependencies=[Depends(public), Depends(per_ip("reset"))],
+    dependencies=[Depends(public), Depends(RESET_BY_ADDRESS)],
 )
 async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
     async with unit_of_work(request) as uow:
         user = await _identity(request).reset_password(uow, body.token, body.new_password)
         await _end_credentials(request, uow, user.id, reason="password_reset")
+    # The reset also unlocked the account: the owner signs in at once.
+    await restore_sign_in(request.app.state.rate_limiter, request.app.state.settings, user.email)
     return Response(status_code=204)
 
 
@@ -188,7 +185,7 @@ async def _me(request: Request, caller: Principal) -> User:
 
 
 @router.get("/me", responses=AUTH_ERRORS)
-async def me(caller: Caller, request: Request) -> schemas.Profile:
+async def me(caller: Reader, request: Request) -> schemas.Profile:
     user = await _me(request, caller)
     return schemas.Profile(
         id=user.id,
@@ -201,19 +198,22 @@ async def me(caller: Caller, request: Request) -> schemas.Profile:
     )
 
 
-@router.post("/me/password", status_code=204, responses=AUTH_ERRORS)
-async def change_password(body: schemas.PasswordChange, caller: Caller, request: Request) -> Response:
+@router.post("/me/password", status_code=204, responses=AUTH_ERRORS, dependencies=[Depends(LOGIN_BY_ADDRESS)])
+async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, request: Request) -> Response:
+    """The current password is a re-authentication: the sign-in throttles apply, and a wrong one counts
+    towards the lockout (``IdentityService.reauthenticate``)."""
     async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
+        await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
         await _identity(request).change_password(uow, user, body.current_password, body.new_password)
         await _end_credentials(request, uow, user.id, reason="password_change", keep=caller.session_id)
     return Response(status_code=204)
 
 
 @router.post("/me/mfa/totp", responses=AUTH_ERRORS)
-async def totp_enrol(caller: Caller, request: Request) -> schemas.TotpEnrolment:
+async def totp_enrol(caller: MfaOwner, request: Request) -> schemas.TotpEnrolment:
     async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
@@ -223,7 +223,7 @@ async def totp_enrol(caller: Caller, request: Request) -> schemas.TotpEnrolment:
 
 
 @router.post("/me/mfa/totp/confirm", responses=AUTH_ERRORS)
-async def totp_confirm(body: schemas.CodeOnly, caller: Caller, request: Request) -> schemas.RecoveryCodes:
+async def totp_confirm(body: schemas.CodeOnly, caller: MfaOwner, request: Request) -> schemas.RecoveryCodes:
     async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
@@ -232,18 +232,20 @@ async def totp_confirm(body: schemas.CodeOnly, caller: Caller, request: Request)
     return schemas.RecoveryCodes(recovery_codes=codes)
 
 
-@router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS)
-async def totp_disable(body: schemas.SecondFactorBody, caller: Caller, request: Request) -> Response:
+@router.delete("/me/mfa/totp", status_code=204, responses=AUTH_ERRORS, dependencies=[Depends(MFA_BY_ADDRESS)])
+async def totp_disable(body: schemas.SecondFactorBody, caller: MfaOwner, request: Request) -> Response:
+    """The code is a re-authentication, throttled and counted like the password on ``/me/password``."""
     async with unit_of_work(request) as uow:
         user = await _identity(request).by_id(uow.db, caller.user_id)
         if user is None:
             raise LoginFailed
+        await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
         await _identity(request).totp_disable(uow, user, SecondFactor(body.code, body.recovery_code))
     return Response(status_code=204)
 
 
 @router.get("/me/sessions", responses=AUTH_ERRORS)
-async def list_sessions(caller: Caller, request: Request) -> list[schemas.SessionInfo]:
+async def list_sessions(caller: Reader, request: Request) -> list[schemas.SessionInfo]:
     async with request.app.state.sessionmaker() as db:
         sessions = await _sessions(request).list(db, caller.user_id)
     return [
@@ -263,7 +265,7 @@ async def list_sessions(caller: Caller, request: Request) -> list[schemas.Sessio
 @router.delete(
     "/me/sessions/{session_id}", status_code=204, responses={**AUTH_ERRORS, 404: {"description": "No such session"}}
 )
-async def revoke_session(session_id: uuid.UUID, caller: Caller, request: Request) -> Response:
+async def revoke_session(session_id: uuid.UUID, caller: SessionKeeper, request: Request) -> Response:
     async with unit_of_work(request) as uow:
         if not await _sessions(request).revoke(uow, session_id, user_id=caller.user_id, reason="user"):
             raise NotFound

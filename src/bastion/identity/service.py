@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Insert, String, Update, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -28,9 +29,9 @@ from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
 from bastion.db import UTCDateTime
 from bastion.db.claims import claim, compare_and_set
-from bastion.identity import mail_texts
 from bastion.identity.errors import (
     EmailNotVerified,
+    InvalidEmail,
     InvalidMfa,
     InvalidToken,
     LoginFailed,
@@ -39,8 +40,17 @@ from bastion.identity.errors import (
     WeakPassword,
 )
 from bastion.identity.hashing import AsyncHasher
+from bastion.identity.mail_texts import (
+    already_registered_mail,
+    lockout_mail,
+    mfa_changed_mail,
+    password_changed_mail,
+    password_reset_mail,
+    verification_mail,
+)
 from bastion.identity.models import OneTimeToken, RecoveryCode, User, totp_secret_aad
 from bastion.identity.policy import PasswordPolicy
+from bastion.identity.schemas import EmailOnly
 from bastion.security import (
     Encryptor,
     InvalidCiphertext,
@@ -213,8 +223,16 @@ class IdentityService:
         verified: bool = False,
         actor_id: uuid.UUID | None = None,
     ) -> User:
-        """A new account; raises ValueError if the address is taken (callers decide what to reveal)."""
-        email = normalize_email(email)
+        """A new account; raises ValueError if the address is taken (callers decide what to reveal).
+
+        The address is validated as the API validates it (InvalidEmail), since
+        the command line calls this directly. Roles are the caller's to check
+        (``AccessService.check_roles``): identity does not own them.
+        """
+        try:
+            email = normalize_email(EmailOnly(email=email).email)
+        except ValidationError:
+            raise InvalidEmail from None
         password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
         user_id, created = await self._add_user(uow, email, password_hash, roles, verified=verified)
         user = await uow.db.get(User, user_id) if created else None
@@ -273,14 +291,10 @@ class IdentityService:
         )
         if not created:
             self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=user_id)
-            uow.outbox.append(
-                mail_texts.already_registered_mail(email, self.settings.service_name, self._link("reset-password"))
-            )
+            uow.outbox.append(already_registered_mail(email, self.settings.service_name, self._link("reset-password")))
             return
         self._audit(uow, EventTag.REGISTER, actor_id=user_id)
-        uow.outbox.append(
-            mail_texts.verification_mail(email, self._link("verify-email", token), self.settings.service_name)
-        )
+        uow.outbox.append(verification_mail(email, self._link("verify-email", token), self.settings.service_name))
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
         user_id = await self._spend_token(uow, token, VERIFY_EMAIL)
@@ -315,7 +329,7 @@ class IdentityService:
         valid, new_hash = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
             self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
-            await self._count_failure(uow, user, User.failed_logins)
+            await self._count_towards_lockout(uow, user, User.failed_logins)
             raise LoginFailed
         if new_hash is not None:
             user.password_hash = new_hash  # parameters changed since this hash was made
@@ -324,7 +338,7 @@ class IdentityService:
             raise EmailNotVerified
         return user
 
-    async def _count_failure(self, uow: UnitOfWork, user: User, counter: InstrumentedAttribute[int]) -> None:
+    async def _count_towards_lockout(self, uow: UnitOfWork, user: User, counter: InstrumentedAttribute[int]) -> None:
         """Record a wrong password (``User.failed_logins``) or second factor
         (``User.failed_mfa``); at the threshold, lock for an escalating time.
 
@@ -349,9 +363,7 @@ class IdentityService:
         )
         await uow.db.execute(lock)
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
-        uow.outbox.append(
-            mail_texts.lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC"))
-        )
+        uow.outbox.append(lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC")))
 
     async def start_mfa(self, uow: UnitOfWork, user: User) -> str:
         self._audit(uow, EventTag.LOGIN_MFA_REQUIRED, actor_id=user.id)
@@ -372,7 +384,7 @@ class IdentityService:
         if row is None or user is None or user.disabled or not user.totp_enabled:
             raise InvalidMfa
         now = self.clock.now()
-        if user.locked_until is not None and user.locked_until > now:
+        if self._locked(user):
             # A step token issued before the lockout buys no guesses during it.
             self._audit(uow, EventTag.MFA, outcome=Outcome.DENIED, subject_id=user.id, details={"reason": "locked"})
             raise InvalidMfa
@@ -380,7 +392,7 @@ class IdentityService:
         if spend is None:
             await claim(uow.db, _COUNT_MFA_ATTEMPT, {"token_id": row.id, "now": now})
             self._audit(uow, EventTag.MFA, outcome=Outcome.FAILURE, subject_id=user.id)
-            await self._count_failure(uow, user, User.failed_mfa)
+            await self._count_towards_lockout(uow, user, User.failed_mfa)
             raise InvalidMfa
         if await claim(uow.db, _SPEND_MFA_STEP, {"token_id": row.id, "now": now}) is None:
             raise InvalidMfa
@@ -412,7 +424,7 @@ class IdentityService:
         self._audit(uow, EventTag.PASSWORD_FORGOT, outcome=outcome, subject_id=user_id)
         if user_id is not None:
             link, minutes = self._link("reset-password", token), self.settings.email_token_ttl // 60
-            uow.outbox.append(mail_texts.password_reset_mail(email, link, self.settings.service_name, minutes))
+            uow.outbox.append(password_reset_mail(email, link, self.settings.service_name, minutes))
 
     async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
         """Set a new password from a reset link; also unlocks the account.
@@ -433,20 +445,35 @@ class IdentityService:
         # Whoever reads the inbox owns the account, so the address is verified.
         user.email_verified_at = user.email_verified_at or self.clock.now()
         self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
-        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(password_changed_mail(user.email, self.settings.service_name))
         return user
 
     async def change_password(self, uow: UnitOfWork, user: User, current: str, new: str) -> None:
-        valid = (
-            user.password_hash is not None
-            and (await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(current)))[0]
-        )
-        if not valid:
+        if not await self.reauthenticate(uow, user, current):
             self._audit(uow, EventTag.PASSWORD_CHANGE, outcome=Outcome.FAILURE, actor_id=user.id)
             raise LoginFailed("The current password is incorrect.")
         self._set_password(user, await self.hasher.hash(await self.check_password(new, user.email)))
         self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
-        uow.outbox.append(mail_texts.password_changed_mail(user.email, self.settings.service_name))
+        uow.outbox.append(password_changed_mail(user.email, self.settings.service_name))
+
+    async def reauthenticate(self, uow: UnitOfWork, user: User, password: str) -> bool:
+        """Whether the signed-in ``user`` proved their password again.
+
+        Counted as a sign-in is: a wrong password counts towards the lockout,
+        and a locked account is refused even the right one, so a stolen
+        session cannot guess the password faster than sign-in would let it
+        (ASVS V6.3.1). The caller throttles first, with the sign-in throttles.
+        """
+        if self._locked(user) or user.password_hash is None:
+            await self.hasher.dummy_verify(password)
+            return False
+        valid, _ = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
+        if not valid:
+            await self._count_towards_lockout(uow, user, User.failed_logins)
+        return valid
+
+    def _locked(self, user: User) -> bool:
+        return user.locked_until is not None and user.locked_until > self.clock.now()
 
     def _set_password(self, user: User, password_hash: str) -> None:
         user.password_hash = password_hash
@@ -480,16 +507,19 @@ class IdentityService:
             code_hash = await self.hasher.hash(normalize_recovery_code(recovery))
             uow.db.add(RecoveryCode(user_id=user.id, code_hash=code_hash))
         self._audit(uow, EventTag.TOTP_ENABLE, actor_id=user.id)
-        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
+        uow.outbox.append(mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
         return codes
 
     async def totp_disable(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> None:
         """Turn TOTP off; needs a fresh second factor, not just a session."""
         if not user.totp_enabled:
             raise MfaStateError
-        spend = await self._match_second_factor(uow, user, factor)
+        # Re-authentication: a locked account is refused, a wrong code counts towards the lockout.
+        spend = None if self._locked(user) else await self._match_second_factor(uow, user, factor)
         if spend is None:
             self._audit(uow, EventTag.TOTP_DISABLE, outcome=Outcome.FAILURE, actor_id=user.id)
+            if not self._locked(user):
+                await self._count_towards_lockout(uow, user, User.failed_mfa)
             raise InvalidMfa
         if await claim(uow.db, *spend) is None:
             raise InvalidMfa  # the same code, spent meanwhile by a racing request
@@ -498,7 +528,7 @@ class IdentityService:
         user.totp_last_step = None
         await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         self._audit(uow, EventTag.TOTP_DISABLE, actor_id=user.id)
-        uow.outbox.append(mail_texts.mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
+        uow.outbox.append(mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
 
     def mfa_required(self, user: User) -> bool:
         return any(role in self.settings.mfa_required_roles for role in user.role_names)

@@ -8,6 +8,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from bastion.logging import get_logger
+
+log = get_logger(__name__)
+
 MIGRATIONS = Path(__file__).parent
 
 
@@ -27,5 +31,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     which cannot nest in a running loop (an embedding app, the tests), so it
     runs on a thread of its own.
     """
+    config = alembic_config(url)
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(command.upgrade, alembic_config(url), revision).result()
+        pool.submit(command.upgrade, config, revision).result()
+    # One line when the schema changed, none when it was already current.
+    if applied := config.attributes.get("applied"):
+        log.info("schema migrated", revisions=applied)

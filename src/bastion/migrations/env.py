@@ -1,24 +1,44 @@
-"""Alembic environment: runs migrations over the async engine."""
+"""Alembic environment: runs migrations over the async engine.
+
+The target is ``bastion.models``, the registry of every domain's tables, so
+``alembic check`` and ``revision --autogenerate`` compare the whole schema.
+The collections' record tables (``c_*``) are the data domain's and are left
+out of the comparison.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from alembic import context
+from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy.engine import Connection
 
-# Every domain's models, so Base.metadata describes the whole schema.
-from bastion.audit import models as _audit  # noqa: F401
-from bastion.db.engine import Base, create_engine
-from bastion.identity import models as _identity  # noqa: F401
-from bastion.sessions import models as _sessions  # noqa: F401
+from bastion.db.engine import create_engine
+from bastion.models import metadata, owned_by_migrations
+
+
+def _include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
+    if type_ == "table":
+        return name is None or owned_by_migrations(name)
+    return True
+
+
+def _applied(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]) -> None:
+    # bastion.migrations.upgrade logs what ran, in one line, instead of Alembic's INFO chatter.
+    context.config.attributes.setdefault("applied", []).append(step.up_revision_id)
 
 
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
+        include_name=_include_name,
         render_as_batch=connection.dialect.name == "sqlite",
+        on_version_apply=_applied,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.logging import configure_logging, get_logger
+from bastion.logging import configure_server_logging, get_logger
 from bastion.network.ca import BastionCa, CaPaths
 from bastion.network.listener import admin_mode
 from bastion.network.tls import profile_of
@@ -165,7 +165,7 @@ def supervise(listeners: list[Listener]) -> int:
 def run_listener(name: str) -> None:
     """Serve one listener in this process (the supervisor's child)."""
     settings = load_settings()
-    configure_logging(settings.log.level)
+    configure_server_logging(settings)
     listener = next(item for item in plan(settings) if item.name == name)
     if listener.name == "admin":
         from bastion.network.adminserver import serve_admin

@@ -7,24 +7,14 @@ banner so nobody mistakes a dev instance for a hardened one.
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from bastion.posture.finding import Finding
+from bastion.posture.transport import transport_findings
 from bastion.security import KeyringError, MasterKey, check_key_file_permissions
 from bastion.settings import ConfigError, Settings
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: Literal["error", "warning", "info"]
-    setting: str
-    message: str
-    fix: str
-
-    def line(self) -> str:
-        return f"{self.setting}: {self.message}; {self.fix}"
 
 
 def check_settings(settings: Settings) -> list[Finding]:
@@ -59,11 +49,22 @@ def check_settings(settings: Settings) -> list[Finding]:
                 "list the exact origins in cors.allow_origins",
             )
         )
+    if settings.server.workers > 1 and settings.redis_url is None:
+        # In memory, each worker counts on its own: with 4 workers a limit of
+        # 10 lets about 40 through. Refused in dev too: the throttles are
+        # security controls, not a production nicety.
+        findings.append(
+            Finding(
+                "error",
+                "server.workers",
+                f"{settings.server.workers} workers without redis_url would each keep their own throttle counters, "
+                "multiplying every rate limit",
+                "set redis_url so the workers share counters, or set server.workers = 1",
+            )
+        )
     if settings.debug:
         findings.append(Finding(serious, "debug", "debug is on", "set debug = false (BASTION_DEBUG=false)"))
-    from bastion.posture.transport import transport_findings
-
-    findings += [Finding(*row) for row in transport_findings(settings, serious, now=datetime.now(UTC))]
+    findings += transport_findings(settings, serious, now=datetime.now(UTC))
     if settings.mode == "dev":
         findings.append(
             Finding(

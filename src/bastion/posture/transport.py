@@ -9,27 +9,26 @@ from typing import Literal
 from bastion.network.ca import CaPaths
 from bastion.network.listener import admin_mode
 from bastion.network.tls import days_until_expiry, profile_of
+from bastion.posture.finding import Finding
 from bastion.settings import Settings
 
-Severity = Literal["error", "warning", "info"]
-Row = tuple[Severity, str, str, str]  # severity, setting, message, fix
 _ANYWHERE = (IPv4Network("0.0.0.0/0"), IPv6Network("::/0"))
 
 
-def transport_findings(settings: Settings, serious: Literal["error", "warning"], *, now: dt.datetime) -> list[Row]:
-    """Findings as plain rows; ``posture.checks`` wraps them in its Finding type."""
-    rows: list[Row] = []
-    rows += _certificate(settings, serious, now)
-    rows += _admin(settings, serious)
+def transport_findings(settings: Settings, serious: Literal["error", "warning"], *, now: dt.datetime) -> list[Finding]:
+    """What ``bastion check`` says about TLS, the admin plane and IP policy."""
+    findings: list[Finding] = []
+    findings += _certificate(settings, serious, now)
+    findings += _admin(settings, serious)
     if settings.server.tls and settings.http.hsts_max_age < 31_536_000:
-        rows.append(
-            ("warning", "http.hsts_max_age", "HSTS is shorter than one year", "set http.hsts_max_age = 31536000")
+        findings.append(
+            Finding("warning", "http.hsts_max_age", "HSTS is shorter than one year", "set http.hsts_max_age = 31536000")
         )
-    rows += _summary(settings)
-    return rows
+    findings += _summary(settings)
+    return findings
 
 
-def _certificate(settings: Settings, serious: Literal["error", "warning"], now: dt.datetime) -> list[Row]:
+def _certificate(settings: Settings, serious: Literal["error", "warning"], now: dt.datetime) -> list[Finding]:
     if not (settings.server.tls or settings.admin.enabled):
         return []
     cert = settings.cert_file
@@ -37,25 +36,27 @@ def _certificate(settings: Settings, serious: Literal["error", "warning"], now: 
     try:
         days = days_until_expiry(cert, now=now)
     except FileNotFoundError:
-        return [(serious, "server.cert_file", f"TLS certificate {cert} is missing", "run `bastion init` or set it")]
+        return [
+            Finding(serious, "server.cert_file", f"TLS certificate {cert} is missing", "run `bastion init` or set it")
+        ]
     except (OSError, ValueError):
-        return [(serious, "server.cert_file", f"TLS certificate {cert} cannot be read", "check the file")]
+        return [Finding(serious, "server.cert_file", f"TLS certificate {cert} cannot be read", "check the file")]
     if days <= 0:
-        return [("error", "server.cert_file", f"TLS certificate {cert} has expired", fix)]
+        return [Finding("error", "server.cert_file", f"TLS certificate {cert} has expired", fix)]
     if days <= settings.tls.expiry_warning_days:
-        return [("warning", "server.cert_file", f"TLS certificate {cert} expires in {int(days)} days", fix)]
+        return [Finding("warning", "server.cert_file", f"TLS certificate {cert} expires in {int(days)} days", fix)]
     return []
 
 
-def _admin(settings: Settings, serious: Literal["error", "warning"]) -> list[Row]:
+def _admin(settings: Settings, serious: Literal["error", "warning"]) -> list[Finding]:
     admin = settings.admin
     if not admin.enabled:
         return []
-    rows: list[Row] = []
+    findings: list[Finding] = []
     mode = admin_mode(settings)
     if not admin.require_client_cert:
-        rows.append(
-            (
+        findings.append(
+            Finding(
                 serious,
                 "admin.require_client_cert",
                 "the admin listener would accept clients without a certificate",
@@ -64,37 +65,47 @@ def _admin(settings: Settings, serious: Literal["error", "warning"]) -> list[Row
         )
     elif not CaPaths.of(settings).initialised():
         where = "runs without client certificates (dev only)" if mode == "open" else "stays off"
-        rows.append(("warning", "admin", f"no CA yet: the admin listener {where}", "run `bastion ca init`"))
+        findings.append(Finding("warning", "admin", f"no CA yet: the admin listener {where}", "run `bastion ca init`"))
     if not admin.allow:
-        rows.append(
-            (serious, "admin.allow", "the admin listener has no IP allowlist", 'set admin.allow = ["127.0.0.1/32"]')
+        findings.append(
+            Finding(
+                serious, "admin.allow", "the admin listener has no IP allowlist", 'set admin.allow = ["127.0.0.1/32"]'
+            )
         )
     elif any(network in _ANYWHERE for network in admin.allow):
-        rows.append(
-            ("warning", "admin.allow", "the admin allowlist admits every address", "list the operators' networks")
+        findings.append(
+            Finding(
+                "warning", "admin.allow", "the admin allowlist admits every address", "list the operators' networks"
+            )
         )
     if admin.port in (settings.server.port, settings.server.redirect_port):
-        rows.append(("error", "admin.port", "the admin port is also a public listener's port", "pick another port"))
-    return rows
+        findings.append(
+            Finding("error", "admin.port", "the admin port is also a public listener's port", "pick another port")
+        )
+    return findings
 
 
-def _summary(settings: Settings) -> list[Row]:
+def _summary(settings: Settings) -> list[Finding]:
     """One short line per listener and one for the limits (the table wraps long cells)."""
     server, admin = settings.server, settings.admin
     profile = profile_of(settings)
     tls = f"TLS {profile.name} ({'+'.join(profile.versions)})" if server.tls else "plain HTTP behind a proxy"
-    rows: list[Row] = [("info", "transport", f"public :{server.port} {tls}", "see docs/deployment.md")]
+    findings: list[Finding] = [Finding("info", "transport", f"public :{server.port} {tls}", "see docs/deployment.md")]
     if admin.enabled:
         state = {"mtls": "mTLS", "open": "NO client certificates", "off": "off until `ca init`"}[admin_mode(settings)]
-        rows.append(("info", "transport", f"admin :{admin.port} {state}", f"{len(admin.allow)} allowed network(s)"))
+        findings.append(
+            Finding("info", "transport", f"admin :{admin.port} {state}", f"{len(admin.allow)} allowed network(s)")
+        )
     if server.redirect_port:
-        rows.append(("info", "transport", f"redirect :{server.redirect_port} to HTTPS", "server.redirect_port"))
-    rows.append(
-        (
+        findings.append(
+            Finding("info", "transport", f"redirect :{server.redirect_port} to HTTPS", "server.redirect_port")
+        )
+    findings.append(
+        Finding(
             "info",
             "transport",
             f"headers {server.header_read_timeout:g}s/{server.max_header_count}/{server.max_header_bytes}B",
             f"{server.max_connections} connections per worker",
         )
     )
-    return rows
+    return findings

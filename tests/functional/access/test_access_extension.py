@@ -4,12 +4,12 @@ permissions, rate limits, errors, headers and audit (examples/reports.py)."""
 from __future__ import annotations
 
 from examples import reports
-from harness import Harness
 from sqlalchemy import select
 
 from bastion.access import check_routes
-from bastion.access.models import Role
 from bastion.audit.models import AuditEvent
+from factories.access import grant
+from harness import Harness
 
 ALICE = "alice@example.com"
 
@@ -17,8 +17,7 @@ ALICE = "alice@example.com"
 async def test_extension_routes_inherit_every_protection(harness: Harness) -> None:
     harness.app.include_router(reports.router)
     check_routes(harness.app)  # the example declares a requirement on every route
-    await harness.register(ALICE)
-    alice = harness.bearer(await harness.login(ALICE))
+    alice = harness.bearer(await harness.signed_in(ALICE))
 
     anonymous = await harness.client.get("/api/v1/reports")
     assert anonymous.status_code == 401
@@ -29,10 +28,7 @@ async def test_extension_routes_inherit_every_protection(harness: Harness) -> No
     assert (await harness.client.get("/api/v1/reports", headers=alice)).status_code == 403
     async with harness.app.state.sessionmaker() as db:
         assert "access:denied" in list(await db.scalars(select(AuditEvent.tag)))
-        role = await db.get(Role, "user")
-        assert role is not None
-        role.permissions = [*role.permissions, "reports:read", "reports:write"]
-        await db.commit()
+    await grant(harness.app, "user", "reports:read", "reports:write")
 
     assert (await harness.client.get("/api/v1/reports", headers=alice)).status_code == 200
     smuggled = await harness.client.post("/api/v1/reports", json={"title": "t", "author": "x"}, headers=alice)

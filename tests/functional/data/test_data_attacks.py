@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import DataHarness
+from harness import DataHarness
 
 NOTE = {"title": "alice-note", "body": "<p>x</p>", "secret": "s", "priority": 3}
 

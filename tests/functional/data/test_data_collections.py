@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-from harness import Harness
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from typer.testing import CliRunner
@@ -19,9 +19,13 @@ from typer.testing import CliRunner
 from bastion.app import create_app
 from bastion.cli import app as cli
 from bastion.clock import FrozenClock, SystemClock
-from bastion.data.service import DestructiveChanges, apply_configured
-from bastion.settings import CollectionSettings, Settings
-from conftest import ALICE, COLLECTIONS
+from bastion.data import service as data_service
+from bastion.data.errors import DestructiveChanges
+from bastion.data.service import apply_configured
+from bastion.settings import CollectionSettings, Settings, load_settings
+from factories.data import COLLECTIONS
+from factories.identity import create_user, sign_in
+from harness import CHEAP_ARGON2
 
 
 def _with(settings: Settings, **fields: Any) -> Settings:
@@ -38,20 +42,29 @@ def test_apply_adds_fields_and_refuses_to_drop_without_force(make_settings: Call
     grown = _with(settings, tags={"type": "json"}, priority={"type": "integer", "sortable": True})
     assert [c.description for c in apply_configured(grown, SystemClock()).changes] == [
         "add field notes.tags",
+        "make notes.priority no longer filterable",
         "change validation of notes.priority (existing values are kept)",
     ]
     assert apply_configured(grown, SystemClock()).empty  # idempotent
     reindexed = _with(grown, title={"type": "string", "max_length": 200, "required": True})
-    assert [c.description for c in apply_configured(reindexed, SystemClock()).changes] == ["re-index notes.title"]
+    assert [c.description for c in apply_configured(reindexed, SystemClock()).changes] == [
+        "re-index notes.title",
+        "make notes.title no longer filterable",
+    ]
+    # Same index (priority is sortable): the plan still says what changes.
+    refiltered = _with(reindexed, priority={"type": "integer", "sortable": True, "filterable": True})
+    assert [c.description for c in apply_configured(refiltered, SystemClock()).changes] == [
+        "make notes.priority filterable"
+    ]
 
     for changed, refusal in [
         (settings.model_copy(update={"collections": {}}), "DROP collection notes"),
-        (_with(reindexed, priority={"type": "string"}), "REPLACE field notes.priority"),
-        (_with(reindexed, secret=None), "DROP field notes.secret"),
+        (_with(refiltered, priority={"type": "string"}), "REPLACE field notes.priority"),
+        (_with(refiltered, secret=None), "DROP field notes.secret"),
     ]:
         with pytest.raises(DestructiveChanges, match=refusal):
             apply_configured(changed, SystemClock())
-    dropped = apply_configured(_with(reindexed, secret=None), SystemClock(), force=True)
+    dropped = apply_configured(_with(refiltered, secret=None), SystemClock(), force=True)
     assert [c.description for c in dropped.changes] == ["DROP field notes.secret and its values"]
 
 
@@ -86,6 +99,62 @@ def test_cli_plan_apply_and_keys(make_settings: Callable[..., Settings], monkeyp
     assert "rewrapped 0 values" in rewrapped.output
 
 
+MEMO = """
+[collections.memo]
+rules = {{ list = "public", create = "public" }}
+[collections.memo.fields]
+text = {{ type = "string", max_length = 50{options} }}
+"""
+
+
+async def test_a_changed_definition_is_served_without_a_restart(
+    tmp_path: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field made filterable, then sortable, in bastion.toml: `collections plan` says so,
+    `collections apply` applies it, and the running server filters and sorts by it at once."""
+    # Look at the definitions on every request rather than once a second: no sleeping.
+    monkeypatch.setattr(data_service, "CATALOG_RELOAD_SECONDS", 0.0)
+    if database_url is not None:
+        monkeypatch.setenv("BASTION_DATABASE_URL", database_url)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "bastion.toml").write_text(MEMO.format(options=""))
+    runner = CliRunner()
+
+    def bastion(*args: str) -> str:
+        # Each command runs its own event loop, as from a shell.
+        result = runner.invoke(cli, [*args, "--data-dir", str(data)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "create collection memo" in await asyncio.to_thread(bastion, "init")
+    app = create_app(load_settings(data))
+    records = "/api/v1/collections/memo/records"
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
+    ):
+        for text in ("milk", "eggs"):
+            assert (await client.post(records, json={"text": text})).status_code == 201
+        assert (await client.get(f"{records}?text.eq=milk")).status_code == 422
+
+        (data / "bastion.toml").write_text(MEMO.format(options=", filterable = true"))
+        planned = await asyncio.to_thread(bastion, "collections", "plan")
+        assert "make memo.text filterable" in planned
+        applied = await asyncio.to_thread(bastion, "collections", "apply")
+        assert "no restart needed" in applied
+        found = await client.get(f"{records}?text.eq=milk")
+        assert found.status_code == 200, found.text
+        assert [item["text"] for item in found.json()["items"]] == ["milk"]
+
+        # Sortable too: the index stays as it is, and the plan still names the change.
+        (data / "bastion.toml").write_text(MEMO.format(options=", filterable = true, sortable = true"))
+        assert "make memo.text sortable" in await asyncio.to_thread(bastion, "migrate")
+        ordered = await client.get(f"{records}?sort=text")
+        assert ordered.status_code == 200, ordered.text
+        assert [item["text"] for item in ordered.json()["items"]] == ["eggs", "milk"]
+
+
 def test_invalid_definitions_stop_with_one_line(make_settings: Callable[..., Settings]) -> None:
     bad = {"a": {"fields": {"link": {"type": "relation", "collection": "missing"}}}}
     with pytest.raises(Exception, match="relation to unknown collection"):
@@ -114,9 +183,9 @@ async def test_openapi_documents_every_collection(make_settings: Callable[..., S
 
 def test_schemathesis_finds_no_server_errors(make_settings: Callable[..., Settings]) -> None:
     """Every collection route, fuzzed from its OpenAPI schema with a signed-in user: zero 5xx."""
-    config = make_settings(passwords={"memory_cost_kib": 7168, "time_cost": 1}, collections=COLLECTIONS)
+    config = make_settings(passwords=CHEAP_ARGON2, collections=COLLECTIONS)
     app = create_app(config, clock=FrozenClock())
-    token = _signed_in(app, config)
+    token = _signed_in(app)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [r.ok() for r in schema.get_all_operations() if r.ok().path.startswith("/api/v1/collections/")]
     assert len(operations) == 5 * len(COLLECTIONS)
@@ -131,18 +200,12 @@ def test_schemathesis_finds_no_server_errors(make_settings: Callable[..., Settin
         fuzz()
 
 
-def _signed_in(app: Any, config: Settings) -> str:
-    """A bearer token for Alice, through the real sign-up and sign-in routes."""
+def _signed_in(app: Any) -> str:
+    """A bearer token for a signed-in user of ``app`` (made directly: signing up is not the subject)."""
 
-    async def sign_in() -> str:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
-        ):
-            harness = Harness(app, client, FrozenClock(), config)
-            await harness.register(ALICE)
-            tokens = await harness.login(ALICE)
-            return tokens["access_token"]
+    async def access_token() -> str:
+        async with app.router.lifespan_context(app):
+            return str((await sign_in(app, await create_user(app, "alice@example.com")))["access_token"])
 
     with ThreadPoolExecutor(1) as pool:  # its own loop: the test itself is synchronous
-        return pool.submit(asyncio.run, sign_in()).result()
+        return pool.submit(asyncio.run, access_token()).result()

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from bastion.audit.models import AuditEvent
-from bastion.data.rewrap import rewrap_engine
+from bastion.rewrap import rewrap_engine
 from bastion.secrets import open_keyrings
 from bastion.security import Encryptor
-from conftest import DataHarness
+from harness import DataHarness
 
 PLANTED = "PLANTED-PLAINTEXT-7f3a9c"
 

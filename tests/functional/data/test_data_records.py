@@ -11,7 +11,7 @@ from bastion.audit import Origin
 from bastion.audit.models import AuditEvent
 from bastion.data.errors import CollectionChangeRefused
 from bastion.settings import CollectionSettings
-from conftest import DataHarness
+from harness import DataHarness
 
 NOTE = {"title": "Groceries", "body": "<p>milk</p>", "secret": "PIN 4711", "priority": 2}
 

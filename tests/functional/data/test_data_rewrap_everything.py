@@ -9,18 +9,18 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from harness import PASSWORD
 from typer.testing import CliRunner
 
 from bastion.cli import app as cli
 from bastion.data import tables
-from bastion.data.rewrap import sealed_columns
 from bastion.data.schema import Catalog
 from bastion.db import Base
 from bastion.network.ca import BastionCa
+from bastion.rewrap import sealed_columns
 from bastion.secrets import open_keyrings
 from bastion.security import totp_at
 from conftest import ALICE, DataHarness
+from harness import PASSWORD
 
 runner = CliRunner()
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import NEW_PASSWORD, PASSWORD, Harness
 from sqlalchemy import func, select
 
 from bastion.audit.models import AuditEvent
 from bastion.security import hash_token, totp_at
+from harness import NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
 
@@ -65,7 +65,7 @@ async def test_weak_passwords_are_refused(harness: Harness, password: str) -> No
 
 async def test_enumeration_register_forgot_login_answer_alike(harness: Harness) -> None:
     """V6.3.8: responses do not reveal whether an account exists."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
 
     async def answer(path: str, body: dict[str, str]) -> tuple[int, object]:
         response = await harness.client.post(path, json=body)
@@ -95,7 +95,7 @@ async def test_enumeration_register_forgot_login_answer_alike(harness: Harness) 
 
 async def test_refresh_rotates_and_reuse_revokes_the_family(harness: Harness) -> None:
     """V7.2.4 / V9.x: single-use refresh tokens; reuse detection revokes the session."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     first = await harness.login(ALICE)
     second = (await harness.client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
     assert second["refresh_token"] != first["refresh_token"]
@@ -113,7 +113,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(harness: Harness) ->
 
 async def test_logout_takes_effect_on_the_next_request(harness: Harness) -> None:
     """V7.4.1: a revoked session's access token is refused at once."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     tokens = await harness.login(ALICE)
     assert (await harness.client.post("/api/v1/auth/logout", headers=harness.bearer(tokens))).status_code == 204
     response = await harness.client.get("/api/v1/me", headers=harness.bearer(tokens))
@@ -126,8 +126,8 @@ async def test_logout_takes_effect_on_the_next_request(harness: Harness) -> None
 
 async def test_sessions_list_and_revoke_other_device(harness: Harness) -> None:
     """V7.5.2: users can see and end their sessions; not someone else's."""
-    await harness.register(ALICE)
-    await harness.register("bob@example.com")
+    await harness.user(ALICE)
+    await harness.user("bob@example.com")
     laptop, phone = await harness.login(ALICE), await harness.login(ALICE)
     bob = await harness.login("bob@example.com")
     listed = (await harness.client.get("/api/v1/me/sessions", headers=harness.bearer(laptop))).json()
@@ -146,7 +146,7 @@ async def test_sessions_list_and_revoke_other_device(harness: Harness) -> None:
 
 
 async def test_access_token_expires(harness: Harness) -> None:
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     tokens = await harness.login(ALICE)
     harness.clock.advance(seconds=601)
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(tokens))).status_code == 401
@@ -154,7 +154,7 @@ async def test_access_token_expires(harness: Harness) -> None:
 
 async def test_password_reset_single_use_and_expiring(harness: Harness) -> None:
     """V6.4.1, V6.4.2: reset tokens are single-use, expire, and end every session."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     old = await harness.login(ALICE)
     await harness.client.post("/api/v1/auth/password/forgot", json={"email": ALICE})
     token = await harness.token_from_last_mail(ALICE)
@@ -175,7 +175,7 @@ async def test_password_reset_single_use_and_expiring(harness: Harness) -> None:
 
 
 async def test_password_change_revokes_other_sessions(harness: Harness) -> None:
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     here, elsewhere = await harness.login(ALICE), await harness.login(ALICE)
     wrong = await harness.client.post(
         "/api/v1/me/password",
@@ -195,7 +195,7 @@ async def test_password_change_revokes_other_sessions(harness: Harness) -> None:
 
 async def test_brute_force_never_yields_a_token_and_locks(harness: Harness) -> None:
     """V6.3.1: 50 wrong passwords are throttled and lock the account; the owner is told."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     statuses = []
     for attempt in range(50):
         response = await harness.client.post(
@@ -220,7 +220,7 @@ async def test_brute_force_never_yields_a_token_and_locks(harness: Harness) -> N
 async def test_other_spellings_of_an_address_share_its_throttle(harness: Harness) -> None:
     """V6.3.1: a display name, another case or a quoted form of the same address
     is the same account to the per-account throttle, so it buys no extra guesses."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     for attempt in range(10):
         await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"guess-{attempt:04d}"})
     for spelling in ("x <alice@example.com>", "ALICE@EXAMPLE.COM", "Alice <Alice@Example.COM>", " alice@example.com"):
@@ -232,8 +232,8 @@ async def test_a_spent_account_is_refused_before_the_route_runs(harness: Harness
     """V6.3.1, V2.4.1: once an account's budget is spent, an attempt is refused
     before routing: a body the route would reject (422: unknown field) gets the
     429 too, while another account and other routes are untouched."""
-    await harness.register(ALICE)
-    await harness.register("bob@example.com")
+    await harness.user(ALICE)
+    await harness.user("bob@example.com")
     for attempt in range(10):
         await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"guess-{attempt:04d}"})
     extra = await harness.client.post(
@@ -253,7 +253,7 @@ async def test_a_spent_account_is_refused_before_the_route_runs(harness: Harness
 async def test_concurrent_wrong_guesses_are_all_counted(harness: Harness) -> None:
     """V6.3.1: guesses racing each other cannot overwrite each other's failure
     count, so ten at once still lock the account."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     guesses = [
         harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"racing-guess-{n:04d}"})
         for n in range(10)
@@ -269,7 +269,7 @@ async def test_concurrent_wrong_guesses_are_all_counted(harness: Harness) -> Non
 async def _lift_throttles(harness: Harness) -> None:
     limiter = harness.app.state.rate_limiter
     await limiter.reset("10/minute", "auth:login:account", hash_token(ALICE))
-    await limiter.reset("30/minute", "auth:login:ip", "198.51.100.20")
+    await limiter.reset("30/minute", "auth:login:ip", harness.address)
 
 
 async def _enrol_totp(harness: Harness, tokens: dict[str, str]) -> tuple[str, list[str]]:
@@ -291,7 +291,7 @@ def _step(harness: Harness) -> int:
 
 async def test_totp_login_replay_and_recovery_codes(harness: Harness) -> None:
     """V6.5.1 (OTP single use), V6.5.2 (recovery codes single use), V6.6.x."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     secret, codes = await _enrol_totp(harness, await harness.login(ALICE))
 
     challenge = await harness.login(ALICE)
@@ -319,7 +319,7 @@ async def test_totp_login_replay_and_recovery_codes(harness: Harness) -> None:
 
 
 async def test_mfa_token_burns_after_five_wrong_codes(harness: Harness) -> None:
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     secret, _ = await _enrol_totp(harness, await harness.login(ALICE))
     challenge = await harness.login(ALICE)
     for wrong in ("000000", "111111", "222222", "333333", "444444"):
@@ -331,7 +331,7 @@ async def test_mfa_token_burns_after_five_wrong_codes(harness: Harness) -> None:
 
 
 async def test_disabling_totp_needs_a_fresh_second_factor(harness: Harness) -> None:
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     tokens = await harness.login(ALICE)
     secret, _ = await _enrol_totp(harness, tokens)
     refused = await harness.client.request(
@@ -348,7 +348,7 @@ async def test_disabling_totp_needs_a_fresh_second_factor(harness: Harness) -> N
 
 async def test_totp_secret_is_encrypted_at_rest(harness: Harness) -> None:
     """V11.x / V6.5.x: the TOTP seed is not stored in plaintext."""
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     tokens = await harness.login(ALICE)
     secret, _ = await _enrol_totp(harness, tokens)
     from bastion.identity.models import User
@@ -370,7 +370,7 @@ async def test_privileged_routes_need_a_two_factor_session(harness: Harness) -> 
     async def privileged(caller: Principal = Depends(require_mfa(Permission.API_KEYS))) -> dict[str, str]:  # noqa: B008
         return {"user": str(caller.user_id)}
 
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     password_only = await harness.login(ALICE)
     assert (await harness.client.get("/test/privileged", headers=harness.bearer(password_only))).status_code == 403
     secret, _ = await _enrol_totp(harness, password_only)
@@ -388,7 +388,7 @@ async def test_hash_is_upgraded_at_sign_in_when_parameters_change(harness: Harne
     from bastion.identity.models import User
     from bastion.security import Argon2Params, PasswordHasher
 
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     async with harness.app.state.sessionmaker() as db:
         before = await db.scalar(select(User.password_hash))
     assert before is not None
@@ -404,7 +404,7 @@ async def test_hash_is_upgraded_at_sign_in_when_parameters_change(harness: Harne
 
 
 async def test_password_reset_lifts_a_lockout(harness: Harness) -> None:
-    await harness.register(ALICE)
+    await harness.user(ALICE)
     for attempt in range(10):
         await harness.client.post("/api/v1/auth/login", json={"email": ALICE, "password": f"wrong-guess-{attempt:03d}"})
     await _lift_throttles(harness)

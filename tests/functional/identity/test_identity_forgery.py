@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable
 
 import pytest
-from harness import Harness
 
 from bastion.security import TokenSigner
+from harness import Harness
 
 ALICE = "alice@example.com"
 
@@ -140,8 +140,7 @@ FORGERIES: dict[str, Callable[[str, Harness], str]] = {
 
 @pytest.mark.parametrize("forgery", FORGERIES)
 async def test_forged_access_token_is_refused(harness: Harness, forgery: str) -> None:
-    await harness.register(ALICE)
-    tokens = await harness.login(ALICE)
+    tokens = await harness.signed_in(ALICE)
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(tokens))).status_code == 200
     forged = FORGERIES[forgery](tokens["access_token"], harness)
     response = await harness.client.get("/api/v1/me", headers={"authorization": f"Bearer {forged}"})

@@ -21,7 +21,6 @@ import pytest
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.access.deps import public
 from bastion.app import create_app
@@ -29,14 +28,15 @@ from bastion.audit import EventTag, Origin, record_event
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
 from bastion.db import create_engine
-from bastion.http.deps import origin_of
 from bastion.instance import initialise
 from bastion.network.adminserver import ReloadingContext
 from bastion.network.ca import BastionCa, CaPaths
-from bastion.network.listener import PEER_CERT_KEY, AdminIdentity, AdminListener, PeerCertificate
+from bastion.network.listener import AdminIdentity, AdminListener, PeerCertificate
 from bastion.network.tls import PROFILES, server_context
 from bastion.security.x509 import certificate_facts_der
 from bastion.settings import Settings, load_settings
+from bastion.uow import origin_of
+from harness import over_mtls
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -207,16 +207,6 @@ def test_the_reloading_context_itself_has_no_certificate(admin: Admin) -> None:
 # -- attribution on the admin listener ------------------------------------------------------
 
 
-def _with_peer(app: ASGIApp, certificate: PeerCertificate) -> ASGIApp:
-    """What the admin server does per connection: the verified certificate on each request's scope."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        scope = {**scope, "extensions": {**(scope.get("extensions") or {}), PEER_CERT_KEY: certificate}}
-        await app(scope, receive, send)
-
-    return wrapped
-
-
 async def _probe(settings: Settings, certificate: PeerCertificate) -> tuple[int, list[tuple[AdminIdentity, Origin]]]:
     app = create_app(settings)
     seen: list[tuple[AdminIdentity, Origin]] = []
@@ -226,7 +216,7 @@ async def _probe(settings: Settings, certificate: PeerCertificate) -> tuple[int,
         seen.append((request.state.admin_identity, origin_of(request)))
         return {"ok": True}
 
-    outer = _with_peer(AdminListener(app, client_cert_verified=True), certificate)
+    outer = over_mtls(AdminListener(app, client_cert_verified=True), certificate)
     transport = httpx.ASGITransport(app=outer, client=("127.0.0.1", 1))
     async with (
         app.router.lifespan_context(app),

@@ -21,7 +21,8 @@ from fastapi import Depends, FastAPI, Request, Response
 from limits.errors import StorageError
 
 from bastion.http.problems import PROBLEM_JSON, Problem, render
-from bastion.http.ratelimit import RateLimiter, RateLimitState, SweptMemoryStorage, rate_limit
+from bastion.http.ratelimit import RateLimiter, RateLimitState, SweptMemoryStorage
+from bastion.http.throttle import rate_limit
 
 LIMIT = "3/minute"
 

@@ -28,9 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bastion.data import tables
 from bastion.data.schema import Catalog
 from bastion.data.sealing import field_aad
+from bastion.data.tables import read_definitions
 from bastion.db import create_engine
 from bastion.identity.models import User, totp_secret_aad
 from bastion.network.ca import SealedKeyFile, sealed_key_file
@@ -149,7 +149,7 @@ async def count_engine(
 
 async def _columns(engine: AsyncEngine) -> list[SealedColumn]:
     async with engine.begin() as connection:
-        return sealed_columns(Catalog.build(await connection.run_sync(tables.read_definitions)))
+        return sealed_columns(Catalog.build(await connection.run_sync(read_definitions)))
 
 
 async def _walk(
