@@ -14,9 +14,9 @@ from bastion.access import routes as api_key_routes
 from bastion.admin import routes as admin_routes
 from bastion.clock import Clock, SystemClock
 from bastion.data import routes as data_routes
+from bastion.db import DatabaseGone
 from bastion.http import handlers
 from bastion.http.middleware import SpineMiddleware
-from bastion.http.proxies import TrustedProxies
 from bastion.identity import routes as identity_routes
 from bastion.identity.gate import SignInGate
 from bastion.identity.throttle import LOGIN_BY_ACCOUNT
@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         openapi_url=None,  # served by data_routes.install, guarded like every route
         debug=False,
     )
-    handlers.install(app)
+    handlers.install(app, unavailable=(DatabaseGone,))
     app.include_router(health.router)
     app.include_router(identity_routes.router)
     app.include_router(api_key_routes.router)
@@ -80,14 +80,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     # Inside the spine (which has resolved the real client address) and
     # outside CORS, so a denied address gets no preflight answer either.
     app.add_middleware(NetworkGuard, **NetworkGuard.options(settings))  # type: ignore[arg-type]
-    hsts = f"max-age={settings.http.hsts_max_age}"
-    if settings.http.hsts_include_subdomains:
-        hsts += "; includeSubDomains"
-    app.add_middleware(
-        SpineMiddleware,
-        max_body_bytes=settings.http.max_body_bytes,
-        max_json_depth=settings.http.max_json_depth,
-        trusted_proxies=TrustedProxies(settings.server.trusted_proxies),
-        hsts=hsts,
-    )
+    app.add_middleware(SpineMiddleware, **SpineMiddleware.options(settings))  # type: ignore[arg-type]
     return app

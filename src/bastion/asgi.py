@@ -5,6 +5,10 @@
 settings from the environment. They live here, above ``bastion.app`` and
 ``bastion.network``, so neither of those imports the other to build a
 listener's app.
+
+Each is built through ``bastion.network.startup.guarded``: a factory or a
+lifespan start-up that raises ends the worker with a one-line cause for
+``bastion serve`` to print, not a traceback per worker.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from starlette.types import ASGIApp
 from bastion.app import create_app
 from bastion.logging import configure_server_logging
 from bastion.network.listener import AdminListener, admin_mode
+from bastion.network.startup import guarded
 from bastion.network.tls import RedirectApp
 from bastion.settings import load_settings
 
@@ -41,8 +46,27 @@ def load_target(target: str) -> Callable[[], object]:
     return factory  # type: ignore[no-any-return]
 
 
-def public_app() -> FastAPI:
+def public_app() -> ASGIApp:
     """The public listener's application: the stock app, or the one ``BASTION_APP`` names."""
+    return guarded(_public_app)
+
+
+def admin_app() -> ASGIApp:
+    """The admin listener's application: the same app, marked as the admin plane."""
+
+    def build() -> ASGIApp:
+        settings = load_settings()
+        return AdminListener(_public_app(), client_cert_verified=admin_mode(settings) == "mtls")
+
+    return guarded(build)
+
+
+def redirect_app() -> ASGIApp:
+    """The redirect listener's application: HTTP to HTTPS, nothing else."""
+    return guarded(lambda: RedirectApp(load_settings().auth.public_url))
+
+
+def _public_app() -> FastAPI:
     settings = load_settings()
     configure_server_logging(settings)
     target = os.environ.get(APP_ENV)
@@ -57,14 +81,3 @@ def public_app() -> FastAPI:
     gc.collect()
     gc.freeze()
     return app
-
-
-def admin_app() -> ASGIApp:
-    """The admin listener's application: the same app, marked as the admin plane."""
-    settings = load_settings()
-    return AdminListener(public_app(), client_cert_verified=admin_mode(settings) == "mtls")
-
-
-def redirect_app() -> RedirectApp:
-    """The redirect listener's application: HTTP to HTTPS, nothing else."""
-    return RedirectApp(load_settings().auth.public_url)

@@ -152,6 +152,16 @@ class NetworkSettings(Section):
 class HttpSettings(Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_json_depth: int = Field(32, ge=2, le=256)
+    # Slow bodies (slowloris after the headers): a request body must arrive
+    # whole within body_timeout seconds, and after its first two seconds never
+    # fall behind body_min_rate bytes per second (0: no minimum rate). Else 408
+    # and the connection closes, so a trickle cannot hold a connection slot.
+    body_timeout: float = Field(30.0, gt=0, le=600)
+    body_min_rate: int = Field(1024, ge=0, le=1024 * 1024 * 1024)
+    # Host names (no port) the public listener answers to; any other Host is a
+    # 400, so redirects and links are never built from a stranger's Host.
+    # Empty: the host of auth.public_url in prod, any host in dev.
+    allowed_hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = []
     hsts_max_age: int = Field(31_536_000, ge=0)
     hsts_include_subdomains: bool = True
 
@@ -308,6 +318,9 @@ class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     # Unset: "console" (coloured) on a terminal in dev, "json" otherwise.
     format: Literal["json", "console"] | None = None
+    # One line per request on the public listener (method, path without the
+    # query, status, duration, request id), through the same redaction.
+    access: bool = True
 
 
 class Settings(BaseSettings):
@@ -411,6 +424,9 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
         overrides["data_dir"] = data_dir
     try:
         return Settings(**overrides)
+    except RecursionError:
+        # A BASTION_* variable holding deeply nested JSON (the TOML file is checked in read_toml).
+        raise ConfigError(f"a {ENV_PREFIX}* variable nests arrays or objects too deeply to be a setting") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"
@@ -446,6 +462,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid UTF-8 (byte {exc.start}); TOML files are UTF-8 text") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(f"{path} nests arrays or tables too deeply to be a configuration") from None
 
 
 class SecretFileSource(PydanticBaseSettingsSource):

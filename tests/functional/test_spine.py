@@ -3,18 +3,26 @@ security headers, body limits and JSON-only bodies (DESIGN.md §4)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.access import public
+from bastion.app import create_app
+from bastion.audit.models import AuditEvent
 from bastion.http.problems import PROBLEM_JSON, Conflict
+from bastion.network.listener import AdminListener
+from bastion.settings import Secret, Settings
 
 pytestmark = pytest.mark.usefixtures("_extra_routes")
+SettingsFactory = Callable[..., Settings]
 
 router = APIRouter(dependencies=[Depends(public)])
 
@@ -157,16 +165,153 @@ async def test_raised_problems_keep_their_status(client: httpx.AsyncClient) -> N
     assert_problem(await client.get("/test/conflict"), 409)
 
 
-async def test_request_id_is_echoed_when_well_formed(client: httpx.AsyncClient) -> None:
-    response = await client.get("/healthz", headers={"x-request-id": "abc-123-DEF.456"})
-    assert response.headers["x-request-id"] == "abc-123-DEF.456"
+async def test_a_client_request_id_is_kept_apart_from_ours(
+    client: httpx.AsyncClient, app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """V16.2.1: the request id in responses and audit events is always the server's own; a
+    caller's X-Request-ID is logged beside it as client_request_id, never in its place."""
+    chosen = "an-id-another-request-used"
+    with caplog.at_level(logging.INFO, logger="bastion.access"):
+        response = await client.post(
+            "/api/v1/auth/login",
+            json={"email": "nobody@example.com", "password": "wrong-password-123"},
+            headers={"x-request-id": chosen},
+        )
+    assert response.status_code == 401
+    ours = response.headers["x-request-id"]
+    assert ours != chosen
+    assert len(ours) == 32
+    assert response.json()["request_id"] == ours
+    async with app.state.engine.connect() as connection:
+        audited = (await connection.execute(sa.select(AuditEvent.request_id))).scalars().all()
+    assert audited
+    assert chosen not in audited
+    assert ours in audited
+    (line,) = [record.msg for record in caplog.records if record.name == "bastion.access"]
+    assert isinstance(line, dict)
+    assert line["request_id"] == ours
+    assert line["client_request_id"] == chosen
 
 
 @pytest.mark.parametrize("offered", ["short", "bad id with spaces", "x" * 200, "inj\\r\\nSet-Cookie:a=b"])
-async def test_request_id_is_replaced_when_malformed(client: httpx.AsyncClient, offered: str) -> None:
-    response = await client.get("/healthz", headers={"x-request-id": offered})
+async def test_a_malformed_client_request_id_is_not_logged(
+    client: httpx.AsyncClient, offered: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="bastion.access"):
+        response = await client.get("/healthz", headers={"x-request-id": offered})
     assert response.headers["x-request-id"] != offered
     assert len(response.headers["x-request-id"]) == 32
+    (line,) = [record.msg for record in caplog.records if record.name == "bastion.access"]
+    assert isinstance(line, dict)
+    assert "client_request_id" not in line
+
+
+async def test_access_log_line(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    """V16.2.1, V16.3.x: one line per request with method, path, status, duration and request id,
+    and never the query string (it may carry a token)."""
+    with caplog.at_level(logging.INFO, logger="bastion.access"):
+        response = await client.get("/no/such/path?q=SENTINEL-QUERY-SECRET")
+    (record,) = [record for record in caplog.records if record.name == "bastion.access"]
+    line = record.msg
+    assert isinstance(line, dict)
+    assert line["method"] == "GET"
+    assert line["path"] == "/no/such/path"
+    assert line["status"] == 404
+    assert isinstance(line["duration_ms"], float)
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert "SENTINEL-QUERY-SECRET" not in str(line)
+
+
+async def test_access_log_can_be_turned_off(make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(make_settings(log={"access": False}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
+    ):
+        with caplog.at_level(logging.INFO, logger="bastion.access"):
+            assert (await client.get("/healthz")).status_code == 200
+    assert not [record for record in caplog.records if record.name == "bastion.access"]
+
+
+async def test_head_is_answered_as_get_without_content(client: httpx.AsyncClient) -> None:
+    """RFC 9110 §9.3.2: HEAD /healthz was a 405; now the GET answer's headers, no content."""
+    response = await client.head("/healthz")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["content-length"] == str(len(b'{"status":"ok"}'))
+
+
+async def test_a_body_that_stops_arriving_is_a_408(make_settings: SettingsFactory) -> None:
+    """A body still incomplete at http.body_timeout is answered 408 (and the connection closed)."""
+    app = create_app(make_settings(http={"body_timeout": 0.3}))
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b'{"email": '
+        await asyncio.sleep(5)
+        yield b'"a@example.com"}'
+
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
+    ):
+        response = await client.post(
+            "/api/v1/auth/login", content=stalled(), headers={"content-type": "application/json"}
+        )
+    assert_problem(response, 408)
+    assert response.headers["connection"] == "close"
+
+
+async def test_a_trickling_body_is_cut_by_the_minimum_rate(make_settings: SettingsFactory) -> None:
+    """Below http.body_min_rate (after the grace), a body is cut before body_timeout."""
+    app = create_app(make_settings(http={"body_timeout": 60, "body_min_rate": 1_000_000}))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        while True:
+            yield b" "
+            await asyncio.sleep(0.25)
+
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as client,
+    ):
+        response = await client.post(
+            "/api/v1/auth/login", content=trickle(), headers={"content-type": "application/json"}
+        )
+    assert_problem(response, 408)
+    assert loop.time() - started < 30
+
+
+@pytest.mark.parametrize("mode", ["prod-default", "configured"])
+async def test_only_configured_hosts_are_answered(make_settings: SettingsFactory, mode: str) -> None:
+    """The trailing-slash redirect is built from the Host header; a Host not ours is a 400."""
+    if mode == "configured":
+        settings = make_settings(http={"allowed_hosts": ["api.example.com"]})
+    else:
+        base = make_settings()
+        # Only the mode and the public name matter to the spine (prod's other refusals are `bastion check`'s).
+        settings = base.model_copy(
+            update={
+                "mode": "prod",
+                "master_key": Secret(base.dev_master_key_file.read_text().strip()),
+                "auth": base.auth.model_copy(update={"public_url": "https://api.example.com"}),
+            }
+        )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://api.example.com") as client,
+    ):
+        home = await client.get("/api/v1/collections")
+        port = await client.get("/healthz", headers={"host": "API.example.com:8443"})
+        foreign = await client.get("/api/v1/collections", headers={"host": "evil.example"})
+    assert home.status_code == 307
+    assert home.headers["location"].startswith("https://api.example.com/")
+    assert port.status_code == 200
+    body = assert_problem(foreign, 400)
+    assert "evil" not in json.dumps(body)
+    assert "location" not in foreign.headers
 
 
 async def test_security_headers_on_success_and_error(client: httpx.AsyncClient) -> None:
@@ -184,7 +329,7 @@ async def test_security_headers_on_success_and_error(client: httpx.AsyncClient) 
         assert headers["cross-origin-resource-policy"] == "same-origin"
         assert headers["cache-control"] == "no-store"
         assert headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
-        assert "server" not in headers
+        assert headers["server"] == "bastion"  # never granian's, never a version
 
 
 async def test_no_hsts_over_plain_http(app: FastAPI) -> None:
@@ -204,3 +349,17 @@ async def test_health_ready_and_openapi(client: httpx.AsyncClient) -> None:
     assert "/healthz" in spec["paths"]
     assert (await client.get("/docs")).status_code == 404
     assert (await client.get("/redoc")).status_code == 404
+
+
+async def test_the_admin_listener_is_not_bound_to_the_public_names(make_settings: SettingsFactory) -> None:
+    """The admin plane is reached by its own names (localhost through a tunnel); mTLS guards it."""
+    app = create_app(make_settings(http={"allowed_hosts": ["api.example.com"]}))
+    admin = AdminListener(app, client_cert_verified=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=admin, client=("127.0.0.1", 4242)), base_url="https://localhost:8444"
+        ) as client,
+    ):
+        response = await client.get("/admin/api/v1/no-such-route")
+    assert response.status_code != 400

@@ -2,7 +2,7 @@
 
 The migrations, which know every domain's tables, are ``bastion.migrations``."""
 
-from bastion.db.engine import Base, create_engine, ping
+from bastion.db.engine import Base, DatabaseGone, create_engine, ping
 from bastion.db.types import UTCDateTime
 
-__all__ = ["Base", "UTCDateTime", "create_engine", "ping"]
+__all__ = ["Base", "DatabaseGone", "UTCDateTime", "create_engine", "ping"]

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from bastion.http.problems import Problem, ValidationFailed, for_status, render
+from bastion.http.problems import NotReady, Problem, ValidationFailed, for_status, render
 
 
 def problem_response(request: Request, problem: Problem) -> Response:
@@ -57,7 +57,14 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def install(app: FastAPI) -> None:
+async def _on_unavailable(request: Request, exc: Exception) -> Response:
+    return problem_response(request, NotReady("The database is not available."))
+
+
+def install(app: FastAPI, *, unavailable: tuple[type[Exception], ...] = ()) -> None:
+    """``unavailable``: exceptions meaning a dependency is gone, answered 503."""
+    for kind in unavailable:
+        app.add_exception_handler(kind, _on_unavailable)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

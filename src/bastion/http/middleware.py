@@ -1,16 +1,28 @@
 """The request spine every route runs inside, as one pure-ASGI middleware.
 
-In order: a request id, the real client address, security headers on every
-response, the body size limit, JSON-only bodies with a nesting limit, and a
+In order: a request id, the real client address, one Host (HTTP/1.1), security
+headers on every response, HEAD answered as GET without the body, the body
+size limit and deadline, JSON-only bodies with a nesting limit, a
 last-resort handler that turns any crash into a generic 500 problem while the
-log gets the traceback. One middleware rather than six keeps the per-request
-cost to a single extra coroutine frame.
+log gets the traceback, and one access-log line. One middleware rather than
+several keeps the per-request cost to a single extra coroutine frame.
+
+It behaves the same over HTTP/1.1 and HTTP/2. Two differences it absorbs:
+an HTTP/2 body need not declare its length (no Content-Length, no
+Transfer-Encoding), so every body is read and counted; and an answer sent
+before the body has been read makes the server reset the HTTP/2 stream,
+which many clients (curl, httpx) report as a stream error instead of the
+answer, so a body that is too large is read to its end and discarded
+(up to ``_DRAIN_FACTOR`` times the limit, within the body deadline) before
+the 413 goes out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -23,15 +35,18 @@ from bastion.http.problems import (
     InternalError,
     PayloadTooLarge,
     Problem,
+    RequestTimeout,
     UnsupportedMediaType,
     render,
 )
 from bastion.http.proxies import TrustedProxies
+from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.http")
+access_log = structlog.get_logger("bastion.access")
 
-# Accept a caller's id only if it is short and cannot smuggle anything into
-# logs or headers; otherwise mint our own.
+# A caller's own X-Request-ID is logged beside ours (client_request_id) only if
+# it is short and cannot smuggle anything into logs; it never becomes ours.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json(?:\s*;\s*charset=\"?utf-8\"?)?", re.I)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -46,6 +61,14 @@ API_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
     (b"cache-control", b"no-store"),
 )
+# Replaces granian's `server: granian`: no server software or version (V13.4.6).
+SERVER_HEADER = (b"server", b"bastion")
+# A body over the limit is read and discarded up to this many times the limit
+# (so HTTP/2 clients get the 413 rather than a reset stream); a larger one is
+# answered at once.
+_DRAIN_FACTOR = 8
+# Seconds a body may take to start flowing before body_min_rate applies.
+_RATE_GRACE = 2.0
 
 
 class SpineMiddleware:
@@ -55,50 +78,113 @@ class SpineMiddleware:
         *,
         max_body_bytes: int,
         max_json_depth: int,
+        body_timeout: float,
+        body_min_rate: int,
         trusted_proxies: TrustedProxies,
         hsts: str | None,
+        access_log: bool = True,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
         self.proxies = trusted_proxies
         self.hsts = hsts.encode() if hsts else None
+        self.access_log = access_log
+
+    @classmethod
+    def options(cls, settings: Settings) -> dict[str, object]:
+        """Keyword arguments for ``app.add_middleware(SpineMiddleware, **...)``."""
+        http = settings.http
+        hsts = f"max-age={http.hsts_max_age}"
+        if http.hsts_include_subdomains:
+            hsts += "; includeSubDomains"
+        return {
+            "max_body_bytes": http.max_body_bytes,
+            "max_json_depth": http.max_json_depth,
+            "body_timeout": http.body_timeout,
+            "body_min_rate": http.body_min_rate,
+            "trusted_proxies": TrustedProxies(settings.server.trusted_proxies),
+            "hsts": hsts,
+            "access_log": settings.log.access,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        began = time.perf_counter()
+        method = scope["method"]
         headers = _headers(scope["headers"])
-        request_id = _request_id(headers.get("x-request-id"))
+        # Always our own id: a client-chosen one could collide with, or pose
+        # as, another request's in the audit trail.
+        request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        context = {"request_id": request_id}
+        offered = headers.get("x-request-id")
+        if offered and _REQUEST_ID.fullmatch(offered):
+            context["client_request_id"] = offered
+        structlog.contextvars.bind_contextvars(**context)
         self._attribute_client(scope, headers)
 
-        extra = [*API_HEADERS, (b"x-request-id", request_id.encode())]
+        extra = [*API_HEADERS, SERVER_HEADER, (b"x-request-id", request_id.encode())]
         if self.hsts and scope.get("scheme") == "https":
             extra.append((b"strict-transport-security", self.hsts))
-        started = False
+        http1 = scope.get("http_version", "1.1").startswith("1")
+        status = 0
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
                 message["headers"] = _merge_headers(message.get("headers", []), extra)
+            elif method == "HEAD" and message.get("body"):
+                # RFC 9110 §9.3.2: the GET answer's headers, no content. HTTP/2
+                # treats content after a HEAD answer as a protocol error.
+                message = {**message, "body": b""}
             await send(message)
 
         try:
-            if scope["method"] in _BODY_METHODS:
+            self._check_host(scope, http1)
+            if method == "HEAD":
+                scope["method"] = "GET"
+            if method in _BODY_METHODS:
                 receive = await self._checked_body(headers, receive)
             await self.app(scope, receive, send_with_headers)
         except Problem as problem:
+            if http1 and isinstance(problem, RequestTimeout | PayloadTooLarge):
+                # The rest of the body is still on the wire: end the connection
+                # rather than read it, so its slot is free again.
+                problem.headers["connection"] = "close"
             await _send_problem(send_with_headers, problem, request_id)
         except Exception:
-            log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
-            if not started:
+            log.exception("unhandled error", path=scope.get("path"), method=method)
+            if not status:
                 await _send_problem(send_with_headers, InternalError(), request_id)
         finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+            if self.access_log:
+                access_log.info(
+                    "request",
+                    method=method,
+                    # The path only: a query string may carry a token.
+                    path=scope.get("path"),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - began) * 1000, 1),
+                    client=(scope.get("client") or ("", 0))[0],
+                )
+            structlog.contextvars.unbind_contextvars(*context)
+
+    def _check_host(self, scope: Scope, http1: bool) -> None:
+        """Refuse an HTTP/1.1 request whose Host header is missing or repeated (RFC 9112 §3.2: 400).
+
+        Which names are answered is the network guard's (``http.allowed_hosts``).
+        """
+        if http1 and scope.get("http_version") != "1.0":
+            hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
+            if hosts != 1:
+                raise BadRequest("The request must carry exactly one Host header.")
 
     def _attribute_client(self, scope: Scope, headers: dict[str, str]) -> None:
         client = scope.get("client")
@@ -109,7 +195,7 @@ class SpineMiddleware:
                 scope["scheme"] = headers["x-forwarded-proto"]
 
     async def _checked_body(self, headers: dict[str, str], receive: Receive) -> Receive:
-        """Read the whole body within the limit and check it is sane JSON.
+        """Read the whole body within the limits and check it is sane JSON.
 
         Raises a Problem before the application sees a byte of a bad body.
         """
@@ -117,30 +203,52 @@ class SpineMiddleware:
         if declared is not None:
             if not declared.isdigit():
                 raise BadRequest("The Content-Length header is malformed.")
-            if int(declared) > self.max_body_bytes:
+            if int(declared) > self.max_body_bytes * _DRAIN_FACTOR:
                 raise PayloadTooLarge
-        if declared == "0" or (declared is None and "transfer-encoding" not in headers):
-            return receive
-
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _replay(b"", disconnected=True)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await self._read_body(receive)
+        if body is None:
+            return _replay(b"", disconnected=True)
         if body:
             if not _JSON_TYPE.fullmatch(headers.get("content-type", "").strip()):
                 raise UnsupportedMediaType
             self._check_json(body)
         return _replay(body)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The body, or None if the client left; RequestTimeout if it comes too slowly.
+
+        A body is read whatever the headers say (an HTTP/2 body may declare no
+        length), and must arrive whole within ``body_timeout`` and, after
+        ``_RATE_GRACE`` seconds, at ``body_min_rate`` bytes per second on
+        average: otherwise a client trickling a byte now and then would hold
+        a connection slot (and this coroutine) for as long as it likes.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            allowed = self.body_timeout
+            if self.body_min_rate:
+                allowed = min(allowed, _RATE_GRACE + size / self.body_min_rate)
+            try:
+                async with asyncio.timeout_at(started + allowed):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout from None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes * _DRAIN_FACTOR:
+                raise PayloadTooLarge
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
+            more = message.get("more_body", False)
+        if size > self.max_body_bytes:
+            raise PayloadTooLarge
+        return b"".join(chunks)
 
     def _check_json(self, body: bytes) -> None:
         try:
@@ -184,19 +292,12 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
 
 
-def _request_id(offered: str | None) -> str:
-    if offered and _REQUEST_ID.fullmatch(offered):
-        return offered
-    return uuid.uuid4().hex
-
-
 def _merge_headers(
     headers: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
-    # Our security headers win over anything a handler set, and no response
-    # names the server software.
+    # Our security and server headers win over anything a handler set.
     names = {name for name, _ in extra}
-    kept = [(n, v) for n, v in headers if n.lower() not in names and n.lower() != b"server"]
+    kept = [(n, v) for n, v in headers if n.lower() not in names]
     return kept + extra
 
 

@@ -79,6 +79,12 @@ class MethodNotAllowed(Problem):
     detail = "This method is not allowed on this resource."
 
 
+class RequestTimeout(Problem):
+    status = 408
+    title = "Request Timeout"
+    detail = "The request body did not arrive in time."
+
+
 class Conflict(Problem):
     status = 409
     title = "Conflict"
@@ -129,6 +135,7 @@ _BY_STATUS: dict[int, type[Problem]] = {
         Forbidden,
         NotFound,
         MethodNotAllowed,
+        RequestTimeout,
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,

@@ -15,6 +15,7 @@ from typing import Any
 from alembic import context
 from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 from alembic.runtime.migration import MigrationContext, MigrationInfo
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from bastion.db.engine import create_engine
@@ -27,12 +28,22 @@ def _include_name(name: str | None, type_: NameFilterType, parent_names: NameFil
     return True
 
 
+# pg_advisory_xact_lock key (any fixed 64-bit number; ours spells "bastion" in ASCII).
+MIGRATION_LOCK = 0x62617374696F6E
+
+
 def _applied(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]) -> None:
     # bastion.migrations.upgrade logs what ran, in one line, instead of Alembic's INFO chatter.
     context.config.attributes.setdefault("applied", []).append(step.up_revision_id)
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Instances started together on a fresh database would each create the
+        # same tables at once (one dies on a duplicate key in pg_type). The
+        # first takes this lock; the others wait, then find the schema at head.
+        # Held until the migration transaction commits or rolls back.
+        connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     context.configure(
         connection=connection,
         target_metadata=metadata,

@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bastion.http.problems import Forbidden, NotFound, Problem
+from bastion.http.problems import BadRequest, Forbidden, NotFound, Problem
 from bastion.logging import get_logger
 from bastion.network.listener import attributed, listener_of
 from bastion.settings import Settings
@@ -88,11 +89,14 @@ class NetworkGuard:
         admin: IpPolicy,
         route_groups: Sequence[RouteGroup],
         max_header_count: int,
+        public_hosts: Sequence[str] | None = None,
     ) -> None:
+        """``public_hosts``: the Host names the public listener answers (lower case, no port); None: any."""
         self.app = app
         self.policies = {"public": public, "admin": admin}
         self.route_groups = tuple(route_groups)
         self.max_header_count = max_header_count
+        self.public_hosts = None if public_hosts is None else frozenset(public_hosts)
 
     @classmethod
     def options(cls, settings: Settings) -> dict[str, object]:
@@ -105,6 +109,7 @@ class NetworkGuard:
                 for group in settings.network.route_groups
             ],
             "max_header_count": settings.server.max_header_count,
+            "public_hosts": public_hosts(settings),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,6 +119,8 @@ class NetworkGuard:
         if len(scope["headers"]) > self.max_header_count:
             raise HeaderFieldsTooLarge
         listener = listener_of(scope)
+        if listener == "public" and self.public_hosts is not None:
+            self._check_host(scope)
         path: str = scope["path"]
         client = scope.get("client")
         address = str(client[0]) if client else ""
@@ -134,3 +141,32 @@ class NetworkGuard:
                 await self.app(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _check_host(self, scope: Scope) -> None:
+        """Answer only the configured names on the public listener.
+
+        Starlette builds absolute URLs (the trailing-slash redirect) from the
+        Host header, so a stranger's Host would make us point clients at it.
+        The admin listener keeps its own names (often localhost through a
+        tunnel); mTLS and admin.allow guard it.
+        """
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
+        if host is not None and self.public_hosts is not None and _host_name(host) not in self.public_hosts:
+            raise BadRequest("This host is not served here.")
+
+
+def public_hosts(settings: Settings) -> list[str] | None:
+    """``http.allowed_hosts``; if empty, the host of ``auth.public_url`` in prod and any host (None) in dev."""
+    configured = [host.lower() for host in settings.http.allowed_hosts]
+    if configured:
+        return configured
+    published = urlsplit(settings.auth.public_url).hostname
+    return [published] if settings.mode == "prod" and published else None
+
+
+def _host_name(host: bytes) -> str:
+    """``host`` without its port, lower case (``[::1]:8443`` -> ``::1``)."""
+    name = host.decode("latin-1").lower()
+    if name.startswith("["):
+        return name[1 : name.find("]")] if "]" in name else name
+    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name

@@ -15,14 +15,29 @@ without dropping the listening socket; the admin listener rebuilds its TLS
 context for the next connection. The admin listener also notices by itself
 when its certificate, key, CA or CRL file changes (it looks on every new
 connection), so `bastion ca revoke` takes effect at the next handshake.
+
+Start-up failures: ``prepare`` checks that every listener's address can be
+bound, so an address in use is one line before anything starts; a listener
+that fails later (its app's lifespan refuses to start, say) reports one line
+through ``bastion.network.startup`` and the supervisor exits 2 with it.
+
+Orphans: every listener asks the kernel for SIGTERM when the supervisor dies
+(``PR_SET_PDEATHSIG``), so `kill -9` of `bastion serve` does not leave its
+listeners serving with nobody to stop them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
+import errno
+import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +47,7 @@ from typing import Any
 from bastion.logging import configure_server_logging, get_logger
 from bastion.network.ca import BastionCa, CaPaths
 from bastion.network.listener import admin_mode
+from bastion.network.startup import REPORT_ENV, STARTUP_FAILED, report_and_exit
 from bastion.network.tls import profile_of
 from bastion.settings import ConfigError, Settings, load_settings
 
@@ -104,11 +120,32 @@ def plan(settings: Settings) -> list[Listener]:
 
 
 def prepare(settings: Settings) -> list[Listener]:
-    """``plan`` plus a freshly signed CRL for the admin listener (needs the master key)."""
+    """``plan`` plus a freshly signed CRL for the admin listener (needs the master key).
+
+    ConfigError, in one line, if a listener's address cannot be bound.
+    """
     listeners = plan(settings)
+    for listener in listeners:
+        check_bindable(listener)
     if any(listener.crl for listener in listeners):
         BastionCa.open(settings).refresh_crl(now=dt.datetime.now(dt.UTC))
     return listeners
+
+
+def check_bindable(listener: Listener) -> None:
+    """Bind and release ``listener``'s address, to name the cause now rather than in a worker's traceback."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((listener.host, listener.port))
+        except OSError as exc:
+            where = f"the {listener.name} listener cannot listen on {listener.host}:{listener.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"{where}: the port is in use by another process; stop it or pick another") from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(f"{where}: ports below 1024 need privileges; pick a port from 1024 up") from None
+            raise ConfigError(f"{where}: {exc.strerror or exc}") from None
 
 
 def tls_files(settings: Settings) -> tuple[Path, Path]:
@@ -120,9 +157,14 @@ def tls_files(settings: Settings) -> tuple[Path, Path]:
 
 
 def supervise(listeners: list[Listener]) -> int:
-    """Run every listener as a child process until a signal or a child's death; the exit code."""
+    """Run every listener as a child process until a signal or a child's death; the exit code.
+
+    A child that could not start has written its one-line cause to its
+    report file: that line is printed once and the exit code is 2.
+    """
     children: dict[str, subprocess.Popen[bytes]] = {}
     stop = threading.Event()
+    reports = Path(tempfile.mkdtemp(prefix="bastion-startup-"))
 
     def on_stop(signum: int, frame: Any) -> None:
         stop.set()
@@ -139,14 +181,15 @@ def supervise(listeners: list[Listener]) -> int:
         for listener in listeners:
             # A fixed argument list of our own module; settings travel in the environment.
             children[listener.name] = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "bastion.network", "listener", listener.name]
+                [sys.executable, "-m", "bastion.network", "listener", listener.name, str(os.getpid())],
+                env={**os.environ, REPORT_ENV: str(reports / listener.name)},
             )
         while not stop.is_set():
             for name, child in children.items():
                 if child.poll() is not None:
-                    log.error("listener exited", listener=name, code=child.returncode)
-                    code = 1
+                    code = _exited(name, child.returncode, reports / name)
                     stop.set()
+                    break
             stop.wait(0.2)
     finally:
         for child in children.values():
@@ -159,32 +202,77 @@ def supervise(listeners: list[Listener]) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        shutil.rmtree(reports, ignore_errors=True)
     return code
 
 
-def run_listener(name: str) -> None:
-    """Serve one listener in this process (the supervisor's child)."""
-    settings = load_settings()
-    configure_server_logging(settings)
-    listener = next(item for item in plan(settings) if item.name == name)
-    if listener.name == "admin":
-        from bastion.network.adminserver import serve_admin
+def _exited(name: str, returncode: int, report: Path) -> int:
+    """Say why listener ``name`` ended; the supervisor's exit code."""
+    try:
+        cause = report.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        cause = []
+    if cause:
+        # Several workers may have failed alike: the first line says it.
+        sys.stderr.write(f"error: the {name} listener did not start: {cause[0]}\n")
+        return STARTUP_FAILED
+    log.error("listener exited", listener=name, exit_code=returncode)
+    return 1
 
-        if listener.cert is None or listener.key is None:
-            raise ConfigError("the admin listener needs a TLS certificate and key")
-        serve_admin(
-            settings,
-            listener.target,
-            host=listener.host,
-            port=listener.port,
-            cert=listener.cert,
-            key=listener.key,
-            client_ca=listener.client_ca,
-            crl=listener.crl,
-            drain_seconds=_DRAIN_SECONDS,
-        )
+
+def run_listener(name: str, supervisor: int | None = None) -> None:
+    """Serve one listener in this process (the supervisor's child).
+
+    ``supervisor``: the pid of ``bastion serve``; this process ends with it.
+    """
+    _end_with_parent(supervisor)
+    try:
+        settings = load_settings()
+        configure_server_logging(settings)
+        listener = next(item for item in plan(settings) if item.name == name)
+        if listener.name == "admin":
+            from bastion.network.adminserver import serve_admin
+
+            if listener.cert is None or listener.key is None:
+                raise ConfigError("the admin listener needs a TLS certificate and key")
+            serve_admin(
+                settings,
+                listener.target,
+                host=listener.host,
+                port=listener.port,
+                cert=listener.cert,
+                key=listener.key,
+                client_ca=listener.client_ca,
+                crl=listener.crl,
+                drain_seconds=_DRAIN_SECONDS,
+            )
+            return
+        _serve_granian(settings, listener)
+    # Any failure ends the listener with its one-line cause (granian, for one,
+    # raises RuntimeError with a Rust backtrace for an address in use).
+    except Exception as exc:  # noqa: BLE001 - reported, and the process exits 2
+        report_and_exit(exc)
+
+
+# linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(supervisor: int | None) -> None:
+    """Have the kernel send this process SIGTERM when the supervisor dies, however it dies.
+
+    A graceful stop, so the listener drains as after `bastion serve` got
+    SIGTERM. Linux only (elsewhere a `kill -9` of the supervisor still leaves
+    orphans). If the supervisor died before the request took effect, stop now.
+    """
+    if not sys.platform.startswith("linux"):
         return
-    _serve_granian(settings, listener)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("listener cannot ask to end with its supervisor", errno=ctypes.get_errno())
+        return
+    if supervisor is not None and os.getppid() != supervisor:
+        raise SystemExit(0)
 
 
 def _serve_granian(settings: Settings, listener: Listener) -> None:

@@ -428,7 +428,9 @@ def test_admin_requests_are_logged_with_the_certificate_that_made_them(server: S
         ("carol", carol),
     ]
     assert all(line["client_cert"] == "verified" and line["client_ip"] == "127.0.0.1" for line in lines)
-    assert [line["request_id"] for line in lines] == ["attributioncarol", "attributiondave", "attributioncarol"]
+    # The caller's X-Request-ID is logged beside the server's own id, never as it.
+    assert [line["client_request_id"] for line in lines] == ["attributioncarol", "attributiondave", "attributioncarol"]
+    assert len({line["request_id"] for line in lines}) == 3
 
 
 def _mfa_admin(server: Server, email: str) -> dict[str, str]:

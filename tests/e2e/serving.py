@@ -1,0 +1,103 @@
+"""A real ``bastion serve`` process for end-to-end tests: start, wait until it answers, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The test's environment without a developer's BASTION_* settings, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env.update(settings)
+    return env
+
+
+def init(data: Path, env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "bastion", "init", "--data-dir", str(data)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    port: int
+    data: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.data / "tls" / "ca.pem"))
+
+    def client(self, *, http2: bool = False, timeout: float = 10.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=self.tls(), http1=not http2, http2=http2, timeout=timeout)
+
+    def output(self) -> str:
+        """What the server printed (after it stopped)."""
+        assert self.process.stdout is not None
+        return self.process.stdout.read().decode(errors="replace")
+
+
+@contextmanager
+def serve(data: Path, **settings: str) -> Iterator[Served]:
+    """``bastion serve`` on a free port (public listener only unless settings say otherwise)."""
+    env = clean_env(**{"BASTION_ADMIN__ENABLED": "false", **settings})
+    if not (data / "bastion.toml").exists():
+        init(data, env)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--data-dir", str(data), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    served = Served(process, port, data)
+    try:
+        wait_until_serving(served)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_serving(served: Served, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if served.process.poll() is not None:
+            raise AssertionError(f"server exited {served.process.returncode}:\n{served.output()}")
+        try:
+            with served.client(timeout=2) as client:
+                if client.get("/healthz").status_code == 200:
+                    return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("server did not start")
