@@ -178,6 +178,27 @@ class AccessService:
         )
         return True
 
+    async def revoke_keys_of(self, uow: UnitOfWork, user_id: uuid.UUID, *, reason: str) -> int:
+        """Revoke every live key of ``user_id`` in one statement; how many there were."""
+        revoked = await uow.db.execute(
+            update(ApiKey)
+            .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+            .returning(ApiKey.id)
+            .execution_options(synchronize_session=False)
+        )
+        key_ids = sorted(revoked.scalars())
+        if key_ids:
+            record_event(
+                uow.db,
+                self.clock,
+                EventTag.API_KEY_REVOKE,
+                origin=uow.origin,
+                subject_id=user_id,
+                details={"key_ids": key_ids, "reason": reason},
+            )
+        return len(key_ids)
+
     async def authenticate_key(self, db: AsyncSession, token: str) -> Principal:
         """The principal of ``bsk_<id>_<secret>``; InvalidCredential for every failure."""
         prefix, _, rest = token.partition("_")

@@ -38,6 +38,7 @@ class EventTag(StrEnum):
     RECORD_TAMPERED = "data:record:tampered"
     COLLECTIONS_CHANGE = "admin:collections:change"
     KEY_ROTATE = "admin:keys:rotate"
+    KEY_REMOVE = "admin:keys:remove"
     KEYS_REWRAP = "admin:keys:rewrap"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"

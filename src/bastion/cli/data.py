@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from bastion.settings import Settings
 
 collections = typer.Typer(help="Collections declared in bastion.toml.", no_args_is_help=True)
-keys = typer.Typer(help="The keystore: list, rotate, rewrap.", no_args_is_help=True)
+keys = typer.Typer(help="The keystore: list, rotate, rewrap, remove.", no_args_is_help=True)
 
 # Rotating the HMAC key would change every blind index at once (lookups would
 # miss until all were recomputed), so only these rotate.
@@ -74,20 +74,26 @@ def apply_command(
 
 @keys.command("list")
 def list_keys(data_dir: DataDir = None) -> None:
-    """Every key of every keyring (ids and dates, never material)."""
+    """Every key of every keyring (ids and dates, never material), and how many
+    sealed values each encryption key still protects."""
     from rich.table import Table
 
+    from bastion.rewrap import count_all
     from bastion.secrets import KEY_PURPOSES, open_keyrings
 
     settings = _settings(data_dir)
     with one_line_errors():
         rings = open_keyrings(settings)
-    table = Table("purpose", "kid", "created", "status", title="Bastion keystore")
+        sealed = asyncio.run(count_all(settings, rings))
+    table = Table("purpose", "kid", "created", "status", "values", title="Bastion keystore")
     for purpose in KEY_PURPOSES:
         for info in getattr(rings, purpose).kids():
             colour = "green" if info.status == "active" else "dim"
-            table.add_row(purpose, info.kid, info.created_at.isoformat(), f"[{colour}]{info.status}[/]")
+            values = str(sealed.pop(info.kid, 0)) if purpose == "encryption" else ""
+            table.add_row(purpose, info.kid, info.created_at.isoformat(), f"[{colour}]{info.status}[/]", values)
     out.print(table)
+    for kid, count in sorted(sealed.items()):  # left over: under no key of the keyring
+        out.print(f"[red]{count} sealed values under {kid}, which the keyring does not hold[/]", highlight=False)
 
 
 @keys.command("rotate")
@@ -116,12 +122,13 @@ def rewrap(
     data_dir: DataDir = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Records per transaction.")] = 500,
 ) -> None:
-    """Re-encrypt every encrypted field under the active key, in batches. Safe to
-    interrupt and run again; the server keeps serving meanwhile."""
+    """Re-encrypt every sealed value (encrypted fields, TOTP secrets, the CA key)
+    under the active key, in batches. Safe to interrupt and run again; the
+    server keeps serving meanwhile."""
     from rich.progress import Progress, TaskID
 
     from bastion.audit import EventTag
-    from bastion.data.rewrap import rewrap_all
+    from bastion.rewrap import rewrap_all
     from bastion.secrets import open_keyrings
 
     settings = _settings(data_dir)
@@ -142,6 +149,33 @@ def rewrap(
     if result.corrupt:
         out.print(f"[red]{result.corrupt} values failed their integrity check and were left as they are[/]")
         raise typer.Exit(1)
+
+
+@keys.command("remove")
+def remove(
+    purpose: Annotated[str, typer.Argument(help="encryption or signing")],
+    kid: Annotated[str, typer.Argument(help="a retired key's id (see `bastion keys list`)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Delete a retired key for good, e.g. one that may be compromised. An
+    encryption key is refused while sealed values remain under it (run
+    `bastion keys rewrap` first); tokens signed by a removed signing key stop
+    verifying at once."""
+    if purpose not in ROTATABLE:
+        with one_line_errors():
+            raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate, so only they have keys to remove")
+    from bastion.audit import EventTag
+    from bastion.rewrap import count_all
+    from bastion.secrets import open_keyrings
+
+    settings = _settings(data_dir)
+    with one_line_errors():
+        rings = open_keyrings(settings)
+        if purpose == "encryption" and (left := asyncio.run(count_all(settings, rings))[kid]):
+            raise CommandError(f"{left} sealed values are still under {kid}; run `bastion keys rewrap` first")
+        getattr(rings, purpose).remove(kid)
+        asyncio.run(_audit(settings, EventTag.KEY_REMOVE, {"purpose": purpose, "kid": kid}))
+    out.print(f"[green]removed {purpose} key[/] {kid}", highlight=False)
 
 
 async def _audit(settings: Settings, tag: EventTag, details: dict[str, object]) -> None:

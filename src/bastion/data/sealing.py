@@ -23,23 +23,16 @@ class FieldSealer:
         self._index = blind_index
 
     def seal(self, collection: str, field: str, record_id: uuid.UUID, value: str) -> bytes:
-        return self._encryptor.encrypt(value.encode(), _aad(collection, field, record_id))
+        return self._encryptor.encrypt(value.encode(), field_aad(collection, field, record_id))
 
     def open(self, collection: str, field: str, record_id: uuid.UUID, blob: bytes) -> str:
         """The plaintext; raises InvalidCiphertext for a tampered, misplaced or unknown-key blob."""
-        return self._encryptor.decrypt(blob, _aad(collection, field, record_id)).decode()
-
-    def rewrap(self, collection: str, field: str, record_id: uuid.UUID, blob: bytes) -> bytes:
-        """The blob under the active key (authenticated first; unchanged if already there)."""
-        return self._encryptor.rewrap(blob, _aad(collection, field, record_id))
+        return self._encryptor.decrypt(blob, field_aad(collection, field, record_id)).decode()
 
     def digest(self, collection: str, field: str, value: str) -> str:
         return self._index.digest(value, f"records:{collection}.{field}")
 
-    def key_id(self, blob: bytes) -> str:
-        """The kid a blob was written under (InvalidCiphertext if it is not a blob at all)."""
-        return self._encryptor.key_id(blob)
 
-
-def _aad(collection: str, field: str, record_id: uuid.UUID) -> bytes:
+def field_aad(collection: str, field: str, record_id: uuid.UUID) -> bytes:
+    """The associated data a record's sealed field is bound to (its collection, field and record)."""
     return aad_for(_LABEL, collection, field, str(record_id))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from bastion.access.models import UserRole
 from bastion.db import Base, UTCDateTime
+from bastion.security import aad_for
 
 
 class User(Base):
@@ -27,11 +28,14 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
+    # Wrong passwords and wrong second factors are counted apart (see
+    # IdentityService._count_failure); either count can lock the account.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    failed_mfa: Mapped[int] = mapped_column(Integer, default=0)
     lockouts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
-    # AES-256-GCM ciphertext bound to this user (see identity.service).
+    # AES-256-GCM ciphertext bound to this user (totp_secret_aad).
     totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
@@ -43,6 +47,11 @@ class User(Base):
     @property
     def role_names(self) -> list[str]:
         return [r.role for r in self.roles]
+
+
+def totp_secret_aad(user_id: uuid.UUID) -> bytes:
+    """The associated data a user's sealed TOTP secret is bound to: copied to another user, it fails to open."""
+    return aad_for("users", "totp_secret", str(user_id))
 
 
 class RecoveryCode(Base):

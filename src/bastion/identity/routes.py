@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from bastion.access import Permission, Principal, authenticated, public, require
+from bastion.access.service import AccessService
 from bastion.http.problems import NotFound, ValidationFailed
 from bastion.identity import schemas
 from bastion.identity.errors import LoginFailed
@@ -33,7 +34,7 @@ from bastion.identity.throttle import (
     sign_in_address,
 )
 from bastion.sessions.service import SessionService, TokenPair
-from bastion.uow import unit_of_work
+from bastion.uow import UnitOfWork, unit_of_work
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticated)]
@@ -158,10 +159,21 @@ async def forgot_password(body: schemas.EmailOnly, request: Request) -> schemas.
 async def reset_password(body: schemas.PasswordReset, request: Request) -> Response:
     async with unit_of_work(request) as uow:
         user = await _identity(request).reset_password(uow, body.token, body.new_password)
-        await _sessions(request).revoke_all(uow, user.id, reason="password_reset")
+        await _end_credentials(request, uow, user.id, reason="password_reset")
     # The reset also unlocked the account: the owner signs in at once.
     await restore_sign_in(request.app.state.rate_limiter, request.app.state.settings, user.email)
     return Response(status_code=204)
+
+
+async def _end_credentials(
+    request: Request, uow: UnitOfWork, user_id: uuid.UUID, *, reason: str, keep: uuid.UUID | None = None
+) -> None:
+    """A new password ends what the old one could have opened: every session
+    (but ``keep``, the owner's own) and every API key, since whoever knew the
+    old password could have made one."""
+    await _sessions(request).revoke_all(uow, user_id, reason=reason, keep=keep)
+    access: AccessService = request.app.state.access
+    await access.revoke_keys_of(uow, user_id, reason=reason)
 
 
 async def _me(request: Request, caller: Principal) -> User:
@@ -196,7 +208,7 @@ async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, r
             raise LoginFailed
         await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
         await _identity(request).change_password(uow, user, body.current_password, body.new_password)
-        await _sessions(request).revoke_all(uow, user.id, reason="password_change", keep=caller.session_id)
+        await _end_credentials(request, uow, user.id, reason="password_change", keep=caller.session_id)
     return Response(status_code=204)
 
 

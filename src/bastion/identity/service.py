@@ -18,13 +18,17 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from pydantic import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, Insert, String, Update, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import raiseload
+from sqlalchemy.orm import InstrumentedAttribute, raiseload
 
 from bastion.access.models import UserRole
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
+from bastion.db import UTCDateTime
+from bastion.db.claims import claim, compare_and_set
 from bastion.identity.errors import (
     EmailNotVerified,
     InvalidEmail,
@@ -44,13 +48,12 @@ from bastion.identity.mail_texts import (
     password_reset_mail,
     verification_mail,
 )
-from bastion.identity.models import OneTimeToken, RecoveryCode, User
+from bastion.identity.models import OneTimeToken, RecoveryCode, User, totp_secret_aad
 from bastion.identity.policy import PasswordPolicy
 from bastion.identity.schemas import EmailOnly
 from bastion.security import (
     Encryptor,
     InvalidCiphertext,
-    aad_for,
     hash_token,
     new_recovery_codes,
     new_totp_secret,
@@ -69,6 +72,88 @@ MFA_STEP = "mfa"
 # password cannot buy an unlimited guess at a 6-digit code.
 MFA_ATTEMPTS = 5
 
+# A one-time token is usable while unused, unexpired and under its attempt
+# cap (only MFA steps ever count attempts). Every claim below repeats this
+# in its WHERE clause (bastion.db.claims).
+_USABLE: tuple[ColumnElement[bool], ...] = (
+    OneTimeToken.used_at.is_(None),
+    OneTimeToken.attempts < MFA_ATTEMPTS,
+    OneTimeToken.expires_at > bindparam("now"),
+)
+_SPEND_TOKEN = compare_and_set(
+    OneTimeToken,
+    OneTimeToken.token_hash == bindparam("hashed"),
+    OneTimeToken.purpose == bindparam("for_purpose"),
+    *_USABLE,
+    values={OneTimeToken.used_at: bindparam("now")},
+    returning=[OneTimeToken.user_id],
+)
+_SPEND_MFA_STEP = compare_and_set(
+    OneTimeToken,
+    OneTimeToken.id == bindparam("token_id"),
+    *_USABLE,
+    values={OneTimeToken.used_at: bindparam("now")},
+    returning=[OneTimeToken.id],
+)
+# A wrong code spends one attempt; at the cap the step is burnt (no longer _USABLE).
+_COUNT_MFA_ATTEMPT = compare_and_set(
+    OneTimeToken,
+    OneTimeToken.id == bindparam("token_id"),
+    *_USABLE,
+    values={OneTimeToken.attempts: OneTimeToken.attempts + 1},
+    returning=[OneTimeToken.attempts],
+)
+
+
+def _issue_token_where(*account: ColumnElement[bool]) -> Insert:
+    """A token for the account matching ``account``, if one does: the same
+    statement whether or not one does, so that branches which must not tell
+    whether an address has an account do the same work."""
+    return (
+        insert(OneTimeToken)
+        .from_select(
+            ["token_hash", "purpose", "user_id", "created_at", "expires_at"],
+            select(
+                bindparam("hashed", type_=String),
+                bindparam("for_purpose", type_=String),
+                User.id,
+                bindparam("now", type_=UTCDateTime),
+                bindparam("expires", type_=UTCDateTime),
+            ).where(*account),
+        )
+        .returning(OneTimeToken.user_id)
+    )
+
+
+_ISSUE_RESET_TOKEN = _issue_token_where(User.email == bindparam("email"), User.disabled.is_(False))
+_ISSUE_TOKEN_IF_NEW = _issue_token_where(User.id == bindparam("account"))
+_ADD_ROLE = insert(UserRole).from_select(
+    ["user_id", "role"], select(User.id, bindparam("role_name", type_=String)).where(User.id == bindparam("account"))
+)
+
+
+def _insert_ignoring_conflict(dialect: str, model: type[User]) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING: a taken address is not an error, and costs the same."""
+    build = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return build(model).on_conflict_do_nothing()
+
+
+# A TOTP code is good once: its time step must be later than the last one accepted.
+_SPEND_TOTP_STEP = compare_and_set(
+    User,
+    User.id == bindparam("account"),
+    or_(User.totp_last_step.is_(None), User.totp_last_step < bindparam("step")),
+    values={User.totp_last_step: bindparam("step")},
+    returning=[User.id],
+)
+_SPEND_RECOVERY_CODE = compare_and_set(
+    RecoveryCode,
+    RecoveryCode.id == bindparam("code_id"),
+    RecoveryCode.used_at.is_(None),
+    values={RecoveryCode.used_at: bindparam("now")},
+    returning=[RecoveryCode.id],
+)
+
 
 def normalize_email(email: str) -> str:
     """One spelling per mailbox: NFKC, trimmed, lower-cased.
@@ -77,6 +162,10 @@ def normalize_email(email: str) -> str:
     users expect: Alice@x and alice@x are one account.
     """
     return unicodedata.normalize("NFKC", email).strip().lower()
+
+
+# A claim (bastion.db.claims) that spends a second factor which matched.
+Spend = tuple[Update, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -145,28 +234,36 @@ class IdentityService:
         except ValidationError:
             raise InvalidEmail from None
         password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
-        if await self.by_email(uow.db, email) is not None:
+        user_id, created = await self._add_user(uow, email, password_hash, roles, verified=verified)
+        user = await uow.db.get(User, user_id) if created else None
+        if user is None:
             raise ValueError("an account with this email already exists")
-        user = await self._add_user(uow, email, password_hash, roles, verified=verified)
         self._audit(uow, EventTag.USER_CREATE, actor_id=actor_id, subject_id=user.id)
         return user
 
     async def _add_user(
         self, uow: UnitOfWork, email: str, password_hash: str | None, roles: Sequence[str], *, verified: bool
-    ) -> User:
-        now = self.clock.now()
-        user = User(
-            id=uuid.uuid4(),
+    ) -> tuple[uuid.UUID, bool]:
+        """Add the account unless the address is taken: (the address's account id, whether it is new).
+
+        The same statements run either way (the roles' INSERT … SELECT
+        writes nothing for a taken address), so registration's two
+        branches cost the same.
+        """
+        now, new_id = self.clock.now(), uuid.uuid4()
+        connection = await uow.db.connection()
+        new_user = _insert_ignoring_conflict(connection.dialect.name, User).values(
+            id=new_id,
             email=email,
             password_hash=password_hash,
             created_at=now,
             password_changed_at=now if password_hash else None,
             email_verified_at=now if verified else None,
-            roles=[UserRole(role=role) for role in dict.fromkeys(roles)],
         )
-        uow.db.add(user)
-        await uow.db.flush()  # the row must exist before anything that refers to it
-        return user
+        await connection.execute(new_user)
+        user_id = (await connection.execute(select(User.id).where(User.email == email))).scalar_one()
+        await connection.execute(_ADD_ROLE, [{"account": new_id, "role_name": role} for role in dict.fromkeys(roles)])
+        return user_id, user_id == new_id
 
     async def register(self, uow: UnitOfWork, email: str, password: str) -> None:
         """Open registration. Same outcome whether or not the address exists:
@@ -175,20 +272,35 @@ class IdentityService:
             raise RegistrationClosed
         email = normalize_email(email)
         normalized = await self.check_password(password, email)
-        # Hash in both branches, so timing does not tell taken from free.
+        # Both branches hash, run the same statements (_add_user and an
+        # INSERT … SELECT of the token that writes nothing for a taken
+        # address), audit and commit, so timing does not tell taken from free.
         password_hash = await self.hasher.hash(normalized)
-        existing = await self.by_email(uow.db, email)
-        if existing is not None:
-            self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=existing.id)
+        user_id, created = await self._add_user(uow, email, password_hash, ["user"], verified=False)
+        token, now = token_urlsafe(32), self.clock.now()
+        connection = await uow.db.connection()
+        await connection.execute(
+            _ISSUE_TOKEN_IF_NEW,
+            {
+                "hashed": hash_token(token),
+                "for_purpose": VERIFY_EMAIL,
+                "account": user_id if created else None,
+                "now": now,
+                "expires": now + dt.timedelta(seconds=self.settings.email_token_ttl),
+            },
+        )
+        if not created:
+            self._audit(uow, EventTag.REGISTER_EXISTING, subject_id=user_id)
             uow.outbox.append(already_registered_mail(email, self.settings.service_name, self._link("reset-password")))
             return
-        user = await self._add_user(uow, email, password_hash, ["user"], verified=False)
-        self._audit(uow, EventTag.REGISTER, actor_id=user.id)
-        token = await self._issue_token(uow, user, VERIFY_EMAIL, self.settings.email_token_ttl)
+        self._audit(uow, EventTag.REGISTER, actor_id=user_id)
         uow.outbox.append(verification_mail(email, self._link("verify-email", token), self.settings.service_name))
 
     async def verify_email(self, uow: UnitOfWork, token: str) -> User:
-        user = await self._consume_token(uow, token, VERIFY_EMAIL)
+        user_id = await self._spend_token(uow, token, VERIFY_EMAIL)
+        user = await uow.db.get(User, user_id) if user_id else None
+        if user is None:
+            raise InvalidToken
         if user.email_verified_at is None:
             user.email_verified_at = self.clock.now()
         self._audit(uow, EventTag.EMAIL_VERIFY, actor_id=user.id)
@@ -216,7 +328,8 @@ class IdentityService:
             raise LoginFailed
         valid, new_hash = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
-            await self._count_failure(uow, user)
+            self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
+            await self._count_towards_lockout(uow, user, User.failed_logins)
             raise LoginFailed
         if new_hash is not None:
             user.password_hash = new_hash  # parameters changed since this hash was made
@@ -225,29 +338,28 @@ class IdentityService:
             raise EmailNotVerified
         return user
 
-    async def _count_failure(self, uow: UnitOfWork, user: User) -> None:
-        """Record a wrong password; at the threshold, lock for an escalating time.
+    async def _count_towards_lockout(self, uow: UnitOfWork, user: User, counter: InstrumentedAttribute[int]) -> None:
+        """Record a wrong password (``User.failed_logins``) or second factor
+        (``User.failed_mfa``); at the threshold, lock for an escalating time.
 
-        Counted in SQL (``failed_logins + 1``), not on the loaded row: guesses
-        racing each other must not overwrite each other's count.
+        Counted in SQL (``counter + 1``), not on the loaded row: guesses
+        racing each other must not overwrite each other's count. The two
+        counts are apart because the right password clears its own: whoever
+        holds the password must not clear the count of the codes they guess.
+        Either count leads to the same lockout, which refuses both factors.
         """
-        self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
-        await self._count_towards_lockout(uow, user)
-
-    async def _count_towards_lockout(self, uow: UnitOfWork, user: User) -> None:
-        """One failed authentication (sign-in or re-authentication) of ``user``."""
-        counted = update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1)
-        failures = (await uow.db.execute(counted.returning(User.failed_logins))).scalar_one()
+        counted = update(User).where(User.id == user.id).values({counter: counter + 1})
+        failures, lockouts = (await uow.db.execute(counted.returning(counter, User.lockouts))).one()
         if failures < self.settings.lockout_threshold:
             return
         # Each lockout lasts twice the previous one (capped at a day), so a
         # patient attacker gets ever fewer guesses per day.
-        seconds = min(self.settings.lockout_seconds * 2 ** min(user.lockouts, 16), 86400)
+        seconds = min(self.settings.lockout_seconds * 2 ** min(lockouts, 16), 86400)
         until = self.clock.now() + dt.timedelta(seconds=seconds)
         lock = (
             update(User)
             .where(User.id == user.id)
-            .values(locked_until=until, lockouts=User.lockouts + 1, failed_logins=0)
+            .values({User.locked_until: until, User.lockouts: User.lockouts + 1, counter: 0})
         )
         await uow.db.execute(lock)
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
@@ -258,20 +370,35 @@ class IdentityService:
         return await self._issue_token(uow, user, MFA_STEP, self.settings.mfa_token_ttl)
 
     async def complete_mfa(self, uow: UnitOfWork, mfa_token: str, factor: SecondFactor) -> User:
-        """The second factor, bound to the first by the single-use MFA step token."""
+        """The second factor, bound to the first by the single-use MFA step token.
+
+        A code is checked first and spent after, each spending one claim
+        (bastion.db.claims): a wrong code claims one of the step's
+        MFA_ATTEMPTS, a right one claims the step itself and then the code.
+        A verdict whose claim fails counts for nothing, so however many
+        codes race on one step, at most MFA_ATTEMPTS of them are ever judged,
+        and one code opens at most one session.
+        """
         row = await self._live_token(uow, mfa_token, MFA_STEP)
-        if row is None:
+        user = await uow.db.get(User, row.user_id) if row else None
+        if row is None or user is None or user.disabled or not user.totp_enabled:
             raise InvalidMfa
-        user = await uow.db.get(User, row.user_id)
-        if user is None or user.disabled or not user.totp_enabled:
+        now = self.clock.now()
+        if self._locked(user):
+            # A step token issued before the lockout buys no guesses during it.
+            self._audit(uow, EventTag.MFA, outcome=Outcome.DENIED, subject_id=user.id, details={"reason": "locked"})
             raise InvalidMfa
-        if not await self._check_second_factor(uow, user, factor):
-            row.attempts += 1
-            if row.attempts >= MFA_ATTEMPTS:
-                row.used_at = self.clock.now()
+        spend = await self._match_second_factor(uow, user, factor)
+        if spend is None:
+            await claim(uow.db, _COUNT_MFA_ATTEMPT, {"token_id": row.id, "now": now})
             self._audit(uow, EventTag.MFA, outcome=Outcome.FAILURE, subject_id=user.id)
+            await self._count_towards_lockout(uow, user, User.failed_mfa)
             raise InvalidMfa
-        row.used_at = self.clock.now()
+        if await claim(uow.db, _SPEND_MFA_STEP, {"token_id": row.id, "now": now}) is None:
+            raise InvalidMfa
+        if await claim(uow.db, *spend) is None:
+            raise InvalidMfa
+        user.failed_mfa = 0
         method = "recovery_code" if factor.recovery_code else "totp"
         self._audit(uow, EventTag.MFA, actor_id=user.id, details={"method": method})
         return user
@@ -279,14 +406,25 @@ class IdentityService:
     # --- passwords ------------------------------------------------------
 
     async def forgot_password(self, uow: UnitOfWork, email: str) -> None:
-        user = await self.by_email(uow.db, email)
-        if user is None or user.disabled:
-            return
-        self._audit(uow, EventTag.PASSWORD_FORGOT, subject_id=user.id)
-        token = await self._issue_token(uow, user, RESET_PASSWORD, self.settings.email_token_ttl)
-        link = self._link("reset-password", token)
-        minutes = self.settings.email_token_ttl // 60
-        uow.outbox.append(password_reset_mail(user.email, link, self.settings.service_name, minutes))
+        """Mail a reset link if an enabled account has the address.
+
+        Whether it has is decided inside one statement, so the time taken
+        does not tell (it did: 8 ms against 3). Both ways make and hash a
+        token, run the same INSERT … SELECT (it writes a row only where
+        the account exists), write one audit event and commit; only the
+        mail differs, and it is delivered after the response, off its path.
+        """
+        email, token, now = normalize_email(email), token_urlsafe(32), self.clock.now()
+        expires = now + dt.timedelta(seconds=self.settings.email_token_ttl)
+        connection = await uow.db.connection()
+        parameters = {"hashed": hash_token(token), "for_purpose": RESET_PASSWORD, "email": email}
+        issued = await connection.execute(_ISSUE_RESET_TOKEN, {**parameters, "now": now, "expires": expires})
+        user_id = issued.scalar()
+        outcome = Outcome.SUCCESS if user_id else Outcome.FAILURE
+        self._audit(uow, EventTag.PASSWORD_FORGOT, outcome=outcome, subject_id=user_id)
+        if user_id is not None:
+            link, minutes = self._link("reset-password", token), self.settings.email_token_ttl // 60
+            uow.outbox.append(password_reset_mail(email, link, self.settings.service_name, minutes))
 
     async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
         """Set a new password from a reset link; also unlocks the account.
@@ -295,14 +433,15 @@ class IdentityService:
         """
         row = await self._live_token(uow, token, RESET_PASSWORD)
         user = await uow.db.get(User, row.user_id) if row else None
-        if row is None or user is None:
+        if user is None:
             raise InvalidToken
-        # Check the policy before burning the token, so a weak choice can be retried.
+        # Check the policy before spending the token, so a weak choice can be retried.
         password_hash = await self.hasher.hash(await self.check_password(new_password, user.email))
-        row.used_at = self.clock.now()
+        if await self._spend_token(uow, token, RESET_PASSWORD) is None:
+            raise InvalidToken  # spent meanwhile by a racing reset
         self._set_password(user, password_hash)
         user.locked_until = None
-        user.failed_logins = 0
+        user.failed_logins = user.failed_mfa = 0
         # Whoever reads the inbox owns the account, so the address is verified.
         user.email_verified_at = user.email_verified_at or self.clock.now()
         self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
@@ -330,7 +469,7 @@ class IdentityService:
             return False
         valid, _ = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
-            await self._count_towards_lockout(uow, user)
+            await self._count_towards_lockout(uow, user, User.failed_logins)
         return valid
 
     def _locked(self, user: User) -> bool:
@@ -347,7 +486,7 @@ class IdentityService:
         if user.totp_enabled:
             raise MfaStateError("Two-factor authentication is already on; remove it first.")
         secret = new_totp_secret()
-        user.totp_secret = self.encryptor.encrypt(secret.encode(), self._totp_aad(user))
+        user.totp_secret = self.encryptor.encrypt(secret.encode(), totp_secret_aad(user.id))
         user.totp_last_step = None
         self._audit(uow, EventTag.TOTP_ENROL, actor_id=user.id)
         return secret, totp_uri(secret, account=user.email, issuer=self.settings.service_name)
@@ -356,7 +495,8 @@ class IdentityService:
         """Turn TOTP on once a code proves the app has the secret; returns fresh recovery codes."""
         if user.totp_enabled or user.totp_secret is None:
             raise MfaStateError
-        if not self._check_totp(user, code):
+        spend = self._match_totp(user, code)
+        if spend is None or await claim(uow.db, *spend) is None:
             raise InvalidMfa
         user.totp_enabled = True
         codes = new_recovery_codes()
@@ -375,11 +515,14 @@ class IdentityService:
         if not user.totp_enabled:
             raise MfaStateError
         # Re-authentication: a locked account is refused, a wrong code counts towards the lockout.
-        if self._locked(user) or not await self._check_second_factor(uow, user, factor):
+        spend = None if self._locked(user) else await self._match_second_factor(uow, user, factor)
+        if spend is None:
             self._audit(uow, EventTag.TOTP_DISABLE, outcome=Outcome.FAILURE, actor_id=user.id)
             if not self._locked(user):
-                await self._count_towards_lockout(uow, user)
+                await self._count_towards_lockout(uow, user, User.failed_mfa)
             raise InvalidMfa
+        if await claim(uow.db, *spend) is None:
+            raise InvalidMfa  # the same code, spent meanwhile by a racing request
         user.totp_enabled = False
         user.totp_secret = None
         user.totp_last_step = None
@@ -390,48 +533,36 @@ class IdentityService:
     def mfa_required(self, user: User) -> bool:
         return any(role in self.settings.mfa_required_roles for role in user.role_names)
 
-    async def _check_second_factor(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> bool:
+    async def _match_second_factor(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> Spend | None:
+        """The claim that spends ``factor`` if it is right for ``user`` (run it to use the factor), else None."""
         if factor.code is not None:
-            return self._check_totp(user, factor.code)
+            return self._match_totp(user, factor.code)
         if factor.recovery_code is not None:
-            return await self._use_recovery_code(uow, user, normalize_recovery_code(factor.recovery_code))
-        return False
+            return await self._match_recovery_code(uow, user, normalize_recovery_code(factor.recovery_code))
+        return None
 
-    async def _use_recovery_code(self, uow: UnitOfWork, user: User, code: str) -> bool:
+    async def _match_recovery_code(self, uow: UnitOfWork, user: User, code: str) -> Spend | None:
         unused = await uow.db.scalars(
             select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
         )
         for row in unused:
             if (await self.hasher.verify_and_update(row.code_hash, code))[0]:
-                # Claim it atomically: of two racing requests only one may use it.
-                claimed = await uow.db.execute(
-                    update(RecoveryCode)
-                    .where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
-                    .values(used_at=self.clock.now())
-                    .execution_options(synchronize_session=False)
-                )
-                return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
-        return False
+                return _SPEND_RECOVERY_CODE, {"code_id": row.id, "now": self.clock.now()}
+        return None
 
-    def _check_totp(self, user: User, code: str) -> bool:
+    def _match_totp(self, user: User, code: str) -> Spend | None:
         if user.totp_secret is None:
-            return False
+            return None
         try:
-            secret = self.encryptor.decrypt(user.totp_secret, self._totp_aad(user)).decode()
+            secret = self.encryptor.decrypt(user.totp_secret, totp_secret_aad(user.id)).decode()
         except InvalidCiphertext:
-            return False
+            return None
         now = int(self.clock.now().timestamp())
         step = verify_totp(secret, code, now=now, after_step=user.totp_last_step)
-        if step is None:
-            return False
-        user.totp_last_step = step  # a code is good once: replays are refused
-        return True
+        return None if step is None else (_SPEND_TOTP_STEP, {"account": user.id, "step": step})
 
     def _audit(self, uow: UnitOfWork, tag: EventTag, **fields: Any) -> None:
         record_event(uow.db, self.clock, tag, origin=uow.origin, **fields)
-
-    def _totp_aad(self, user: User) -> bytes:
-        return aad_for("users", "totp_secret", str(user.id))
 
     # --- admin ----------------------------------------------------------
 
@@ -442,7 +573,7 @@ class IdentityService:
     async def unlock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
         user.disabled = False
         user.locked_until = None
-        user.failed_logins = 0
+        user.failed_logins = user.failed_mfa = 0
         self._audit(uow, EventTag.UNLOCK, actor_id=actor_id, subject_id=user.id)
 
     # --- one-time tokens ------------------------------------------------
@@ -462,20 +593,20 @@ class IdentityService:
         return token
 
     async def _live_token(self, uow: UnitOfWork, token: str, purpose: str) -> OneTimeToken | None:
+        """The token's row if it looks usable now: a hint only, a claim decides (bastion.db.claims)."""
         row = await uow.db.scalar(
             select(OneTimeToken).where(OneTimeToken.token_hash == hash_token(token), OneTimeToken.purpose == purpose)
         )
-        if row is None or row.used_at is not None or row.expires_at <= self.clock.now():
+        now = self.clock.now()
+        if row is None or row.used_at is not None or row.attempts >= MFA_ATTEMPTS or row.expires_at <= now:
             return None
         return row
 
-    async def _consume_token(self, uow: UnitOfWork, token: str, purpose: str) -> User:
-        row = await self._live_token(uow, token, purpose)
-        user = await uow.db.get(User, row.user_id) if row else None
-        if row is None or user is None:
-            raise InvalidToken
-        row.used_at = self.clock.now()
-        return user
+    async def _spend_token(self, uow: UnitOfWork, token: str, purpose: str) -> uuid.UUID | None:
+        """Use a single-use token: its user's id, or None if it is unknown, spent or expired."""
+        parameters = {"hashed": hash_token(token), "for_purpose": purpose, "now": self.clock.now()}
+        spent = await claim(uow.db, _SPEND_TOKEN, parameters)
+        return None if spent is None else spent.user_id
 
     def _link(self, page: str, token: str | None = None) -> str:
         base = f"{self.settings.public_url.rstrip('/')}/{page}"

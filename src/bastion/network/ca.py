@@ -186,6 +186,29 @@ class BastionCa:
             os.close(fd)
 
 
+@dataclass(frozen=True)
+class SealedKeyFile:
+    """The sealed CA key as one more sealed value, for ``bastion keys`` to count and rewrap."""
+
+    path: Path
+    aad: bytes
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+    def replace(self, blob: bytes) -> None:
+        _write_replace(self.path, blob, 0o600)
+
+
+def sealed_key_file(settings: Settings) -> SealedKeyFile | None:
+    """The CA's sealed key, or None when there is no CA."""
+    paths = CaPaths.of(settings)
+    if not paths.initialised():
+        return None
+    fingerprint = certificate_facts(paths.certificate.read_bytes()).sha256
+    return SealedKeyFile(paths.sealed_key, _key_aad(fingerprint))
+
+
 def list_issued(settings: Settings) -> list[IssuedRecord]:
     """Every issued certificate, oldest first (no master key needed)."""
     paths = CaPaths.of(settings)

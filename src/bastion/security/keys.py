@@ -199,6 +199,27 @@ class Keyring:
         self._stamp = _stamp(self._path)
         return self.active_kid
 
+    def remove(self, kid: str) -> None:
+        """Delete a retired key for good: whatever it still protects stops opening.
+
+        The caller first makes sure nothing depends on it (``bastion keys
+        remove`` counts the values still under it). The active key is never
+        removed: rotate first.
+        """
+        self._reload_if_replaced()  # never drop a key another process added
+        found = [info for info, _ in self._entries if info.kid == kid]
+        if not found:
+            raise KeyringError(f"{self._path} has no key {kid}")
+        if found[0].status == "active":
+            raise KeyringError(f"{kid} is the active {self._purpose} key; rotate first")
+        entries = [(info, secret) for info, secret in self._entries if info.kid != kid]
+        try:
+            self._save(entries, replace=True)
+        except OSError as exc:
+            raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
+        self._entries = entries
+        self._stamp = _stamp(self._path)
+
     def _reload_if_replaced(self) -> bool:
         """Re-read the file if another process replaced it since we read it; True if reloaded.
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
+from bastion.db.claims import claim, compare_and_set
 from bastion.security import InvalidToken, TokenSigner, hash_token, token_urlsafe
 from bastion.sessions.errors import InvalidSession
 from bastion.sessions.models import RefreshToken, Session
@@ -43,10 +44,12 @@ _TOKEN_AND_SESSION = (
     .join(Session, Session.id == RefreshToken.session_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
 )
-_CLAIM = (
-    update(RefreshToken)
-    .where(RefreshToken.id == bindparam("token_id"), RefreshToken.used_at.is_(None))
-    .values(used_at=bindparam("now"))
+_CLAIM = compare_and_set(
+    RefreshToken,
+    RefreshToken.id == bindparam("token_id"),
+    RefreshToken.used_at.is_(None),
+    values={RefreshToken.used_at: bindparam("now")},
+    returning=[RefreshToken.id],
 )
 _TOUCH = (
     update(Session)
@@ -108,8 +111,7 @@ class SessionService:
             raise InvalidSession
         # Claim the token atomically: of two racing refreshes, one wins and
         # the other is treated as the reuse it is indistinguishable from.
-        claimed = await connection.execute(_CLAIM, {"token_id": found.token_id, "now": now})
-        if claimed.rowcount != 1:
+        if await claim(connection, _CLAIM, {"token_id": found.token_id, "now": now}) is None:
             if found.revoked_at is None:
                 await connection.execute(
                     _REVOKE, {"session_id": found.session_id, "now": now, "reason": "refresh_reuse"}

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from bastion.audit.models import AuditEvent
-from bastion.data.rewrap import rewrap_engine
+from bastion.rewrap import rewrap_engine
 from bastion.secrets import open_keyrings
 from bastion.security import Encryptor
 from harness import DataHarness

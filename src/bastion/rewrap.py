@@ -1,0 +1,195 @@
+"""Every sealed value, counted per key and moved to the active key, while the server serves.
+
+A sealed value is an AES-GCM blob under the "encryption" keyring
+(bastion.security.aead). They live in database columns, each collection's
+encrypted fields and ``users.totp_secret``, and in files, the CA key when
+there is a CA. :func:`sealed_columns` and :func:`sealed_files` list them
+all, and both ``bastion keys rewrap`` and the counts of ``bastion keys
+list`` walk that one list, so a key whose count is 0 protects nothing and
+can be removed. (A test fails when a binary column appears that the list
+does not name.)
+
+Each batch is its own short transaction, and each value is replaced only if
+it is still the one that was read (compare-and-set), so a row the server
+updates meanwhile keeps the server's newer value. Values already under the
+active key are skipped, which makes a run after an interruption resume where
+the last one stopped in effect. Reads never wait for this: every key stays in
+the keyring, so old and new values decrypt throughout.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bastion.data.schema import Catalog
+from bastion.data.sealing import field_aad
+from bastion.data.tables import read_definitions
+from bastion.db import create_engine
+from bastion.identity.models import User, totp_secret_aad
+from bastion.network.ca import SealedKeyFile, sealed_key_file
+from bastion.secrets import Keyrings
+from bastion.security import Encryptor, InvalidCiphertext
+from bastion.settings import Settings
+
+Report = Callable[[str, int, int], None]  # place, values done, values in all
+Rows = list[tuple[Any, bytes]]  # (row id, sealed value)
+# The kid counted for a value that is not a blob at all.
+CORRUPT = "(corrupt)"
+
+
+@dataclass(frozen=True)
+class SealedColumn:
+    """A column of sealed values, and the associated data each is bound to."""
+
+    name: str  # "users.totp_secret", "notes.secret": for progress and errors
+    table: sa.Table
+    column: str
+    aad: Callable[[Any], bytes]  # the row's id -> its value's associated data
+
+    @property
+    def key(self) -> sa.ColumnElement[Any]:
+        return self.table.c.id
+
+
+@dataclass
+class RewrapResult:
+    rewrapped: int = 0
+    corrupt: int = 0
+
+
+def sealed_columns(catalog: Catalog) -> list[SealedColumn]:
+    users = User.__table__
+    assert isinstance(users, sa.Table)  # noqa: S101 - a declarative model's table
+    places = [SealedColumn("users.totp_secret", users, "totp_secret", totp_secret_aad)]
+    for collection in catalog.collections.values():
+        for field, kind in collection.fields.items():
+            if kind.type == "encrypted":
+                aad = partial(field_aad, collection.name, field)
+                places.append(SealedColumn(f"{collection.name}.{field}", collection.table, field, aad))
+    return places
+
+
+def sealed_files(settings: Settings) -> list[SealedKeyFile]:
+    ca_key = sealed_key_file(settings)
+    return [] if ca_key is None else [ca_key]
+
+
+async def rewrap_all(settings: Settings, rings: Keyrings, *, batch_size: int, report: Report) -> RewrapResult:
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        return await rewrap_engine(engine, rings, batch_size=batch_size, report=report, files=sealed_files(settings))
+    finally:
+        await engine.dispose()
+
+
+async def count_all(settings: Settings, rings: Keyrings) -> Counter[str]:
+    """How many sealed values each kid protects (``CORRUPT`` for values with no readable kid)."""
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        return await count_engine(engine, rings, files=sealed_files(settings))
+    finally:
+        await engine.dispose()
+
+
+async def rewrap_engine(
+    engine: AsyncEngine,
+    rings: Keyrings,
+    *,
+    batch_size: int,
+    report: Report,
+    files: Sequence[SealedKeyFile] = (),
+) -> RewrapResult:
+    encryptor, active = Encryptor(rings.encryption), rings.encryption.active_kid
+    result = RewrapResult()
+    for place in await _columns(engine):
+
+        async def rewrap_batch(connection: AsyncConnection, rows: Rows, place: SealedColumn = place) -> None:
+            for row_id, blob in rows:
+                new = _rewrapped(encryptor, active, blob, place.aad(row_id), result)
+                if new is not None:
+                    replaced = await connection.execute(
+                        sa.update(place.table)
+                        .where(place.key == row_id, place.table.c[place.column] == blob)
+                        .values({place.column: new})
+                    )
+                    result.rewrapped += int(replaced.rowcount)
+
+        await _walk(engine, place, batch_size, report, rewrap_batch)
+    for file in files:
+        new = _rewrapped(encryptor, active, file.read(), file.aad, result)
+        if new is not None:
+            file.replace(new)
+            result.rewrapped += 1
+    return result
+
+
+async def count_engine(
+    engine: AsyncEngine,
+    rings: Keyrings,
+    *,
+    files: Sequence[SealedKeyFile] = (),
+) -> Counter[str]:
+    encryptor, counts = Encryptor(rings.encryption), Counter[str]()
+
+    async def count_batch(_: AsyncConnection, rows: Rows) -> None:
+        counts.update(_kid(encryptor, blob) for _, blob in rows)
+
+    for place in await _columns(engine):
+        await _walk(engine, place, 1000, lambda *_: None, count_batch)
+    counts.update(_kid(encryptor, file.read()) for file in files)
+    return counts
+
+
+async def _columns(engine: AsyncEngine) -> list[SealedColumn]:
+    async with engine.begin() as connection:
+        return sealed_columns(Catalog.build(await connection.run_sync(read_definitions)))
+
+
+async def _walk(
+    engine: AsyncEngine,
+    place: SealedColumn,
+    batch_size: int,
+    report: Report,
+    visit: Callable[[AsyncConnection, Rows], Awaitable[None]],
+) -> None:
+    """``visit`` the non-null values of ``place`` in id order, a batch per transaction."""
+    column = place.table.c[place.column]
+    async with engine.connect() as connection:
+        total = int(await connection.scalar(sa.select(sa.func.count()).where(column.is_not(None))) or 0)
+    done, last = 0, None
+    report(place.name, done, total)
+    while True:
+        async with engine.begin() as connection:
+            query = sa.select(place.key, column).where(column.is_not(None)).order_by(place.key).limit(batch_size)
+            if last is not None:
+                query = query.where(place.key > last)
+            rows: Rows = [(row_id, blob) for row_id, blob in (await connection.execute(query)).all()]
+            await visit(connection, rows)
+        if not rows:
+            return
+        last = rows[-1][0]
+        done += len(rows)
+        report(place.name, min(done, max(total, done)), max(total, done))
+
+
+def _rewrapped(encryptor: Encryptor, active: str, blob: bytes, aad: bytes, result: RewrapResult) -> bytes | None:
+    """``blob`` under the active key, or None if it already is or fails its integrity check."""
+    try:
+        return None if encryptor.key_id(blob) == active else encryptor.rewrap(blob, aad)
+    except InvalidCiphertext:
+        result.corrupt += 1
+        return None
+
+
+def _kid(encryptor: Encryptor, blob: bytes) -> str:
+    try:
+        return encryptor.key_id(blob)
+    except InvalidCiphertext:
+        return CORRUPT
