@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -105,6 +106,7 @@ class TokenSigner:
         audience: str,
         algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS,
         leeway_seconds: int = 0,
+        key_check_seconds: float = 1.0,
     ) -> None:
         if keyring.purpose != "signing":
             raise ValueError("TokenSigner needs the 'signing' keyring")
@@ -119,10 +121,19 @@ class TokenSigner:
         self._algorithms = algorithms
         self._leeway = leeway_seconds
         self._registry = _Registry(algorithms=algorithms)
-        # Per kid, built once: a kid's key material never changes.
+        # Derived from the keyring as it was at generation ``_generation``:
+        # parsed keys per kid, and tokens whose signature verified. All of it
+        # is dropped when the keyring changes, so a removed key (a leaked
+        # one) verifies nothing from then on, remembered tokens included.
         self._private_keys: dict[str, OKPKey] = {}
         self._public_keys: dict[str, OKPKey] = {}
         self._verified: dict[str, dict[str, Any]] = {}
+        self._generation = keyring.generation
+        # Another process (`bastion keys remove`) changes the file, not this
+        # object: look at the file at most this often (a stat, off the
+        # signature path).
+        self._key_check_seconds = key_check_seconds
+        self._next_key_check = 0.0
 
     def sign(self, claims: dict[str, Any], *, now: int, ttl_seconds: int) -> str:
         """Return a JWT of ``claims`` valid from ``now`` for ``ttl_seconds``.
@@ -158,9 +169,12 @@ class TokenSigner:
         A token whose signature verified once is remembered (the exact
         string, so nothing unverified can match), and only its time claims
         are checked again: the signature check was a third of an
-        authenticated request. Keys are retired, never removed, so a
-        remembered verification stays true.
+        authenticated request. A remembered verification holds only while
+        the keyring is unchanged (``_current``): once a key is removed, here
+        or by another process, its tokens are refused within
+        ``key_check_seconds``.
         """
+        self._current()
         try:
             claims = self._verified.get(token)
             if claims is None:
@@ -173,6 +187,18 @@ class TokenSigner:
             return dict(claims)
         except (JoseError, KeyringError, ValueError, TypeError):
             raise InvalidToken from None
+
+    def _current(self) -> None:
+        """Forget what was derived from keys that may no longer be there."""
+        now = time.monotonic()
+        if now >= self._next_key_check:
+            self._next_key_check = now + self._key_check_seconds
+            self._keyring.refresh()
+        if self._keyring.generation != self._generation:
+            self._generation = self._keyring.generation
+            self._private_keys.clear()
+            self._public_keys.clear()
+            self._verified.clear()
 
     def public_jwks(self) -> dict[str, Any]:
         """Return the JWK Set (RFC 7517 §5) of every verification key, without private parts."""

@@ -130,6 +130,7 @@ class Keyring:
         self._wrap_key = wrap_key
         self._entries = entries
         self._stamp = _stamp(path)
+        self._generation = 0
 
     @classmethod
     def load_or_create(cls, keys_dir: Path, purpose: str, master: MasterKey) -> Keyring:
@@ -145,6 +146,7 @@ class Keyring:
         try:
             keys_dir.mkdir(mode=0o700, exist_ok=True)
             keyring._save(keyring._entries, replace=False)
+            keyring._stamp = _stamp(path)  # the file now holds exactly these keys
         except FileExistsError:
             return cls.load(keys_dir, purpose, master)
         except OSError as exc:
@@ -195,8 +197,7 @@ class Keyring:
             self._save(entries, replace=True)
         except OSError as exc:
             raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
-        self._entries = entries
-        self._stamp = _stamp(self._path)
+        self._use(entries, _stamp(self._path))
         return self.active_kid
 
     def remove(self, kid: str) -> None:
@@ -217,8 +218,24 @@ class Keyring:
             self._save(entries, replace=True)
         except OSError as exc:
             raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
+        self._use(entries, _stamp(self._path))
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever this keyring's keys change (rotation,
+        removal, or a reload of a file another process replaced): whatever a
+        caller derived from the keys (parsed keys, verified tokens) is stale
+        once it differs from the value seen when deriving."""
+        return self._generation
+
+    def refresh(self) -> None:
+        """Pick up a keyring file another process replaced (``bastion keys rotate|remove``)."""
+        self._reload_if_replaced()
+
+    def _use(self, entries: list[tuple[KeyInfo, bytes]], stamp: tuple[int, int, int] | None) -> None:
         self._entries = entries
-        self._stamp = _stamp(self._path)
+        self._stamp = stamp
+        self._generation += 1
 
     def _reload_if_replaced(self) -> bool:
         """Re-read the file if another process replaced it since we read it; True if reloaded.
@@ -231,10 +248,10 @@ class Keyring:
         if stamp == self._stamp:
             return False
         try:
-            self._entries = _parse_document(json.loads(self._path.read_bytes()), self._purpose, self._wrap_key)
+            entries = _parse_document(json.loads(self._path.read_bytes()), self._purpose, self._wrap_key)
         except (OSError, InvalidCiphertext, ValueError, TypeError, KeyError):
             return False
-        self._stamp = stamp
+        self._use(entries, stamp)
         return True
 
     def secret(self, kid: str) -> bytes:

@@ -229,6 +229,41 @@ def test_v13_3_4_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(
         assert verifier.verify(new_token, now=NOW)["sub"] == "u"
 
 
+def test_v9_1_1_a_removed_signing_key_verifies_nothing_even_what_was_remembered(
+    signing_keyring: Keyring, keys_dir: Path, master: MasterKey
+) -> None:
+    """ASVS V9.1.1, V11.1.1: after a (leaked) signing key is removed by another
+    process, as `bastion keys remove` does, a running signer refuses the tokens
+    it signed, those it had verified and remembered included; the new key's
+    tokens still pass."""
+    signer = TokenSigner(signing_keyring, issuer=ISSUER, audience=AUDIENCE, key_check_seconds=0)
+    leaked = signing_keyring.active_kid
+    token = signer.sign({"sub": "u"}, now=NOW, ttl_seconds=600)
+    assert signer.verify(token, now=NOW)["sub"] == "u"
+    assert token in signer._verified
+
+    operator = Keyring.load(keys_dir, "signing", master)  # the CLI, another process
+    operator.rotate()
+    assert signer.verify(token, now=NOW + 1)["sub"] == "u"  # retired, not removed: still valid
+    operator.remove(leaked)
+    with pytest.raises(InvalidToken):
+        signer.verify(token, now=NOW + 2)
+    assert signer.verify(signer.sign({"sub": "u"}, now=NOW, ttl_seconds=600), now=NOW + 2)["sub"] == "u"
+
+
+def test_v9_1_1_a_key_removed_in_this_process_is_forgotten_at_once(
+    signer: TokenSigner, signing_keyring: Keyring
+) -> None:
+    """ASVS V9.1.1: removing a key through the signer's own keyring needs no file check."""
+    leaked = signing_keyring.active_kid
+    token = signer.sign({"sub": "u"}, now=NOW, ttl_seconds=600)
+    assert signer.verify(token, now=NOW)["sub"] == "u"
+    signing_keyring.rotate()
+    signing_keyring.remove(leaked)
+    with pytest.raises(InvalidToken):
+        signer.verify(token, now=NOW)
+
+
 def test_v9_1_3_public_jwks_lists_every_key_without_private_parts(
     signer: TokenSigner, signing_keyring: Keyring
 ) -> None:
