@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from bastion.app import create_app
 from bastion.audit import EventTag
 from bastion.audit.models import AuditEvent
-from bastion.clock import FrozenClock
-from bastion.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "identity"))
 from harness import NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
@@ -25,16 +17,8 @@ RECORDS = "/api/v1/collections/notes/records"
 
 
 @pytest.fixture
-async def harness(make_settings: Callable[..., Settings]) -> AsyncIterator[Harness]:
-    clock = FrozenClock()
-    settings = make_settings(passwords={"memory_cost_kib": 7168, "time_cost": 1}, collections=NOTES)
-    app = create_app(settings, clock=clock)
-    transport = httpx.ASGITransport(app=app, client=("198.51.100.31", 5000))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="https://testserver") as client,
-    ):
-        yield Harness(app, client, clock, settings)
+def harness_settings() -> dict[str, Any]:
+    return {"collections": NOTES}
 
 
 async def _key(harness: Harness, tokens: dict[str, str]) -> dict[str, str]:

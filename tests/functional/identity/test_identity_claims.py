@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-import httpx
 import pytest
 
-from bastion.app import create_app
-from bastion.clock import FrozenClock
 from bastion.security import totp_at
-from bastion.settings import Settings
 from harness import NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
@@ -31,16 +27,8 @@ ROOMY = {f"{name}_rate_per_ip": "1000/minute" for name in LIMITED} | {
 
 
 @pytest.fixture
-async def harness(make_settings: Callable[..., Settings]) -> AsyncIterator[Harness]:
-    clock = FrozenClock()
-    settings = make_settings(passwords={"memory_cost_kib": 7168, "time_cost": 1}, auth=ROOMY)
-    app = create_app(settings, clock=clock)
-    transport = httpx.ASGITransport(app=app, client=("198.51.100.21", 5000))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="https://testserver") as client,
-    ):
-        yield Harness(app, client, clock, settings)
+def harness_settings() -> dict[str, Any]:
+    return {"auth": ROOMY}
 
 
 def _step(harness: Harness) -> int:

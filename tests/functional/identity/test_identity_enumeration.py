@@ -7,19 +7,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import event
 
 import bastion.identity.service as identity_service
-from bastion.app import create_app
-from bastion.clock import FrozenClock
-from bastion.settings import Settings
 from harness import PASSWORD, Harness
 
 KNOWN, UNKNOWN, DISABLED = "known@example.com", "nobody@example.com", "disabled@example.com"
@@ -34,23 +30,20 @@ ROOMY = {
 
 
 @pytest.fixture
-async def harness(make_settings: Callable[..., Settings]) -> AsyncIterator[Harness]:
-    clock = FrozenClock()
-    settings = make_settings(passwords={"memory_cost_kib": 7168, "time_cost": 1}, auth=ROOMY)
-    app = create_app(settings, clock=clock)
-    transport = httpx.ASGITransport(app=app, client=("198.51.100.22", 5000))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="https://testserver") as client,
-    ):
-        harness = Harness(app, client, clock, settings)
-        await harness.register(KNOWN)
-        await harness.register(DISABLED)
-        async with app.state.sessionmaker() as db:
-            user = await app.state.identity.by_email(db, DISABLED)
-            user.disabled = True
-            await db.commit()
-        yield harness
+def harness_settings() -> dict[str, Any]:
+    return {"auth": ROOMY}
+
+
+@pytest.fixture
+async def harness(harness: Harness) -> Harness:
+    """The shared harness, with the known and the disabled account these tests compare."""
+    await harness.register(KNOWN)
+    await harness.register(DISABLED)
+    async with harness.app.state.sessionmaker() as db:
+        user = await harness.app.state.identity.by_email(db, DISABLED)
+        user.disabled = True
+        await db.commit()
+    return harness
 
 
 @dataclass
