@@ -14,7 +14,7 @@ from bastion.access import routes as api_key_routes
 from bastion.admin import routes as admin_routes
 from bastion.clock import Clock, SystemClock
 from bastion.data import routes as data_routes
-from bastion.db import DatabaseGone
+from bastion.db import DatabaseUnavailable
 from bastion.http import handlers
 from bastion.http.middleware import SpineMiddleware
 from bastion.identity import routes as identity_routes
@@ -52,7 +52,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         openapi_url=None,  # served per listener by bastion.openapi, guarded like every route
         debug=False,
     )
-    handlers.install(app, unavailable=(DatabaseGone,))
+    handlers.install(app, unavailable=(DatabaseUnavailable,))
     app.include_router(health.router)
     app.include_router(identity_routes.router)
     app.include_router(api_key_routes.router)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from bastion.access.deps import public
-from bastion.db import ping
 from bastion.http.problems import NotReady
 
 router = APIRouter(tags=["health"], dependencies=[Depends(public)])
@@ -23,7 +22,7 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(request: Request) -> dict[str, str]:
     state = request.app.state
-    if not await ping(state.engine):
+    if not await state.db.ping():
         raise NotReady("The database is not reachable.")
     if state.settings.redis_url is not None and not await state.rate_limiter.ping():
         raise NotReady("Redis is not reachable.")

@@ -9,13 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from bastion.access.service import AccessService
 from bastion.clock import Clock
 from bastion.data.sealing import FieldSealer
 from bastion.data.service import DataService
-from bastion.db import create_engine
+from bastion.db import Database, open_database
 from bastion.http.ratelimit import RateLimiter
 from bastion.identity.hashing import AsyncHasher
 from bastion.identity.policy import PasswordPolicy
@@ -32,8 +30,7 @@ class Services:
     settings: Settings
     clock: Clock
     keys: Keyrings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
+    db: Database
     rate_limiter: RateLimiter
     postman: Postman
     identity: IdentityService
@@ -44,12 +41,12 @@ class Services:
     async def close(self) -> None:
         await self.postman.drain()
         await self.rate_limiter.close()
-        await self.engine.dispose()
+        await self.db.close()
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
     keys = open_keyrings(settings)
-    engine = create_engine(settings.sqlalchemy_url)
+    db = open_database(settings.sqlalchemy_url)
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     auth, passwords = settings.auth, settings.passwords
     hasher = PasswordHasher(
@@ -63,8 +60,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         settings=settings,
         clock=clock,
         keys=keys,
-        engine=engine,
-        sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+        db=db,
         rate_limiter=RateLimiter(redis or "memory://", ipv6_prefix=auth.ipv6_prefix),
         postman=Postman(build_mailer(settings)),
         identity=IdentityService(
@@ -87,6 +83,6 @@ def build_services(settings: Settings, clock: Clock) -> Services:
             max_key_lifetime=dt.timedelta(days=auth.api_key_max_days),
         ),
         data=DataService(
-            clock=clock, engine=engine, sealer=FieldSealer(Encryptor(keys.encryption), BlindIndex(keys.hmac))
+            clock=clock, db=db, sealer=FieldSealer(Encryptor(keys.encryption), BlindIndex(keys.hmac))
         ),
     )

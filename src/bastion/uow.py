@@ -14,23 +14,23 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bastion.audit import Origin
+from bastion.db import Database, Transaction
 from bastion.http.problems import Problem
 from bastion.mail import Mail
 
 
 @dataclass
 class UnitOfWork:
-    db: AsyncSession
+    db: Transaction
     origin: Origin
     outbox: list[Mail] = field(default_factory=list)
 
 
 @asynccontextmanager
 async def open_unit_of_work(
-    sessions: async_sessionmaker[AsyncSession],
+    database: Database,
     origin: Origin,
     deliver: Callable[[list[Mail]], Awaitable[None]],
 ) -> AsyncIterator[UnitOfWork]:
@@ -41,25 +41,24 @@ async def open_unit_of_work(
     is handed over only after the commit, so no mail promises a change that
     did not happen.
     """
-    async with sessions() as db:
-        uow = UnitOfWork(db, origin)
-        try:
-            yield uow
-        except Problem:
-            await db.commit()
-            await deliver(uow.outbox)
-            raise
-        except BaseException:
-            await db.rollback()
-            raise
-        await db.commit()
+    uow = UnitOfWork(database.begin(), origin)
+    try:
+        yield uow
+    except Problem:
+        await uow.db.close(commit=True)
         await deliver(uow.outbox)
+        raise
+    except BaseException:
+        await uow.db.close(commit=False)
+        raise
+    await uow.db.close(commit=True)
+    await deliver(uow.outbox)
 
 
 def unit_of_work(request: Request) -> AbstractAsyncContextManager[UnitOfWork]:
     """The request's unit of work (``async with unit_of_work(request) as uow``)."""
     state = request.app.state
-    return open_unit_of_work(state.sessionmaker, origin_of(request), state.postman.deliver)
+    return open_unit_of_work(state.db, origin_of(request), state.postman.deliver)
 
 
 def origin_of(request: Request) -> Origin:

@@ -1,8 +1,40 @@
-"""Storage: the async engine, the declarative base and column types.
+"""Storage: the database every request goes through, the declarative base, column types.
 
-The migrations, which know every domain's tables, are ``bastion.migrations``."""
+``open_database(url)`` gives the ``Database`` (``bastion.db.database``) of a
+URL: SQLite on ``sqlite3`` or PostgreSQL on asyncpg. The migrations, which
+know every domain's tables, are ``bastion.migrations``."""
 
-from bastion.db.engine import Base, DatabaseGone, create_engine, ping
+from bastion.db.base import Base
+from bastion.db.database import (
+    Database,
+    DatabaseGone,
+    DatabaseUnavailable,
+    QueryBudgetExceeded,
+    Transaction,
+    transaction,
+)
 from bastion.db.types import UTCDateTime
 
-__all__ = ["Base", "DatabaseGone", "UTCDateTime", "create_engine", "ping"]
+
+def open_database(url: str) -> Database:
+    """The database of a SQLAlchemy-style URL (``sqlite+aiosqlite:///…``, ``postgresql+asyncpg://…``)."""
+    if url.startswith("sqlite"):
+        from bastion.db.sqlite import SqliteDatabase  # noqa: PLC0415 - a backend loads only its own driver
+
+        return SqliteDatabase(url)
+    from bastion.db.postgres import PostgresDatabase  # noqa: PLC0415
+
+    return PostgresDatabase(url)
+
+
+__all__ = [
+    "Base",
+    "Database",
+    "DatabaseGone",
+    "DatabaseUnavailable",
+    "QueryBudgetExceeded",
+    "Transaction",
+    "UTCDateTime",
+    "open_database",
+    "transaction",
+]

@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Update, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import ColumnElement, Update, update
+
+from bastion.db.database import Transaction
 
 
 def compare_and_set(
@@ -38,15 +39,9 @@ def compare_and_set(
     ``expected`` must hold everything that makes the credential usable (unused,
     unexpired, under its cap): a condition checked anywhere else is a race.
     """
-    statement = update(model).where(*expected).values(dict(values)).returning(*returning)
-    # Rows loaded in the ORM session are not refreshed: the claim's winner is
-    # told by RETURNING, and callers read nothing stale afterwards.
-    return statement.execution_options(synchronize_session=False)
+    return update(model).where(*expected).values(dict(values)).returning(*returning)
 
 
-async def claim(
-    db: AsyncSession | AsyncConnection, statement: Update, parameters: Mapping[str, Any] | None = None
-) -> Row[Any] | None:
+async def claim(tx: Transaction, statement: Update, parameters: Mapping[str, Any] | None = None) -> Any | None:
     """The row ``statement`` changed, or None: someone else claimed it first, or its condition never held."""
-    result = await db.execute(statement, dict(parameters or {}))
-    return result.first()
+    return await tx.changed(statement, parameters)

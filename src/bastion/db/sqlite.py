@@ -1,210 +1,419 @@
-"""SQLite statements without a thread round trip where none is needed.
+"""SQLite on the standard library's ``sqlite3``: reads on the event loop, writes group-committed.
 
-aiosqlite runs every call of a cursor (create, execute, fetch, close) as its
-own round trip to the connection's worker thread, and SQLAlchemy's adapter
-makes four of them per statement. Each round trip costs a thread wake-up and
-an event-loop wake-up, which measured as most of the time of an
-authenticated request. This cursor does better in two steps:
+Two connections to the file, in WAL mode with ``synchronous=FULL``:
 
-- a statement that cannot wait for a lock runs inline, on the event loop's
-  thread: a SELECT outside a transaction (in WAL mode readers never wait for
-  the writer), and any statement once the connection already holds its
-  write transaction. These take microseconds; the thread hop took longer.
-- any other statement (the first write of a transaction, which may wait
-  for the write lock up to ``busy_timeout``) and every COMMIT (the fsync)
-  still run on the worker thread, in one round trip each.
+- the **reader** runs every statement outside a write, on the event loop's
+  thread. In WAL mode a reader never waits for a writer, and a short
+  statement takes microseconds: less than a hop to a thread would;
+- the **writer** belongs to one transaction at a time: the first change of a
+  transaction takes the writer (an asyncio lock, in arrival order), and from
+  then on all its statements, reads included, run on it, inline too. Each
+  transaction runs inside a SAVEPOINT of one outer transaction, so one that
+  fails rolls back alone.
 
-A rollback or commit of a connection with no open transaction is skipped:
-it had nothing to do but cost a round trip at the end of every read.
+**Group commit.** A transaction that ends does not commit by itself when
+others are queued for the writer: it releases its savepoint and hands the
+writer on, and the last of the group (or the 64th) commits for all of them.
+That COMMIT, the fsync, runs on the writer thread, and every transaction of
+the group is acknowledged only once it returns: nothing is reported done
+before it is on disk, and a group pays one fsync. ``BEGIN IMMEDIATE``, which
+may wait for another process's write lock (``busy_timeout``), runs on that
+thread too, so the event loop never waits for a lock.
 
-Write transactions of one process queue on an asyncio lock (one per engine
-and event loop) from their first write to their commit or rollback. Without
-it, concurrent writers met in SQLite's busy handler, which sleeps 1 ms, then
-2, 5, 10… between retries: eight concurrent creates ran slower than one at
-a time. Waiting for the lock times out like ``busy_timeout`` would.
+Every statement has a budget (``STATEMENT_BUDGET_SECONDS``), enforced by
+SQLite's progress handler; the writer's lock is not held longer than that
+per statement either.
 
-It plugs into SQLAlchemy's aiosqlite adapter through its documented class
-attribute ``_cursor_cls`` and uses aiosqlite's ``Connection._execute`` (the
-function every aiosqlite method is built on). Both are private; the
-versions are pinned in the lock files, and the whole suite runs through it.
-The connection is opened with ``check_same_thread=False`` so both threads may
-use it; they never do at once, since every statement is awaited in turn.
+The file must stay the one first opened (``SqliteFile``): SQLite would keep
+writing to a deleted or replaced file and lose every write at the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import os
 import sqlite3
-import weakref
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
-from sqlalchemy.util import EMPTY_DICT
-from sqlalchemy.util.concurrency import await_
+from sqlalchemy import Connection, make_url
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ClauseElement
 
-Outcome = tuple[Any, list[Any], int, int | None]
+from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseGone, Params, QueryBudgetExceeded
+from bastion.db.statements import Statements
+from bastion.logging import get_logger
 
-# As long as busy_timeout (engine.py): a writer waits this long, then fails.
+log = get_logger("bastion.db")
+T = TypeVar("T")
+
+# A writer waits this long for its turn (or another process's lock), then fails.
 WRITER_WAIT_SECONDS = 30.0
-_writer_locks: weakref.WeakKeyDictionary[Any, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-_held: dict[sqlite3.Connection, asyncio.Lock] = {}
-# The statements before which Python's sqlite3 opens a transaction (BEGIN).
-_BEGINS_A_WRITE = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# At most this many transactions share one commit, so that none waits long.
+GROUP_LIMIT = 64
+# The progress handler runs every this many SQLite VM steps (a few µs).
+_PROGRESS_STEPS = 2000
 
 
-def _take_writer_lock(adapted: Any, connection: sqlite3.Connection) -> None:
-    """Queue for this engine's writer lock (called from SQLAlchemy's greenlet)."""
-    if connection in _held:
-        return
-    per_loop = _writer_locks.setdefault(adapted.dbapi, {})
-    lock = per_loop.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    try:
-        await_(asyncio.wait_for(lock.acquire(), WRITER_WAIT_SECONDS))
-    except TimeoutError:
-        raise sqlite3.OperationalError("database is locked") from None
-    _held[connection] = lock
+class SqliteFile:
+    """The database file first opened, checked before writes (and reads at most once a second).
+
+    SQLite keeps writing to a file that was unlinked (or renamed over) while
+    open: every write would be acknowledged and lost at the next start. So
+    the file at the path must still be the one first opened (same device and
+    inode) and writable, or the transaction fails with ``DatabaseGone`` (503,
+    and /readyz says not ready) until the process is restarted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity: tuple[int, int] | None = None
+        self.reported = False
+        self._checked_at = float("-inf")
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def opened(self) -> None:
+        self.identity = self._identity()
+
+    def check(self) -> None:
+        self._checked_at = time.monotonic()
+        current = self._identity()
+        if current == self.identity and os.access(self.path, os.W_OK):
+            return
+        if not self.reported:
+            self.reported = True
+            log.error(
+                "the database file was deleted, replaced or made read-only; refusing transactions until restarted",
+                path=str(self.path),
+            )
+        raise DatabaseGone
+
+    def check_now_and_then(self) -> None:
+        if time.monotonic() - self._checked_at > 1.0:
+            self.check()
 
 
-def _release_writer_lock(connection: sqlite3.Connection | None) -> None:
-    lock = _held.pop(connection, None) if connection is not None else None
-    if lock is not None:
-        lock.release()
+class _Budget:
+    """SQLite's progress handler: stop a statement that runs past its deadline."""
+
+    def __init__(self) -> None:
+        self.deadline = float("inf")
+
+    def __call__(self) -> int:
+        return 1 if time.monotonic() > self.deadline else 0
 
 
-def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
-    cursor = connection.cursor()
-    try:
-        if many:
-            cursor.executemany(operation, parameters)
-        elif parameters is None:
-            cursor.execute(operation)
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with durable commits; transactions are begun explicitly."""
+    connection = sqlite3.connect(path, timeout=WRITER_WAIT_SECONDS, isolation_level=None, check_same_thread=False)
+    mode = str(connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+    if mode != "wal":
+        connection.close()
+        raise sqlite3.OperationalError(
+            f"SQLite cannot use write-ahead logging for this database (journal mode stays {mode!r}); "
+            "keep the data directory on a local, writable filesystem"
+        )
+    # synchronous=FULL makes every commit (auth and audit writes above all) survive a power cut.
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute(f"PRAGMA busy_timeout={int(WRITER_WAIT_SECONDS * 1000)}")
+    return connection
+
+
+class SqliteDatabase:
+    """One SQLite file, used from one event loop (each worker process has its own)."""
+
+    def __init__(self, url: str, *, budget: float = STATEMENT_BUDGET_SECONDS) -> None:
+        database = make_url(url).database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            raise ValueError("Bastion's SQLite database must be a file path")
+        self.url = url
+        self.path = Path(database)
+        self.dialect = SQLiteDialect_pysqlite()
+        self.statements = Statements(self.dialect)
+        self.file = SqliteFile(self.path)
+        self.budget = budget
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._reader_budget, self._writer_budget = _Budget(), _Budget()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="bastion-db-writer")
+        self._turn = asyncio.Lock()
+        self._queued = 0  # transactions waiting for the writer
+        self._group_open = False  # the writer is inside the outer transaction
+        self._group: list[asyncio.Future[None]] = []
+        self._schema_engine: AsyncEngine | None = None
+        self._settling: set[asyncio.Task[None]] = set()
+
+    # --- connections ------------------------------------------------------
+
+    def _open(self) -> None:
+        reader, writer = connect(self.path), connect(self.path)
+        reader.set_progress_handler(self._reader_budget, _PROGRESS_STEPS)
+        writer.set_progress_handler(self._writer_budget, _PROGRESS_STEPS)
+        self._reader, self._writer = reader, writer
+        self.file.opened()
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._open()
+        self.file.check_now_and_then()
+        return self._reader  # type: ignore[return-value]
+
+    def run(
+        self, connection: sqlite3.Connection, budget: _Budget, statement: ClauseElement, params: Params
+    ) -> tuple[Any, list[Any], int]:
+        """Run one statement to the end: (its compiled form, its raw rows, rows changed)."""
+        compiled = self.statements.compiled(statement, params)
+        budget.deadline = time.monotonic() + self.budget
+        try:
+            cursor = connection.execute(compiled.sql, compiled.parameters(params))
+            rows = cursor.fetchall()
+        except sqlite3.OperationalError as exc:
+            if str(exc) == "interrupted":
+                raise QueryBudgetExceeded from None
+            raise
+        finally:
+            budget.deadline = float("inf")
+        return compiled, rows, cursor.rowcount
+
+    async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
+        compiled, rows, _ = self.run(self.reader, self._reader_budget, statement, params)
+        return compiled.row(rows[0]) if rows else None
+
+    async def all(self, statement: ClauseElement, params: Params = None) -> list[Any]:
+        compiled, rows, _ = self.run(self.reader, self._reader_budget, statement, params)
+        return compiled.rows(rows)
+
+    async def value(self, statement: ClauseElement, params: Params = None) -> Any:
+        compiled, rows, _ = self.run(self.reader, self._reader_budget, statement, params)
+        return compiled.row(rows[0])[0] if rows else None
+
+    def begin(self) -> SqliteTransaction:
+        return SqliteTransaction(self)
+
+    # --- the writer ---------------------------------------------------------
+
+    async def _on_thread(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the writer thread; if the caller is cancelled meanwhile, still wait for it."""
+        future = asyncio.get_running_loop().run_in_executor(self._thread, work)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
+    async def _wait_turn(self) -> None:
+        """Queue for the writer, in arrival order."""
+        self._queued += 1
+        try:
+            if self._turn.locked():
+                await asyncio.wait_for(self._turn.acquire(), WRITER_WAIT_SECONDS)
+            else:
+                await self._turn.acquire()
+        except TimeoutError:
+            self._settle_later()
+            raise sqlite3.OperationalError("database is locked") from None
+        except BaseException:
+            self._settle_later()
+            raise
+        finally:
+            self._queued -= 1
+
+    def _settle_later(self) -> None:
+        """Make sure an open group gets committed though whoever was to commit it left."""
+
+        async def settle() -> None:
+            async with self._turn:
+                if self._group_open and not self._queued:
+                    await self._commit()
+
+        task = asyncio.get_running_loop().create_task(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def take_writer(self) -> sqlite3.Connection:
+        """Wait for this transaction's turn at the writer, inside the group's outer transaction."""
+        await self._wait_turn()
+        try:
+            if self._writer is None:
+                self._open()
+            writer: sqlite3.Connection = self._writer  # type: ignore[assignment]
+            self.file.check()
+            if not self._group_open:
+                try:
+                    await self._on_thread(lambda: writer.execute("BEGIN IMMEDIATE"))
+                finally:
+                    self._group_open = writer.in_transaction
+            writer.execute("SAVEPOINT tx")
+        except BaseException:
+            self._turn.release()
+            self._settle_later()
+            raise
+        return writer
+
+    async def hand_on(self, *, keep: bool) -> None:
+        """End the turn of the transaction holding the writer: keep its changes
+        (``keep``) or undo them, then commit the group, or leave that to the
+        next in line. Returns once the changes kept are durable."""
+        writer = self._writer
+        assert writer is not None  # noqa: S101 - only a transaction holding the writer calls this
+        acknowledged = asyncio.get_running_loop().create_future()
+        try:
+            if not keep:
+                writer.execute("ROLLBACK TO tx")
+            writer.execute("RELEASE tx")
+            self._group.append(acknowledged)
+        except BaseException:
+            try:
+                await self._commit()
+            finally:
+                self._turn.release()
+            raise
+        if self._queued and len(self._group) < GROUP_LIMIT:
+            self._turn.release()  # the next in line commits for both of us
         else:
-            cursor.execute(operation, parameters)
-        rows = cursor.fetchall() if cursor.description else []
-        return cursor.description, rows, cursor.rowcount, cursor.lastrowid
-    finally:
-        cursor.close()
+            try:
+                await self._commit()
+            finally:
+                self._turn.release()
+        await acknowledged
 
-
-class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
-    __slots__ = ("_description", "_lastrowid", "_rowcount")
-
-    def __init__(self, adapt_connection: Any) -> None:
-        # No aiosqlite cursor is opened (that alone is a round trip).
-        self._adapt_connection = adapt_connection
-        self._connection = adapt_connection._connection
-        self._cursor = None  # type: ignore[assignment]
-        self._soft_closed_memoized = EMPTY_DICT
-        self._rows = collections.deque()
-        self._description: Any = None
-        self._rowcount = -1
-        self._lastrowid: int | None = None
-
-    @property
-    def description(self) -> Any:
-        return self._description
-
-    @property
-    def rowcount(self) -> int:
-        return self._rowcount
-
-    @property
-    def lastrowid(self) -> int:
-        return self._lastrowid  # type: ignore[return-value]
-
-    async def _run(self, operation: Any, parameters: Any, many: bool) -> None:
-        async with self._adapt_connection._execute_mutex:
-            self._store(await self._connection._execute(_run, self._connection._conn, operation, parameters, many))
-
-    def execute(self, operation: Any, parameters: Any = None) -> Any:
-        connection: sqlite3.Connection = self._connection._conn
-        verb = operation.lstrip()[:7].upper()
-        if connection.in_transaction or verb.startswith("SELECT"):
-            # SQLAlchemy requires an await here; this one never suspends.
-            return await_(self._inline(connection, operation, parameters))
-        if verb.startswith(_BEGINS_A_WRITE):
-            run = super().execute
-            return self._first_write(connection, lambda: run(operation, parameters))
-        return super().execute(operation, parameters)  # DDL, PRAGMA: no transaction, no writer lock
-
-    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
-        connection: sqlite3.Connection = self._connection._conn
-        if connection.in_transaction or not operation.lstrip()[:7].upper().startswith(_BEGINS_A_WRITE):
-            return super().executemany(operation, seq_of_parameters)
-        many = super().executemany
-        return self._first_write(connection, lambda: many(operation, seq_of_parameters))
-
-    def _first_write(self, connection: sqlite3.Connection, run: Callable[[], Any]) -> Any:
-        """Run a statement that may begin a write transaction, holding the writer lock if it does."""
-        _take_writer_lock(self._adapt_connection, connection)
+    async def _commit(self) -> None:
+        """Commit the outer transaction on the writer thread and answer its group (the turn is held)."""
+        group, self._group = self._group, []
+        writer = self._writer
+        failure: BaseException | None = None
         try:
-            return run()
+            if self._group_open and writer is not None:
+                await self._on_thread(writer.commit)
+        except BaseException as exc:  # noqa: BLE001 - every member of the group is told
+            failure = exc
+            if writer is not None and writer.in_transaction:
+                await self._on_thread(writer.rollback)
         finally:
-            if not connection.in_transaction:  # the write failed before or at BEGIN
-                _release_writer_lock(connection)
+            self._group_open = writer is not None and writer.in_transaction
+            for acknowledged in group:
+                if acknowledged.done():
+                    continue
+                if failure is None:
+                    acknowledged.set_result(None)
+                else:
+                    acknowledged.set_exception(failure)
 
-    async def _inline(self, connection: sqlite3.Connection, operation: Any, parameters: Any) -> None:
-        self._store(_run(connection, operation, parameters, many=False))
+    # --- schema work and the rest -------------------------------------------
 
-    def _store(self, outcome: Outcome) -> None:
-        description, rows, self._rowcount, self._lastrowid = outcome
-        self._description = description
-        self._rows = collections.deque(rows)
-
-    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
-        await self._run(operation, parameters, many=False)
-
-    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
-        await self._run(operation, seq_of_parameters, many=True)
-
-    async def _async_soft_close(self) -> None:
-        """Nothing is open between statements."""
-
-    def close(self) -> None:
-        self._rows.clear()
-
-
-def _skip_when_idle(end: Callable[[Any], None]) -> Callable[[Any], None]:
-    """``commit``/``rollback`` that costs nothing when no transaction is open,
-    and that hands the writer lock on once the transaction is over."""
-
-    def ending(adapted: Any) -> None:
-        connection: sqlite3.Connection | None = adapted._connection._connection
+    async def run_sync(self, work: Callable[[Connection], T]) -> T:
+        """``work`` on SQLAlchemy's own connection (aiosqlite), while no transaction of ours writes."""
+        await self._wait_turn()
         try:
-            if connection is not None and connection.in_transaction:
-                end(adapted)
+            if self._group_open:
+                await self._commit()
+            if self._schema_engine is None:
+                self._schema_engine = create_async_engine(self.url, connect_args={"timeout": WRITER_WAIT_SECONDS})
+            async with self._schema_engine.begin() as connection:
+                return await connection.run_sync(work)
         finally:
-            if connection is None or not connection.in_transaction:
-                _release_writer_lock(connection)
+            self._turn.release()
 
-    ending.__wrapped__ = end  # type: ignore[attr-defined]
-    return ending
-
-
-def _releasing(close: Callable[[Any], None]) -> Callable[[Any], None]:
-    """``close``/``terminate`` that never leaves the writer lock held."""
-
-    def closing(adapted: Any) -> None:
-        connection: sqlite3.Connection | None = adapted._connection._connection
+    async def ping(self) -> bool:
         try:
-            close(adapted)
+            self.file.check() if self._reader is not None else None
+            return self.reader.execute("SELECT 1").fetchone() == (1,)
+        except (sqlite3.Error, DatabaseGone, OSError):
+            return False
+
+    async def close(self) -> None:
+        async with self._turn:
+            if self._group_open:
+                await self._commit()
+        if self._schema_engine is not None:
+            await self._schema_engine.dispose()
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                connection.close()
+        self._reader = self._writer = None
+        self._thread.shutdown(wait=True)
+
+
+class SqliteTransaction:
+    """Reads on the reader until the first change; from then on, everything on the writer."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+        self.dialect = db.dialect
+        self._writer: sqlite3.Connection | None = None
+        self._deferred: dict[int, tuple[ClauseElement, list[Mapping[str, Any]]]] = {}
+
+    def _connection(self) -> tuple[sqlite3.Connection, _Budget]:
+        if self._writer is not None:
+            return self._writer, self.db._writer_budget  # noqa: SLF001 - one module's two classes
+        return self.db.reader, self.db._reader_budget  # noqa: SLF001
+
+    async def _writing(self) -> tuple[sqlite3.Connection, _Budget]:
+        if self._writer is None:
+            self._writer = await self.db.take_writer()
+        return self._writer, self.db._writer_budget  # noqa: SLF001
+
+    async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
+        compiled, rows, _ = self.db.run(*self._connection(), statement, params)
+        return compiled.row(rows[0]) if rows else None
+
+    async def all(self, statement: ClauseElement, params: Params = None) -> list[Any]:
+        compiled, rows, _ = self.db.run(*self._connection(), statement, params)
+        return compiled.rows(rows)
+
+    async def value(self, statement: ClauseElement, params: Params = None) -> Any:
+        compiled, rows, _ = self.db.run(*self._connection(), statement, params)
+        return compiled.row(rows[0])[0] if rows else None
+
+    async def execute(self, statement: ClauseElement, params: Params = None) -> int:
+        _, _, changed = self.db.run(*await self._writing(), statement, params)
+        return changed
+
+    async def changed(self, statement: ClauseElement, params: Params = None) -> Any | None:
+        compiled, rows, _ = self.db.run(*await self._writing(), statement, params)
+        return compiled.row(rows[0]) if rows else None
+
+    async def execute_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        writer, budget = await self._writing()
+        compiled = self.db.statements.compiled(statement, rows[0])
+        budget.deadline = time.monotonic() + self.db.budget
+        try:
+            writer.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+        except sqlite3.OperationalError as exc:
+            if str(exc) == "interrupted":
+                raise QueryBudgetExceeded from None
+            raise
         finally:
-            _release_writer_lock(connection)
+            budget.deadline = float("inf")
 
-    closing.__wrapped__ = close  # type: ignore[attr-defined]
-    return closing
+    def defer(self, statement: ClauseElement, row: Mapping[str, Any]) -> None:
+        self._deferred.setdefault(id(statement), (statement, []))[1].append(row)
 
-
-def install() -> None:
-    """Make SQLAlchemy's aiosqlite connections use OneHopCursor (idempotent)."""
-    adapter = AsyncAdapt_aiosqlite_connection
-    if adapter._cursor_cls is not OneHopCursor:
-        adapter._cursor_cls = OneHopCursor
-        adapter.commit = _skip_when_idle(adapter.commit)  # type: ignore[method-assign,assignment]
-        adapter.rollback = _skip_when_idle(adapter.rollback)  # type: ignore[method-assign,assignment]
-        adapter.close = _releasing(adapter.close)  # type: ignore[method-assign,assignment]
-        adapter.terminate = _releasing(adapter.terminate)  # type: ignore[method-assign,assignment]
+    async def close(self, *, commit: bool) -> None:
+        try:
+            if commit:
+                deferred, self._deferred = self._deferred, {}
+                for statement, rows in deferred.values():
+                    await self.execute_many(statement, rows)
+        except BaseException:
+            commit = False
+            raise
+        finally:
+            self._deferred = {}
+            if self._writer is not None:
+                self._writer = None
+                await self.db.hand_on(keep=commit)

@@ -1,0 +1,202 @@
+"""PostgreSQL on asyncpg: pooled connections, prepared statements, a budget per statement.
+
+Each statement is compiled once (``bastion.db.statements``) and asyncpg
+prepares it once per connection and keeps it (its statement cache), so a hot
+statement is parsed and planned once per connection, not per request. A
+transaction takes a connection from the pool at its first statement and gives
+it back when it ends; reads outside a transaction borrow one per statement.
+``statement_timeout`` is the budget of every statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+from sqlalchemy import Connection, make_url
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ClauseElement
+
+from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseUnavailable, Params, QueryBudgetExceeded
+from bastion.db.statements import Compiled, Statements
+
+T = TypeVar("T")
+POOL_SIZE = 10
+# Failures that mean the server is away, not that the statement was wrong.
+_AWAY = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+
+
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    """JSON columns in as the text SQLAlchemy's JSON type serialised, out parsed."""
+    for name in ("json", "jsonb"):
+        await connection.set_type_codec(name, encoder=str, decoder=orjson.loads, schema="pg_catalog")
+
+
+class PostgresDatabase:
+    def __init__(self, url: str, *, budget: float = STATEMENT_BUDGET_SECONDS) -> None:
+        self.url = url
+        self.dialect = PGDialect_asyncpg()
+        self.statements = Statements(self.dialect)
+        self.budget = budget
+        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pool: asyncpg.Pool | None = None
+        self._schema_engine: AsyncEngine | None = None
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=POOL_SIZE,
+                    server_settings={"statement_timeout": str(int(self.budget * 1000))},
+                    init=_json_codecs,
+                )
+            except _AWAY as exc:
+                raise DatabaseUnavailable from exc
+        return self._pool
+
+    async def run(
+        self, connection: asyncpg.Connection | None, statement: ClauseElement, params: Params
+    ) -> tuple[Compiled, list[Any]]:
+        compiled = self.statements.compiled(statement, params)
+        arguments = compiled.parameters(params)
+        try:
+            if connection is not None:
+                return compiled, await connection.fetch(compiled.sql, *arguments)
+            pool = await self.pool()
+            return compiled, await pool.fetch(compiled.sql, *arguments)
+        except asyncpg.QueryCanceledError:
+            raise QueryBudgetExceeded from None
+        except _AWAY as exc:
+            raise DatabaseUnavailable from exc
+
+    async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
+        compiled, rows = await self.run(None, statement, params)
+        return compiled.row(rows[0]) if rows else None
+
+    async def all(self, statement: ClauseElement, params: Params = None) -> list[Any]:
+        compiled, rows = await self.run(None, statement, params)
+        return compiled.rows(rows)
+
+    async def value(self, statement: ClauseElement, params: Params = None) -> Any:
+        compiled, rows = await self.run(None, statement, params)
+        return compiled.row(rows[0])[0] if rows else None
+
+    def begin(self) -> PostgresTransaction:
+        return PostgresTransaction(self)
+
+    async def run_sync(self, work: Callable[[Connection], T]) -> T:
+        if self._schema_engine is None:
+            self._schema_engine = create_async_engine(self.url, pool_size=1, max_overflow=1)
+        async with self._schema_engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    async def ping(self) -> bool:
+        try:
+            return await (await self.pool()).fetchval("SELECT 1") == 1
+        except (DatabaseUnavailable, *_AWAY, asyncpg.PostgresError):
+            return False
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        if self._schema_engine is not None:
+            await self._schema_engine.dispose()
+            self._schema_engine = None
+
+
+class PostgresTransaction:
+    """One pooled connection in one transaction (READ COMMITTED), taken at the first statement."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+        self.dialect = db.dialect
+        self._connection: asyncpg.Connection | None = None
+        self._transaction: Any = None
+        self._deferred: dict[int, tuple[ClauseElement, list[Mapping[str, Any]]]] = {}
+
+    async def _open(self) -> asyncpg.Connection:
+        if self._connection is None:
+            pool = await self.db.pool()
+            try:
+                connection = await pool.acquire()
+            except _AWAY as exc:
+                raise DatabaseUnavailable from exc
+            try:
+                self._transaction = connection.transaction()
+                await self._transaction.start()
+            except BaseException:
+                await pool.release(connection)
+                raise
+            self._connection = connection
+        return self._connection
+
+    async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
+        compiled, rows = await self.db.run(await self._open(), statement, params)
+        return compiled.row(rows[0]) if rows else None
+
+    async def all(self, statement: ClauseElement, params: Params = None) -> list[Any]:
+        compiled, rows = await self.db.run(await self._open(), statement, params)
+        return compiled.rows(rows)
+
+    async def value(self, statement: ClauseElement, params: Params = None) -> Any:
+        compiled, rows = await self.db.run(await self._open(), statement, params)
+        return compiled.row(rows[0])[0] if rows else None
+
+    async def changed(self, statement: ClauseElement, params: Params = None) -> Any | None:
+        return await self.one(statement, params)
+
+    async def execute(self, statement: ClauseElement, params: Params = None) -> int:
+        connection = await self._open()
+        compiled = self.db.statements.compiled(statement, params)
+        try:
+            status = await connection.execute(compiled.sql, *compiled.parameters(params))
+        except asyncpg.QueryCanceledError:
+            raise QueryBudgetExceeded from None
+        except _AWAY as exc:
+            raise DatabaseUnavailable from exc
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
+
+    async def execute_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        connection = await self._open()
+        compiled = self.db.statements.compiled(statement, rows[0])
+        try:
+            await connection.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+        except asyncpg.QueryCanceledError:
+            raise QueryBudgetExceeded from None
+        except _AWAY as exc:
+            raise DatabaseUnavailable from exc
+
+    def defer(self, statement: ClauseElement, row: Mapping[str, Any]) -> None:
+        self._deferred.setdefault(id(statement), (statement, []))[1].append(row)
+
+    async def close(self, *, commit: bool) -> None:
+        try:
+            if commit:
+                deferred, self._deferred = self._deferred, {}
+                for statement, rows in deferred.values():
+                    await self.execute_many(statement, rows)
+        except BaseException:
+            commit = False
+            raise
+        finally:
+            self._deferred = {}
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                try:
+                    if commit:
+                        await self._transaction.commit()
+                    else:
+                        await self._transaction.rollback()
+                except _AWAY as exc:
+                    raise DatabaseUnavailable from exc
+                finally:
+                    await (await self.db.pool()).release(connection)

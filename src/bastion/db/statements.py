@@ -1,0 +1,137 @@
+"""SQLAlchemy Core statements, compiled once per dialect and run on the driver.
+
+SQL is written once, as SQLAlchemy Core over the declared tables; what runs
+is the string SQLAlchemy compiles for the dialect (``?`` placeholders for
+SQLite's ``sqlite3``, ``$n`` for asyncpg), with every value a bound
+parameter. Compiling costs far more than running a short statement, so each
+statement is compiled once per dialect and set of parameter names, and what
+SQLAlchemy would do around the driver call is precomputed too: which
+parameter goes in which position, the column types' conversions both ways
+(UUIDs, UTC datetimes, JSON; the same dialect-adapted conversions SQLAlchemy
+itself applies, through its ``_cached_*_processor``), Python-side column
+defaults, and the row class of the result.
+
+A statement that is built per call (a list's filters) is best built from a
+shape with named ``bindparam`` s and kept, so it too compiles once; any other
+statement also works, compiled on first use and kept in a bounded cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, namedtuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ClauseElement
+
+Convert = Callable[[Any], Any]
+# How many distinct compiled statements a process keeps (the prebuilt ones are
+# a few dozen; the rest are the shapes of lists and the admin's one-offs).
+CACHE_SIZE = 2048
+
+
+class Compiled:
+    """One statement as one dialect runs it."""
+
+    __slots__ = ("_binds", "_defaults", "_row", "_results", "columns", "sql", "statement")
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None) -> None:
+        compiled = statement.compile(
+            dialect=dialect,
+            column_keys=list(keys) if keys is not None else None,
+            compile_kwargs={"render_postcompile": True},
+        )
+        self.statement = statement  # held, so that the cache's id() key stays this statement's
+        self.sql: str = compiled.string
+        # (parameter name, default value or _REQUIRED, the type's bind conversion)
+        self._binds: list[tuple[str, Any, Convert | None]] = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            default = _REQUIRED if bind.required or bind.callable else bind.value
+            self._binds.append((name, default, bind.type._cached_bind_processor(dialect)))  # noqa: SLF001
+        # Columns whose default Python computes (an INSERT's ``default=``, an UPDATE's ``onupdate=``).
+        self._defaults: list[tuple[str, Callable[[], Any]]] = [
+            (column.key, _default_of(column)) for column in (*compiled.insert_prefetch, *compiled.update_prefetch)
+        ]
+        if isinstance(statement, sa.Select):
+            selected = list(statement.selected_columns)
+        elif isinstance(statement, sa.Insert | sa.Update | sa.Delete) and statement._returning:  # noqa: SLF001
+            selected = list(statement.exported_columns)
+        else:
+            selected = []
+        self.columns: tuple[str, ...] = tuple(column.key or f"column_{i}" for i, column in enumerate(selected))
+        self._results: list[Convert | None] = [
+            column.type._cached_result_processor(dialect, None)  # noqa: SLF001
+            for column in selected
+        ]
+        self._row = namedtuple("Row", self.columns, rename=True) if self.columns else tuple  # type: ignore[misc]
+
+    def parameters(self, values: Mapping[str, Any] | None) -> list[Any]:
+        """The positional parameters for ``values`` (by name), converted for the driver."""
+        given: Mapping[str, Any] = values or {}
+        if self._defaults:
+            given = {**{key: make() for key, make in self._defaults if key not in given}, **given}
+        out = []
+        for name, default, convert in self._binds:
+            value = given.get(name, default)
+            if value is _REQUIRED:
+                raise sa.exc.ArgumentError(f"a value is required for the parameter {name!r}")
+            out.append(convert(value) if convert is not None and value is not None else value)
+        return out
+
+    def row(self, raw: Iterable[Any]) -> Any:
+        """A driver row as a named tuple (attribute access, ``_asdict()``)."""
+        return self._row(*(value if convert is None else convert(value) for convert, value in zip(self._results, raw, strict=True)))
+
+    def rows(self, raw: Iterable[Iterable[Any]]) -> list[Any]:
+        return [self.row(values) for values in raw]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+_REQUIRED = _Required()
+
+
+def _default_of(column: sa.Column[Any]) -> Callable[[], Any]:
+    default = column.default if column.default is not None else column.onupdate
+    if default is None or not isinstance(default, sa.ColumnDefault):
+        raise sa.exc.ArgumentError(f"column {column.key!r} has a default that only SQLAlchemy's executor can run")
+    if default.is_callable:
+        return lambda: default.arg(None)  # type: ignore[operator]
+    value = default.arg
+    return lambda: value
+
+
+class Statements:
+    """The compiled statements of one dialect (one per database)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._cache: OrderedDict[tuple[int, tuple[str, ...] | None], Compiled] = OrderedDict()
+
+    def compiled(self, statement: ClauseElement, values: Mapping[str, Any] | None = None) -> Compiled:
+        """``statement`` compiled for this dialect; an INSERT or UPDATE without
+        ``.values()`` takes its columns from the names in ``values``."""
+        keys = _column_keys(statement, values)
+        key = (id(statement), keys)
+        found = self._cache.get(key)
+        if found is None or found.statement is not statement:
+            found = Compiled(statement, self.dialect, keys)
+            self._cache[key] = found
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return found
+
+
+def _column_keys(statement: ClauseElement, values: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    if values is None or not isinstance(statement, sa.Insert | sa.Update):
+        return None
+    if statement._values or getattr(statement, "_multi_values", None):  # noqa: SLF001 - the values it was built with
+        return None
+    table = statement.table
+    return tuple(sorted(key for key in values if key in table.c))  # type: ignore[union-attr]
