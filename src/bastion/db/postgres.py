@@ -10,6 +10,7 @@ it back when it ends; reads outside a transaction borrow one per statement.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -43,10 +44,15 @@ class PostgresDatabase:
         self.budget = budget
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
         self._schema_engine: AsyncEngine | None = None
 
     async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:  # the first caller opens it; the rest wait for that one
+            if self._pool is not None:
+                return self._pool
             try:
                 self._pool = await asyncpg.create_pool(
                     self._dsn,

@@ -66,7 +66,7 @@ class Compiled:
         elif isinstance(statement, sa.Insert | sa.Update | sa.Delete) and statement._returning:
             selected = list(statement.exported_columns)
         else:
-            selected = []
+            selected = []  # a text() statement: its rows are handed on as the driver made them
         self.columns: tuple[str, ...] = tuple(column.key or f"column_{i}" for i, column in enumerate(selected))
         self._results: list[Convert | None] = [
             column.type._cached_result_processor(dialect, None) for column in selected
@@ -88,6 +88,8 @@ class Compiled:
 
     def row(self, raw: Iterable[Any]) -> Any:
         """A driver row as a named tuple (attribute access, ``_asdict()``)."""
+        if not self._results:
+            return tuple(raw)
         return self._row(
             *(value if convert is None else convert(value) for convert, value in zip(self._results, raw, strict=True))
         )
