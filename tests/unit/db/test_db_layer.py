@@ -37,6 +37,7 @@ _SPEND = compare_and_set(
     values={things.c.used: True},
     returning=[things.c.id],
 )
+_ONE = sa.select(sa.literal(1))
 ORIGIN = Origin(ip="192.0.2.1", request_id="req-00000001")
 
 
@@ -49,12 +50,21 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         if not url.startswith("postgresql"):
             pytest.skip("BASTION_TEST_DATABASE_URL (PostgreSQL) is not set")
     database = open_database(url)
-    tables = [things, AuditEvent.__table__]
-    await database.run_sync(lambda c: metadata.drop_all(c) or AuditEvent.__table__.drop(c, checkfirst=True))
-    await database.run_sync(lambda c: [table.create(c) for table in tables])
+    await database.run_sync(_drop)
+    await database.run_sync(_create)
     yield database
-    await database.run_sync(lambda c: metadata.drop_all(c) or AuditEvent.__table__.drop(c, checkfirst=True))
+    await database.run_sync(_drop)
     await database.close()
+
+
+def _create(connection: sa.Connection) -> None:
+    metadata.create_all(connection)
+    sa.Table.create(AuditEvent.__table__, connection)  # type: ignore[arg-type]
+
+
+def _drop(connection: sa.Connection) -> None:
+    metadata.drop_all(connection)
+    sa.Table.drop(AuditEvent.__table__, connection, checkfirst=True)  # type: ignore[arg-type]
 
 
 async def names(db: Database) -> list[str]:
@@ -99,6 +109,7 @@ async def test_v11_concurrent_claims_of_one_credential_have_one_winner(db: Datab
     async with transaction(db) as tx:
         await tx.execute(sa.insert(things), {"name": "token"})
     token = await db.one(_BY_NAME, {"name": "token"})
+    assert token is not None
 
     async def spend() -> bool:
         async with transaction(db) as tx:
@@ -113,10 +124,14 @@ async def test_v16_2_1_events_commit_with_their_transaction_and_vanish_with_its_
     async with transaction(db) as tx:
         await tx.execute(sa.insert(things), {"name": "kept"})
         record_event(tx, clock, EventTag.ROLE_CHANGE, origin=ORIGIN, details={"n": "kept"})
-    with pytest.raises(RuntimeError):
+
+    async def undone() -> None:
         async with transaction(db) as tx:
             record_event(tx, clock, EventTag.ROLE_CHANGE, origin=ORIGIN, details={"n": "undone"})
             raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        await undone()
     async with transaction(db) as tx:  # an event alone is a write too
         record_event(tx, clock, EventTag.ROLE_CHANGE, origin=ORIGIN, details={"n": "alone"})
     stored = await db.all(sa.select(AuditEvent.details).order_by(AuditEvent.id))
@@ -201,12 +216,12 @@ async def test_sqlite_cancelled_writers_leave_the_writer_usable(tmp_path: Path) 
 
 async def test_sqlite_a_statement_over_its_budget_is_stopped(tmp_path: Path) -> None:
     db = SqliteDatabase(f"sqlite+aiosqlite:///{tmp_path / 'budget.db'}", budget=0.05)
-    endless = sa.text(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) SELECT count(*) FROM n"
-    )
+    n = sa.select(sa.literal(1).label("i")).cte("n", recursive=True)
+    n = n.union_all(sa.select(n.c.i + 1).where(n.c.i < 10**9))
+    endless = sa.select(sa.func.count()).select_from(n)
     with pytest.raises(QueryBudgetExceeded):
         await db.value(endless)
-    assert await db.value(sa.text("SELECT 1")) == 1  # the connection serves on
+    assert await db.value(_ONE) == 1  # the connection serves on
     await db.close()
 
 
@@ -218,8 +233,8 @@ async def test_postgres_a_statement_over_its_budget_is_stopped() -> None:
 
     db = PostgresDatabase(url, budget=0.05)
     with pytest.raises(QueryBudgetExceeded):
-        await db.value(sa.text("SELECT pg_sleep(5)"))
-    assert await db.value(sa.text("SELECT 1")) == 1
+        await db.value(sa.select(sa.func.pg_sleep(5)))
+    assert await db.value(_ONE) == 1
     await db.close()
 
 
