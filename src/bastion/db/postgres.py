@@ -11,11 +11,11 @@ it back when it ends; reads outside a transaction borrow one per statement.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 from sqlalchemy import Connection, make_url
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -33,7 +33,7 @@ _AWAY = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, async
 async def _json_codecs(connection: asyncpg.Connection) -> None:
     """JSON columns in as the text SQLAlchemy's JSON type serialised, out parsed."""
     for name in ("json", "jsonb"):
-        await connection.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog")
+        await connection.set_type_codec(name, encoder=str, decoder=orjson.loads, schema="pg_catalog")
 
 
 class PostgresDatabase:
