@@ -36,6 +36,11 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
         await connection.set_type_codec(name, encoder=str, decoder=orjson.loads, schema="pg_catalog")
 
 
+def _flat(bound: tuple[str, list[Any]]) -> list[Any]:
+    sql, arguments = bound
+    return [sql, *arguments]
+
+
 class PostgresDatabase:
     def __init__(self, url: str, *, budget: float = STATEMENT_BUDGET_SECONDS) -> None:
         self.url = url
@@ -69,12 +74,12 @@ class PostgresDatabase:
         self, connection: asyncpg.Connection | None, statement: ClauseElement, params: Params
     ) -> tuple[Compiled, list[Any]]:
         compiled = self.statements.compiled(statement, params)
-        arguments = compiled.parameters(params)
+        sql, arguments = compiled.bind(params)
         try:
             if connection is not None:
-                return compiled, await connection.fetch(compiled.sql, *arguments)
+                return compiled, await connection.fetch(sql, *arguments)
             pool = await self.pool()
-            return compiled, await pool.fetch(compiled.sql, *arguments)
+            return compiled, await pool.fetch(sql, *arguments)
         except asyncpg.QueryCanceledError:
             raise QueryBudgetExceeded from None
         except _AWAY as exc:
@@ -162,7 +167,7 @@ class PostgresTransaction:
         connection = await self._open()
         compiled = self.db.statements.compiled(statement, params)
         try:
-            status = await connection.execute(compiled.sql, *compiled.parameters(params))
+            status = await connection.execute(*_flat(compiled.bind(params)))
         except asyncpg.QueryCanceledError:
             raise QueryBudgetExceeded from None
         except _AWAY as exc:
@@ -176,7 +181,8 @@ class PostgresTransaction:
         connection = await self._open()
         compiled = self.db.statements.compiled(statement, rows[0])
         try:
-            await connection.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+            bound = [compiled.bind(row) for row in rows]
+            await connection.executemany(bound[0][0], [arguments for _, arguments in bound])
         except asyncpg.QueryCanceledError:
             raise QueryBudgetExceeded from None
         except _AWAY as exc:

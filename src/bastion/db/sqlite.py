@@ -179,7 +179,7 @@ class SqliteDatabase:
         compiled = self.statements.compiled(statement, params)
         budget.deadline = time.monotonic() + self.budget
         try:
-            cursor = connection.execute(compiled.sql, compiled.parameters(params))
+            cursor = connection.execute(*compiled.bind(params))
             rows = cursor.fetchall()
         except sqlite3.OperationalError as exc:
             if str(exc) == "interrupted":
@@ -397,7 +397,8 @@ class SqliteTransaction:
         compiled = self.db.statements.compiled(statement, rows[0])
         budget.deadline = time.monotonic() + self.db.budget
         try:
-            writer.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+            bound = [compiled.bind(row) for row in rows]
+            writer.executemany(bound[0][0], [arguments for _, arguments in bound])
         except sqlite3.OperationalError as exc:
             if str(exc) == "interrupted":
                 raise QueryBudgetExceeded from None

@@ -262,3 +262,20 @@ async def test_sqlite_a_database_that_cannot_use_wal_is_refused(tmp_path: Path) 
 
     with pytest.raises(sqlite3.OperationalError, match="write-ahead logging"):
         connect(f"file:{tmp_path / 'no-wal.db'}?vfs=unix-none", uri=True)
+
+
+async def test_in_over_a_list_binds_one_parameter_per_value(db: Database) -> None:
+    async with transaction(db) as tx:
+        await tx.execute_many(sa.insert(things), [{"name": n} for n in ("a", "b", "c", "d")])
+    listed = sa.select(things.c.name).where(things.c.name.in_(["a", "c", "x"])).order_by(things.c.name)
+    assert [row.name for row in await db.all(listed)] == ["a", "c"]
+    chosen = sa.select(things.c.name).where(
+        things.c.name.in_(sa.bindparam("names", expanding=True)), things.c.used == sa.bindparam("used")
+    )
+    found = await db.all(
+        chosen.order_by(things.c.name), {"names": ["b", "d", "'; DROP TABLE layer_things; --"], "used": False}
+    )
+    assert [row.name for row in found] == ["b", "d"]
+    keys = [row.key for row in await db.all(sa.select(things.c.key))]
+    by_key = sa.select(things.c.name).where(things.c.key.in_(keys[:2]))
+    assert len(await db.all(by_key)) == 2  # each value converted as its column's type wants
