@@ -72,7 +72,9 @@ class Account:
 
 
 # The columns of an Account, in its fields' order (a field without its column fails here, at import).
-ACCOUNT: tuple[sa.ColumnElement[Any], ...] = tuple(User.__table__.c[field.name] for field in dataclasses.fields(Account))
+ACCOUNT: tuple[sa.ColumnElement[Any], ...] = tuple(
+    User.__table__.c[field.name] for field in dataclasses.fields(Account)
+)
 
 
 def totp_secret_aad(user_id: uuid.UUID) -> bytes:
