@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.app import create_app
 from bastion.clock import FrozenClock
-from bastion.identity.models import User
+from bastion.identity.models import Account
 from bastion.network.listener import PEER_CERT_KEY, AdminListener, PeerCertificate
 from bastion.settings import Settings
 from factories.identity import ADMIN, NEW_PASSWORD, PASSWORD, create_admin, create_user, sign_in
@@ -108,11 +108,11 @@ class Harness:
 
     # --- the same states, made directly (tests/factories) ---------------
 
-    async def user(self, address: str, *, roles: Sequence[str] = ("user",), verified: bool = True) -> User:
+    async def user(self, address: str, *, roles: Sequence[str] = ("user",), verified: bool = True) -> Account:
         """A verified account with ``PASSWORD``, as ``register`` leaves it."""
         return await create_user(self.app, address, roles=roles, verified=verified)
 
-    async def sign_in(self, user: User, *, mfa: bool = False) -> Tokens:
+    async def sign_in(self, user: Account, *, mfa: bool = False) -> Tokens:
         """A fresh session of ``user``, as ``login`` returns it."""
         return await sign_in(self.app, user, mfa=mfa)
 

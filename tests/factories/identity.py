@@ -3,12 +3,13 @@ and sessions opened as the sign-in routes open them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
 
-from bastion.identity.models import User
+from bastion.identity.models import Account
 from bastion.security import totp_at
 from factories import unit_of_work
 
@@ -24,14 +25,14 @@ async def create_user(
     password: str = PASSWORD,
     roles: Sequence[str] = ("user",),
     verified: bool = True,
-) -> User:
+) -> Account:
     """An account as registration plus the verification link would leave it."""
     async with unit_of_work(app) as uow:
-        user: User = await app.state.identity.create_user(uow, email, password, roles=roles, verified=verified)
+        user: Account = await app.state.identity.create_user(uow, email, password, roles=roles, verified=verified)
     return user
 
 
-async def enable_totp(app: FastAPI, user: User) -> str:
+async def enable_totp(app: FastAPI, user: Account) -> str:
     """Enrol and confirm TOTP for ``user`` (the code of the current step); returns the secret.
 
     That step's code is spent: a test that signs in with TOTP afterwards
@@ -39,15 +40,13 @@ async def enable_totp(app: FastAPI, user: User) -> str:
     """
     identity = app.state.identity
     async with unit_of_work(app) as uow:
-        attached = await uow.db.get(User, user.id)
-        assert attached is not None
-        secret, _ = await identity.totp_begin(uow, attached)
-        await identity.totp_confirm(uow, attached, totp_at(secret, int(identity.clock.now().timestamp()) // 30))
-    user.totp_enabled = True  # the caller's copy, so sign_in(mfa=True) accepts it
+        secret, _ = await identity.totp_begin(uow, user)
+        enrolled = await identity.by_id(uow.db, user.id)  # with the secret totp_begin sealed
+        await identity.totp_confirm(uow, enrolled, totp_at(secret, int(identity.clock.now().timestamp()) // 30))
     return str(secret)
 
 
-async def sign_in(app: FastAPI, user: User, *, mfa: bool = False) -> dict[str, Any]:
+async def sign_in(app: FastAPI, user: Account, *, mfa: bool = False) -> dict[str, Any]:
     """A fresh session for ``user``, as /auth/login (or, with ``mfa``, /auth/mfa)
     opens it; the same body those routes answer with."""
     assert not mfa or user.totp_enabled, "a two-factor session needs a second factor"
@@ -61,7 +60,10 @@ async def sign_in(app: FastAPI, user: User, *, mfa: bool = False) -> dict[str, A
     }
 
 
-async def create_admin(app: FastAPI, email: str = ADMIN, *, mfa: bool = True) -> tuple[User, str | None]:
+async def create_admin(app: FastAPI, email: str = ADMIN, *, mfa: bool = True) -> tuple[Account, str | None]:
     """A user with the ``admin`` role; with ``mfa``, TOTP on. Returns the user and its TOTP secret."""
     user = await create_user(app, email, roles=("admin",))
-    return user, await enable_totp(app, user) if mfa else None
+    if not mfa:
+        return user, None
+    secret = await enable_totp(app, user)
+    return dataclasses.replace(user, totp_enabled=True), secret

@@ -16,7 +16,7 @@ import typer
 from bastion.cli.common import CommandError, DataDir, err, fail, one_line_errors, out
 
 if TYPE_CHECKING:
-    from bastion.identity.models import User
+    from bastion.identity.models import Account
     from bastion.runtime import Services
     from bastion.uow import UnitOfWork
 
@@ -40,7 +40,7 @@ def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitabl
     async def main() -> T:
         services = build_services(load_settings(data_dir), SystemClock())
         try:
-            async with open_unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
+            async with open_unit_of_work(services.db, Origin.cli(), services.postman.deliver) as uow:
                 return await action(services, uow)
         finally:
             await services.close()
@@ -49,7 +49,7 @@ def run(data_dir: Path | None, action: Callable[[Services, UnitOfWork], Awaitabl
         return asyncio.run(main())
 
 
-async def _user(services: Services, uow: UnitOfWork, email: str) -> User:
+async def _user(services: Services, uow: UnitOfWork, email: str) -> Account:
     user = await services.identity.by_email(uow.db, email)
     if user is None:
         raise CommandError(f"no user with email {email}")
@@ -84,7 +84,7 @@ def create(
     with one_line_errors():
         password = _read_password(password_stdin)
 
-    async def action(services: Services, uow: UnitOfWork) -> User:
+    async def action(services: Services, uow: UnitOfWork) -> Account:
         from bastion.identity.errors import WeakPassword
 
         await services.access.check_roles(uow.db, [role])
@@ -104,16 +104,16 @@ def list_users(data_dir: DataDir = None) -> None:
     """List users."""
     from rich.table import Table
 
-    async def action(services: Services, uow: UnitOfWork) -> list[User]:
-        return list(await services.identity.list_users(uow.db))
+    async def action(services: Services, uow: UnitOfWork) -> list[tuple[Account, list[str]]]:
+        return await services.identity.list_users(uow.db)
 
     table = Table("email", "id", "roles", "verified", "mfa", "state")
-    for user in run(data_dir, action):
+    for user, roles in run(data_dir, action):
         state = "disabled" if user.disabled else ("locked" if user.locked_until else "active")
         table.add_row(
             user.email,
             str(user.id),
-            ",".join(user.role_names),
+            ",".join(roles),
             "yes" if user.email_verified_at else "no",
             "yes" if user.totp_enabled else "no",
             state,

@@ -1,17 +1,22 @@
 """Accounts: users, recovery codes and one-time tokens.
 
-A user's roles are rows of ``access``'s ``UserRole`` (RBAC lives in access);
-``User.roles`` loads them with the user."""
+A user's roles are rows of ``access``'s ``UserRole`` (RBAC lives in access),
+read with their own query (``IdentityService.roles_of``): a user row carries
+no roles. The services pass a user as an ``Account``, one row read once and
+never changed in place: every change is an UPDATE that returns the new row.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Uuid
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
-from bastion.access.models import UserRole
 from bastion.db import Base, UTCDateTime
 from bastion.security import aad_for
 
@@ -29,7 +34,7 @@ class User(Base):
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     # Wrong passwords and wrong second factors are counted apart (see
-    # IdentityService._count_failure); either count can lock the account.
+    # IdentityService._count_towards_lockout); either count can lock the account.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     failed_mfa: Mapped[int] = mapped_column(Integer, default=0)
     lockouts: Mapped[int] = mapped_column(Integer, default=0)
@@ -40,13 +45,36 @@ class User(Base):
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
 
-    roles: Mapped[list[UserRole]] = relationship(
-        cascade="all, delete-orphan", lazy="selectin", order_by="UserRole.role"
-    )
 
-    @property
-    def role_names(self) -> list[str]:
-        return [r.role for r in self.roles]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Account:
+    """One ``users`` row, as the services take and return it (``ACCOUNT`` selects it)."""
+
+    id: uuid.UUID
+    email: str
+    email_verified_at: dt.datetime | None
+    password_hash: str | None
+    disabled: bool
+    created_at: dt.datetime
+    password_changed_at: dt.datetime | None
+    failed_logins: int
+    failed_mfa: int
+    lockouts: int
+    locked_until: dt.datetime | None
+    totp_secret: bytes | None
+    totp_enabled: bool
+    totp_last_step: int | None
+
+    @classmethod
+    def of(cls, row: Any) -> Account:
+        """The account of a row whose columns are ``ACCOUNT``'s, in that order."""
+        return cls(*row)
+
+
+# The columns of an Account, in its fields' order (a field without its column fails here, at import).
+ACCOUNT: tuple[sa.ColumnElement[Any], ...] = tuple(
+    User.__table__.c[field.name] for field in dataclasses.fields(Account)
+)
 
 
 def totp_secret_aad(user_id: uuid.UUID) -> bytes:

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from bastion.access import Permission, Principal, authenticated, public, require
 from bastion.access.service import AccessService
+from bastion.db import Database, Transaction
 from bastion.http.problems import NotFound, ValidationFailed
 from bastion.identity import schemas
 from bastion.identity.errors import LoginFailed
-from bastion.identity.models import User
+from bastion.identity.models import Account
 from bastion.identity.service import IdentityService, SecondFactor
 from bastion.identity.throttle import (
     FORGOT_BY_ACCOUNT,
@@ -176,9 +177,9 @@ async def _end_credentials(
     await access.revoke_keys_of(uow, user_id, reason=reason)
 
 
-async def _me(request: Request, caller: Principal) -> User:
-    async with request.app.state.sessionmaker() as db:
-        user = await _identity(request).by_id(db, caller.user_id)
+async def _account(identity: IdentityService, db: Database | Transaction, caller: Principal) -> Account:
+    """The caller's account; a disabled or vanished one is signed out (LoginFailed)."""
+    user = await identity.by_id(db, caller.user_id)
     if user is None or user.disabled:
         raise LoginFailed
     return user
@@ -186,14 +187,16 @@ async def _me(request: Request, caller: Principal) -> User:
 
 @router.get("/me", responses=AUTH_ERRORS)
 async def me(caller: Reader, request: Request) -> schemas.Profile:
-    user = await _me(request, caller)
+    identity, db = _identity(request), request.app.state.db
+    user = await _account(identity, db, caller)
+    roles = await identity.roles_of(db, user.id)
     return schemas.Profile(
         id=user.id,
         email=user.email,
         email_verified=user.email_verified_at is not None,
-        roles=user.role_names,
+        roles=roles,
         mfa_enabled=user.totp_enabled,
-        mfa_required=_identity(request).mfa_required(user),
+        mfa_required=identity.mfa_required(roles),
         created_at=user.created_at,
     )
 
@@ -203,9 +206,7 @@ async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, r
     """The current password is a re-authentication: the sign-in throttles apply, and a wrong one counts
     towards the lockout (``IdentityService.reauthenticate``)."""
     async with unit_of_work(request) as uow:
-        user = await _identity(request).by_id(uow.db, caller.user_id)
-        if user is None:
-            raise LoginFailed
+        user = await _account(_identity(request), uow.db, caller)
         await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
         await _identity(request).change_password(uow, user, body.current_password, body.new_password)
         await _end_credentials(request, uow, user.id, reason="password_change", keep=caller.session_id)
@@ -215,9 +216,7 @@ async def change_password(body: schemas.PasswordChange, caller: PasswordOwner, r
 @router.post("/me/mfa/totp", responses=AUTH_ERRORS)
 async def totp_enrol(caller: MfaOwner, request: Request) -> schemas.TotpEnrolment:
     async with unit_of_work(request) as uow:
-        user = await _identity(request).by_id(uow.db, caller.user_id)
-        if user is None:
-            raise LoginFailed
+        user = await _account(_identity(request), uow.db, caller)
         secret, uri = await _identity(request).totp_begin(uow, user)
     return schemas.TotpEnrolment(secret=secret, otpauth_uri=uri)
 
@@ -225,9 +224,7 @@ async def totp_enrol(caller: MfaOwner, request: Request) -> schemas.TotpEnrolmen
 @router.post("/me/mfa/totp/confirm", responses=AUTH_ERRORS)
 async def totp_confirm(body: schemas.CodeOnly, caller: MfaOwner, request: Request) -> schemas.RecoveryCodes:
     async with unit_of_work(request) as uow:
-        user = await _identity(request).by_id(uow.db, caller.user_id)
-        if user is None:
-            raise LoginFailed
+        user = await _account(_identity(request), uow.db, caller)
         codes = await _identity(request).totp_confirm(uow, user, body.code)
     return schemas.RecoveryCodes(recovery_codes=codes)
 
@@ -236,9 +233,7 @@ async def totp_confirm(body: schemas.CodeOnly, caller: MfaOwner, request: Reques
 async def totp_disable(body: schemas.SecondFactorBody, caller: MfaOwner, request: Request) -> Response:
     """The code is a re-authentication, throttled and counted like the password on ``/me/password``."""
     async with unit_of_work(request) as uow:
-        user = await _identity(request).by_id(uow.db, caller.user_id)
-        if user is None:
-            raise LoginFailed
+        user = await _account(_identity(request), uow.db, caller)
         await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
         await _identity(request).totp_disable(uow, user, SecondFactor(body.code, body.recovery_code))
     return Response(status_code=204)
@@ -246,8 +241,7 @@ async def totp_disable(body: schemas.SecondFactorBody, caller: MfaOwner, request
 
 @router.get("/me/sessions", responses=AUTH_ERRORS)
 async def list_sessions(caller: Reader, request: Request) -> list[schemas.SessionInfo]:
-    async with request.app.state.sessionmaker() as db:
-        sessions = await _sessions(request).list(db, caller.user_id)
+    sessions = await _sessions(request).list(request.app.state.db, caller.user_id)
     return [
         schemas.SessionInfo(
             id=s.id,

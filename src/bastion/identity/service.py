@@ -1,9 +1,14 @@
 """Accounts: registration, verification, passwords, sign-in and TOTP.
 
-Every method takes the caller's database session and joins its transaction;
-the audit event for a change is written in that same transaction. Mail goes
-to the unit of work's outbox and is delivered only after commit, off the
+Every method takes the caller's unit of work and joins its transaction; the
+audit event for a change is written in that same transaction. Mail goes to
+the unit of work's outbox and is delivered only after commit, off the
 response path, so neither delivery time nor failure tells a client anything.
+
+A user is an ``Account`` (one row, never changed in place): a change is an
+UPDATE (``_UPDATE_ACCOUNT``) that returns the new row. Argon2 runs before a
+transaction's first write wherever the logic allows, because on SQLite the
+first write takes the one writer and holds it until the unit of work ends.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -21,13 +26,11 @@ from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Insert, String, Update, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, raiseload
 
 from bastion.access.models import UserRole
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
-from bastion.db import UTCDateTime
+from bastion.db import Database, Transaction, UTCDateTime
 from bastion.db.claims import claim, compare_and_set
 from bastion.identity.errors import (
     EmailNotVerified,
@@ -48,7 +51,7 @@ from bastion.identity.mail_texts import (
     password_reset_mail,
     verification_mail,
 )
-from bastion.identity.models import OneTimeToken, RecoveryCode, User, totp_secret_aad
+from bastion.identity.models import ACCOUNT, Account, OneTimeToken, RecoveryCode, User, totp_secret_aad
 from bastion.identity.policy import PasswordPolicy
 from bastion.identity.schemas import EmailOnly
 from bastion.security import (
@@ -127,15 +130,35 @@ def _issue_token_where(*account: ColumnElement[bool]) -> Insert:
 
 _ISSUE_RESET_TOKEN = _issue_token_where(User.email == bindparam("email"), User.disabled.is_(False))
 _ISSUE_TOKEN_IF_NEW = _issue_token_where(User.id == bindparam("account"))
+_ISSUE_TOKEN = insert(OneTimeToken)
+_LIVE_TOKEN = select(
+    OneTimeToken.id, OneTimeToken.user_id, OneTimeToken.used_at, OneTimeToken.attempts, OneTimeToken.expires_at
+).where(OneTimeToken.token_hash == bindparam("hashed"), OneTimeToken.purpose == bindparam("for_purpose"))
 _ADD_ROLE = insert(UserRole).from_select(
     ["user_id", "role"], select(User.id, bindparam("role_name", type_=String)).where(User.id == bindparam("account"))
 )
+_ROLES_OF = select(UserRole.role).where(UserRole.user_id == bindparam("account")).order_by(UserRole.role)
+_ALL_ROLES = select(UserRole.user_id, UserRole.role).order_by(UserRole.user_id, UserRole.role)
 
+# The hot reads: sign-in looks the account up by address, signed-in routes by id.
+_ACCOUNT_BY_EMAIL = select(*ACCOUNT).where(User.email == bindparam("email"))
+_ACCOUNT_BY_ID = select(*ACCOUNT).where(User.id == bindparam("account"))
+_ID_BY_EMAIL = select(User.id).where(User.email == bindparam("email"))
+_ALL_ACCOUNTS = select(*ACCOUNT).order_by(User.created_at, User.email)
+# SET takes its columns from the names given (bastion.db.statements); "account" is the WHERE's.
+_UPDATE_ACCOUNT = update(User).where(User.id == bindparam("account")).returning(*ACCOUNT)
 
-def _insert_ignoring_conflict(dialect: str, model: type[User]) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING: a taken address is not an error, and costs the same."""
-    build = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return build(model).on_conflict_do_nothing()
+# INSERT … ON CONFLICT DO NOTHING: a taken address is not an error, and costs the same.
+_ADD_ACCOUNT = {
+    "postgresql": postgresql_insert(User).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(User).on_conflict_do_nothing(),
+}
+
+_UNUSED_RECOVERY_CODES = select(RecoveryCode.id, RecoveryCode.code_hash).where(
+    RecoveryCode.user_id == bindparam("account"), RecoveryCode.used_at.is_(None)
+)
+_DROP_RECOVERY_CODES = delete(RecoveryCode).where(RecoveryCode.user_id == bindparam("account"))
+_ADD_RECOVERY_CODE = insert(RecoveryCode)
 
 
 # A TOTP code is good once: its time step must be later than the last one accepted.
@@ -153,6 +176,44 @@ _SPEND_RECOVERY_CODE = compare_and_set(
     values={RecoveryCode.used_at: bindparam("now")},
     returning=[RecoveryCode.id],
 )
+# TOTP goes on once: of two confirmations racing, the second changes nothing.
+_TURN_TOTP_ON = compare_and_set(
+    User,
+    User.id == bindparam("account"),
+    User.totp_enabled.is_(False),
+    User.totp_secret.is_not(None),
+    values={User.totp_enabled: True},
+    returning=[User.id],
+)
+
+
+@dataclass(frozen=True)
+class _Counter:
+    """One of the two failure counts (wrong passwords, wrong second factors) and its statements.
+
+    Counted in SQL (``count + 1``), not on the row read before: guesses
+    racing each other must not overwrite each other's count. On PostgreSQL
+    the UPDATE also locks the row until the transaction ends, so of two
+    racing guesses the second counts on top of the first, lockout included.
+    """
+
+    count: Update
+    lock: Update
+
+    @classmethod
+    def of(cls, name: Literal["failed_logins", "failed_mfa"]) -> _Counter:
+        counter = User.__table__.c[name]
+        account = User.id == bindparam("account")
+        return cls(
+            count=update(User).where(account).values({counter: counter + 1}).returning(counter, User.lockouts),
+            lock=update(User)
+            .where(account)
+            .values({User.locked_until: bindparam("until"), User.lockouts: User.lockouts + 1, counter: 0}),
+        )
+
+
+_WRONG_PASSWORDS = _Counter.of("failed_logins")
+_WRONG_SECOND_FACTORS = _Counter.of("failed_mfa")
 
 
 def normalize_email(email: str) -> str:
@@ -192,16 +253,24 @@ class IdentityService:
 
     # --- accounts -------------------------------------------------------
 
-    async def by_email(self, db: AsyncSession, email: str, *, roles: bool = True) -> User | None:
-        """The user of ``email``; without ``roles``, its roles are not loaded (touching them raises)."""
-        query = select(User).where(User.email == normalize_email(email))
-        return await db.scalar(query if roles else query.options(raiseload(User.roles)))
+    async def by_email(self, db: Database | Transaction, email: str) -> Account | None:
+        row = await db.one(_ACCOUNT_BY_EMAIL, {"email": normalize_email(email)})
+        return None if row is None else Account.of(row)
 
-    async def by_id(self, db: AsyncSession, user_id: uuid.UUID) -> User | None:
-        return await db.get(User, user_id)
+    async def by_id(self, db: Database | Transaction, user_id: uuid.UUID) -> Account | None:
+        row = await db.one(_ACCOUNT_BY_ID, {"account": user_id})
+        return None if row is None else Account.of(row)
 
-    async def list_users(self, db: AsyncSession) -> Sequence[User]:
-        return (await db.scalars(select(User).order_by(User.created_at, User.email))).all()
+    async def roles_of(self, db: Database | Transaction, user_id: uuid.UUID) -> list[str]:
+        """The user's role names, sorted."""
+        return [row.role for row in await db.all(_ROLES_OF, {"account": user_id})]
+
+    async def list_users(self, db: Database | Transaction) -> list[tuple[Account, list[str]]]:
+        """Every account with its role names, oldest first."""
+        roles: dict[uuid.UUID, list[str]] = {}
+        for row in await db.all(_ALL_ROLES):
+            roles.setdefault(row.user_id, []).append(row.role)
+        return [(Account.of(row), roles.get(row.id, [])) for row in await db.all(_ALL_ACCOUNTS)]
 
     async def check_password(self, password: str, email: str) -> str:
         """The normalised password, or WeakPassword naming the problems (never the password).
@@ -222,7 +291,7 @@ class IdentityService:
         roles: Sequence[str] = ("user",),
         verified: bool = False,
         actor_id: uuid.UUID | None = None,
-    ) -> User:
+    ) -> Account:
         """A new account; raises ValueError if the address is taken (callers decide what to reveal).
 
         The address is validated as the API validates it (InvalidEmail), since
@@ -235,7 +304,7 @@ class IdentityService:
             raise InvalidEmail from None
         password_hash = await self.hasher.hash(await self.check_password(password, email)) if password else None
         user_id, created = await self._add_user(uow, email, password_hash, roles, verified=verified)
-        user = await uow.db.get(User, user_id) if created else None
+        user = await self.by_id(uow.db, user_id) if created else None
         if user is None:
             raise ValueError("an account with this email already exists")
         self._audit(uow, EventTag.USER_CREATE, actor_id=actor_id, subject_id=user.id)
@@ -251,18 +320,17 @@ class IdentityService:
         branches cost the same.
         """
         now, new_id = self.clock.now(), uuid.uuid4()
-        connection = await uow.db.connection()
-        new_user = _insert_ignoring_conflict(connection.dialect.name, User).values(
-            id=new_id,
-            email=email,
-            password_hash=password_hash,
-            created_at=now,
-            password_changed_at=now if password_hash else None,
-            email_verified_at=now if verified else None,
-        )
-        await connection.execute(new_user)
-        user_id = (await connection.execute(select(User.id).where(User.email == email))).scalar_one()
-        await connection.execute(_ADD_ROLE, [{"account": new_id, "role_name": role} for role in dict.fromkeys(roles)])
+        new_user = {
+            "id": new_id,
+            "email": email,
+            "password_hash": password_hash,
+            "created_at": now,
+            "password_changed_at": now if password_hash else None,
+            "email_verified_at": now if verified else None,
+        }
+        await uow.db.execute(_ADD_ACCOUNT[uow.db.dialect.name], new_user)
+        user_id: uuid.UUID = await uow.db.value(_ID_BY_EMAIL, {"email": email})
+        await uow.db.execute_many(_ADD_ROLE, [{"account": new_id, "role_name": role} for role in dict.fromkeys(roles)])
         return user_id, user_id == new_id
 
     async def register(self, uow: UnitOfWork, email: str, password: str) -> None:
@@ -278,8 +346,7 @@ class IdentityService:
         password_hash = await self.hasher.hash(normalized)
         user_id, created = await self._add_user(uow, email, password_hash, ["user"], verified=False)
         token, now = token_urlsafe(32), self.clock.now()
-        connection = await uow.db.connection()
-        await connection.execute(
+        await uow.db.execute(
             _ISSUE_TOKEN_IF_NEW,
             {
                 "hashed": hash_token(token),
@@ -296,22 +363,34 @@ class IdentityService:
         self._audit(uow, EventTag.REGISTER, actor_id=user_id)
         uow.outbox.append(verification_mail(email, self._link("verify-email", token), self.settings.service_name))
 
-    async def verify_email(self, uow: UnitOfWork, token: str) -> User:
+    async def verify_email(self, uow: UnitOfWork, token: str) -> Account:
         user_id = await self._spend_token(uow, token, VERIFY_EMAIL)
-        user = await uow.db.get(User, user_id) if user_id else None
+        user = await self.by_id(uow.db, user_id) if user_id else None
         if user is None:
             raise InvalidToken
         if user.email_verified_at is None:
-            user.email_verified_at = self.clock.now()
+            user = await self._update(uow, user, email_verified_at=self.clock.now())
         self._audit(uow, EventTag.EMAIL_VERIFY, actor_id=user.id)
         return user
 
+    async def _update(self, uow: UnitOfWork, user: Account, **values: Any) -> Account:
+        """Set ``values`` (columns of ``users``) on ``user``'s row; the row as it now is."""
+        row = await uow.db.changed(_UPDATE_ACCOUNT, {**values, "account": user.id})
+        if row is None:
+            # Gone meanwhile (no route deletes accounts today): what a missing account answers.
+            raise LoginFailed
+        return Account.of(row)
+
     # --- sign-in --------------------------------------------------------
 
-    async def authenticate(self, uow: UnitOfWork, email: str, password: str) -> User:
-        """The first factor. Every failure is the same LoginFailed, at the same cost."""
+    async def authenticate(self, uow: UnitOfWork, email: str, password: str) -> Account:
+        """The first factor. Every failure is the same LoginFailed, at the same cost.
+
+        Nothing is written before the password is verified: the hash runs
+        while no writer is held.
+        """
         now = self.clock.now()
-        user = await self.by_email(uow.db, email, roles=False)
+        user = await self.by_email(uow.db, email)
         if user is None or user.password_hash is None:
             await self.hasher.dummy_verify(password)
             self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE)
@@ -329,47 +408,47 @@ class IdentityService:
         valid, new_hash = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
             self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
-            await self._count_towards_lockout(uow, user, User.failed_logins)
+            await self._count_towards_lockout(uow, user, _WRONG_PASSWORDS)
             raise LoginFailed
+        # The right password clears the count of wrong ones; a clean account writes nothing here.
+        changes: dict[str, Any] = {"failed_logins": 0} if user.failed_logins else {}
         if new_hash is not None:
-            user.password_hash = new_hash  # parameters changed since this hash was made
-        user.failed_logins = 0
+            changes["password_hash"] = new_hash  # parameters changed since this hash was made
+        if changes:
+            user = await self._update(uow, user, **changes)
         if user.email_verified_at is None:
             raise EmailNotVerified
         return user
 
-    async def _count_towards_lockout(self, uow: UnitOfWork, user: User, counter: InstrumentedAttribute[int]) -> None:
-        """Record a wrong password (``User.failed_logins``) or second factor
-        (``User.failed_mfa``); at the threshold, lock for an escalating time.
+    async def _count_towards_lockout(self, uow: UnitOfWork, user: Account, counter: _Counter) -> None:
+        """Record a wrong password (``_WRONG_PASSWORDS``) or second factor
+        (``_WRONG_SECOND_FACTORS``); at the threshold, lock for an escalating time.
 
-        Counted in SQL (``counter + 1``), not on the loaded row: guesses
+        Counted in SQL (``counter + 1``), not on the row read before: guesses
         racing each other must not overwrite each other's count. The two
         counts are apart because the right password clears its own: whoever
         holds the password must not clear the count of the codes they guess.
         Either count leads to the same lockout, which refuses both factors.
         """
-        counted = update(User).where(User.id == user.id).values({counter: counter + 1})
-        failures, lockouts = (await uow.db.execute(counted.returning(counter, User.lockouts))).one()
+        counted = await uow.db.changed(counter.count, {"account": user.id})
+        if counted is None:
+            return  # the account is gone
+        failures, lockouts = counted
         if failures < self.settings.lockout_threshold:
             return
         # Each lockout lasts twice the previous one (capped at a day), so a
         # patient attacker gets ever fewer guesses per day.
         seconds = min(self.settings.lockout_seconds * 2 ** min(lockouts, 16), 86400)
         until = self.clock.now() + dt.timedelta(seconds=seconds)
-        lock = (
-            update(User)
-            .where(User.id == user.id)
-            .values({User.locked_until: until, User.lockouts: User.lockouts + 1, counter: 0})
-        )
-        await uow.db.execute(lock)
+        await uow.db.execute(counter.lock, {"account": user.id, "until": until})
         self._audit(uow, EventTag.LOCKOUT, subject_id=user.id, details={"seconds": seconds})
         uow.outbox.append(lockout_mail(user.email, self.settings.service_name, until.strftime("%Y-%m-%d %H:%M UTC")))
 
-    async def start_mfa(self, uow: UnitOfWork, user: User) -> str:
+    async def start_mfa(self, uow: UnitOfWork, user: Account) -> str:
         self._audit(uow, EventTag.LOGIN_MFA_REQUIRED, actor_id=user.id)
         return await self._issue_token(uow, user, MFA_STEP, self.settings.mfa_token_ttl)
 
-    async def complete_mfa(self, uow: UnitOfWork, mfa_token: str, factor: SecondFactor) -> User:
+    async def complete_mfa(self, uow: UnitOfWork, mfa_token: str, factor: SecondFactor) -> Account:
         """The second factor, bound to the first by the single-use MFA step token.
 
         A code is checked first and spent after, each spending one claim
@@ -380,7 +459,7 @@ class IdentityService:
         and one code opens at most one session.
         """
         row = await self._live_token(uow, mfa_token, MFA_STEP)
-        user = await uow.db.get(User, row.user_id) if row else None
+        user = await self.by_id(uow.db, row.user_id) if row else None
         if row is None or user is None or user.disabled or not user.totp_enabled:
             raise InvalidMfa
         now = self.clock.now()
@@ -388,17 +467,19 @@ class IdentityService:
             # A step token issued before the lockout buys no guesses during it.
             self._audit(uow, EventTag.MFA, outcome=Outcome.DENIED, subject_id=user.id, details={"reason": "locked"})
             raise InvalidMfa
+        # Judged (a recovery code is an Argon2 verify) before the first write.
         spend = await self._match_second_factor(uow, user, factor)
         if spend is None:
             await claim(uow.db, _COUNT_MFA_ATTEMPT, {"token_id": row.id, "now": now})
             self._audit(uow, EventTag.MFA, outcome=Outcome.FAILURE, subject_id=user.id)
-            await self._count_towards_lockout(uow, user, User.failed_mfa)
+            await self._count_towards_lockout(uow, user, _WRONG_SECOND_FACTORS)
             raise InvalidMfa
         if await claim(uow.db, _SPEND_MFA_STEP, {"token_id": row.id, "now": now}) is None:
             raise InvalidMfa
         if await claim(uow.db, *spend) is None:
             raise InvalidMfa
-        user.failed_mfa = 0
+        if user.failed_mfa:
+            user = await self._update(uow, user, failed_mfa=0)
         method = "recovery_code" if factor.recovery_code else "totp"
         self._audit(uow, EventTag.MFA, actor_id=user.id, details={"method": method})
         return user
@@ -416,47 +497,57 @@ class IdentityService:
         """
         email, token, now = normalize_email(email), token_urlsafe(32), self.clock.now()
         expires = now + dt.timedelta(seconds=self.settings.email_token_ttl)
-        connection = await uow.db.connection()
         parameters = {"hashed": hash_token(token), "for_purpose": RESET_PASSWORD, "email": email}
-        issued = await connection.execute(_ISSUE_RESET_TOKEN, {**parameters, "now": now, "expires": expires})
-        user_id = issued.scalar()
+        issued = await uow.db.changed(_ISSUE_RESET_TOKEN, {**parameters, "now": now, "expires": expires})
+        user_id = None if issued is None else issued.user_id
         outcome = Outcome.SUCCESS if user_id else Outcome.FAILURE
         self._audit(uow, EventTag.PASSWORD_FORGOT, outcome=outcome, subject_id=user_id)
         if user_id is not None:
             link, minutes = self._link("reset-password", token), self.settings.email_token_ttl // 60
             uow.outbox.append(password_reset_mail(email, link, self.settings.service_name, minutes))
 
-    async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> User:
+    async def reset_password(self, uow: UnitOfWork, token: str, new_password: str) -> Account:
         """Set a new password from a reset link; also unlocks the account.
 
         The caller revokes every session of the user in the same transaction.
         """
         row = await self._live_token(uow, token, RESET_PASSWORD)
-        user = await uow.db.get(User, row.user_id) if row else None
+        user = await self.by_id(uow.db, row.user_id) if row else None
         if user is None:
             raise InvalidToken
-        # Check the policy before spending the token, so a weak choice can be retried.
+        # Check the policy before spending the token, so a weak choice can be
+        # retried; and hash before the first write.
         password_hash = await self.hasher.hash(await self.check_password(new_password, user.email))
         if await self._spend_token(uow, token, RESET_PASSWORD) is None:
             raise InvalidToken  # spent meanwhile by a racing reset
-        self._set_password(user, password_hash)
-        user.locked_until = None
-        user.failed_logins = user.failed_mfa = 0
-        # Whoever reads the inbox owns the account, so the address is verified.
-        user.email_verified_at = user.email_verified_at or self.clock.now()
+        now = self.clock.now()
+        user = await self._update(
+            uow,
+            user,
+            password_hash=password_hash,
+            password_changed_at=now,
+            locked_until=None,
+            failed_logins=0,
+            failed_mfa=0,
+            # Whoever reads the inbox owns the account, so the address is verified.
+            email_verified_at=user.email_verified_at or now,
+        )
         self._audit(uow, EventTag.PASSWORD_RESET, actor_id=user.id)
         uow.outbox.append(password_changed_mail(user.email, self.settings.service_name))
         return user
 
-    async def change_password(self, uow: UnitOfWork, user: User, current: str, new: str) -> None:
+    async def change_password(self, uow: UnitOfWork, user: Account, current: str, new: str) -> Account:
+        """Replace the password of the signed-in ``user``, who proves the current one; the account as it now is."""
         if not await self.reauthenticate(uow, user, current):
             self._audit(uow, EventTag.PASSWORD_CHANGE, outcome=Outcome.FAILURE, actor_id=user.id)
             raise LoginFailed("The current password is incorrect.")
-        self._set_password(user, await self.hasher.hash(await self.check_password(new, user.email)))
+        password_hash = await self.hasher.hash(await self.check_password(new, user.email))
+        user = await self._update(uow, user, password_hash=password_hash, password_changed_at=self.clock.now())
         self._audit(uow, EventTag.PASSWORD_CHANGE, actor_id=user.id)
         uow.outbox.append(password_changed_mail(user.email, self.settings.service_name))
+        return user
 
-    async def reauthenticate(self, uow: UnitOfWork, user: User, password: str) -> bool:
+    async def reauthenticate(self, uow: UnitOfWork, user: Account, password: str) -> bool:
         """Whether the signed-in ``user`` proved their password again.
 
         Counted as a sign-in is: a wrong password counts towards the lockout,
@@ -469,48 +560,47 @@ class IdentityService:
             return False
         valid, _ = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
-            await self._count_towards_lockout(uow, user, User.failed_logins)
+            await self._count_towards_lockout(uow, user, _WRONG_PASSWORDS)
         return valid
 
-    def _locked(self, user: User) -> bool:
+    def _locked(self, user: Account) -> bool:
         return user.locked_until is not None and user.locked_until > self.clock.now()
-
-    def _set_password(self, user: User, password_hash: str) -> None:
-        user.password_hash = password_hash
-        user.password_changed_at = self.clock.now()
 
     # --- TOTP -----------------------------------------------------------
 
-    async def totp_begin(self, uow: UnitOfWork, user: User) -> tuple[str, str]:
+    async def totp_begin(self, uow: UnitOfWork, user: Account) -> tuple[str, str]:
         """A new secret (pending until confirmed) and its otpauth:// URI."""
         if user.totp_enabled:
             raise MfaStateError("Two-factor authentication is already on; remove it first.")
         secret = new_totp_secret()
-        user.totp_secret = self.encryptor.encrypt(secret.encode(), totp_secret_aad(user.id))
-        user.totp_last_step = None
+        sealed = self.encryptor.encrypt(secret.encode(), totp_secret_aad(user.id))
+        await self._update(uow, user, totp_secret=sealed, totp_last_step=None)
         self._audit(uow, EventTag.TOTP_ENROL, actor_id=user.id)
         return secret, totp_uri(secret, account=user.email, issuer=self.settings.service_name)
 
-    async def totp_confirm(self, uow: UnitOfWork, user: User, code: str) -> list[str]:
+    async def totp_confirm(self, uow: UnitOfWork, user: Account, code: str) -> list[str]:
         """Turn TOTP on once a code proves the app has the secret; returns fresh recovery codes."""
         if user.totp_enabled or user.totp_secret is None:
             raise MfaStateError
         spend = self._match_totp(user, code)
-        if spend is None or await claim(uow.db, *spend) is None:
+        if spend is None:
             raise InvalidMfa
-        user.totp_enabled = True
         codes = new_recovery_codes()
-        await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         # Salted Argon2id like passwords (ASVS V6.5.2: lookup secrets of under
-        # 112 bits), so a stolen table does not give the codes away.
-        for recovery in codes:
-            code_hash = await self.hasher.hash(normalize_recovery_code(recovery))
-            uow.db.add(RecoveryCode(user_id=user.id, code_hash=code_hash))
+        # 112 bits), so a stolen table does not give the codes away. Hashed
+        # before the first write: ten hashes would otherwise hold the writer.
+        hashes = [await self.hasher.hash(normalize_recovery_code(recovery)) for recovery in codes]
+        if await claim(uow.db, *spend) is None:
+            raise InvalidMfa
+        if await claim(uow.db, _TURN_TOTP_ON, {"account": user.id}) is None:
+            raise MfaStateError  # turned on meanwhile by a racing confirmation
+        await uow.db.execute(_DROP_RECOVERY_CODES, {"account": user.id})
+        await uow.db.execute_many(_ADD_RECOVERY_CODE, [{"user_id": user.id, "code_hash": hashed} for hashed in hashes])
         self._audit(uow, EventTag.TOTP_ENABLE, actor_id=user.id)
         uow.outbox.append(mfa_changed_mail(user.email, self.settings.service_name, enabled=True))
         return codes
 
-    async def totp_disable(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> None:
+    async def totp_disable(self, uow: UnitOfWork, user: Account, factor: SecondFactor) -> None:
         """Turn TOTP off; needs a fresh second factor, not just a session."""
         if not user.totp_enabled:
             raise MfaStateError
@@ -519,21 +609,20 @@ class IdentityService:
         if spend is None:
             self._audit(uow, EventTag.TOTP_DISABLE, outcome=Outcome.FAILURE, actor_id=user.id)
             if not self._locked(user):
-                await self._count_towards_lockout(uow, user, User.failed_mfa)
+                await self._count_towards_lockout(uow, user, _WRONG_SECOND_FACTORS)
             raise InvalidMfa
         if await claim(uow.db, *spend) is None:
             raise InvalidMfa  # the same code, spent meanwhile by a racing request
-        user.totp_enabled = False
-        user.totp_secret = None
-        user.totp_last_step = None
-        await uow.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        await self._update(uow, user, totp_enabled=False, totp_secret=None, totp_last_step=None)
+        await uow.db.execute(_DROP_RECOVERY_CODES, {"account": user.id})
         self._audit(uow, EventTag.TOTP_DISABLE, actor_id=user.id)
         uow.outbox.append(mfa_changed_mail(user.email, self.settings.service_name, enabled=False))
 
-    def mfa_required(self, user: User) -> bool:
-        return any(role in self.settings.mfa_required_roles for role in user.role_names)
+    def mfa_required(self, roles: Sequence[str]) -> bool:
+        """Whether a user with ``roles`` must sign in with a second factor."""
+        return any(role in self.settings.mfa_required_roles for role in roles)
 
-    async def _match_second_factor(self, uow: UnitOfWork, user: User, factor: SecondFactor) -> Spend | None:
+    async def _match_second_factor(self, uow: UnitOfWork, user: Account, factor: SecondFactor) -> Spend | None:
         """The claim that spends ``factor`` if it is right for ``user`` (run it to use the factor), else None."""
         if factor.code is not None:
             return self._match_totp(user, factor.code)
@@ -541,16 +630,13 @@ class IdentityService:
             return await self._match_recovery_code(uow, user, normalize_recovery_code(factor.recovery_code))
         return None
 
-    async def _match_recovery_code(self, uow: UnitOfWork, user: User, code: str) -> Spend | None:
-        unused = await uow.db.scalars(
-            select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
-        )
-        for row in unused:
+    async def _match_recovery_code(self, uow: UnitOfWork, user: Account, code: str) -> Spend | None:
+        for row in await uow.db.all(_UNUSED_RECOVERY_CODES, {"account": user.id}):
             if (await self.hasher.verify_and_update(row.code_hash, code))[0]:
                 return _SPEND_RECOVERY_CODE, {"code_id": row.id, "now": self.clock.now()}
         return None
 
-    def _match_totp(self, user: User, code: str) -> Spend | None:
+    def _match_totp(self, user: Account, code: str) -> Spend | None:
         if user.totp_secret is None:
             return None
         try:
@@ -566,37 +652,37 @@ class IdentityService:
 
     # --- admin ----------------------------------------------------------
 
-    async def lock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
-        user.disabled = True
+    async def lock(self, uow: UnitOfWork, user: Account, actor_id: uuid.UUID | None = None) -> Account:
+        """Disable the account; the account as it now is (the caller ends its sessions)."""
+        user = await self._update(uow, user, disabled=True)
         self._audit(uow, EventTag.USER_LOCK, actor_id=actor_id, subject_id=user.id)
+        return user
 
-    async def unlock(self, uow: UnitOfWork, user: User, actor_id: uuid.UUID | None = None) -> None:
-        user.disabled = False
-        user.locked_until = None
-        user.failed_logins = user.failed_mfa = 0
+    async def unlock(self, uow: UnitOfWork, user: Account, actor_id: uuid.UUID | None = None) -> Account:
+        """Enable the account and lift any lockout; the account as it now is."""
+        user = await self._update(uow, user, disabled=False, locked_until=None, failed_logins=0, failed_mfa=0)
         self._audit(uow, EventTag.UNLOCK, actor_id=actor_id, subject_id=user.id)
+        return user
 
     # --- one-time tokens ------------------------------------------------
 
-    async def _issue_token(self, uow: UnitOfWork, user: User, purpose: str, ttl: int) -> str:
-        token = token_urlsafe(32)
-        now = self.clock.now()
-        uow.db.add(
-            OneTimeToken(
-                token_hash=hash_token(token),
-                purpose=purpose,
-                user_id=user.id,
-                created_at=now,
-                expires_at=now + dt.timedelta(seconds=ttl),
-            )
+    async def _issue_token(self, uow: UnitOfWork, user: Account, purpose: str, ttl: int) -> str:
+        token, now = token_urlsafe(32), self.clock.now()
+        await uow.db.execute(
+            _ISSUE_TOKEN,
+            {
+                "token_hash": hash_token(token),
+                "purpose": purpose,
+                "user_id": user.id,
+                "created_at": now,
+                "expires_at": now + dt.timedelta(seconds=ttl),
+            },
         )
         return token
 
-    async def _live_token(self, uow: UnitOfWork, token: str, purpose: str) -> OneTimeToken | None:
-        """The token's row if it looks usable now: a hint only, a claim decides (bastion.db.claims)."""
-        row = await uow.db.scalar(
-            select(OneTimeToken).where(OneTimeToken.token_hash == hash_token(token), OneTimeToken.purpose == purpose)
-        )
+    async def _live_token(self, uow: UnitOfWork, token: str, purpose: str) -> Any | None:
+        """The token's row (id, user_id, …) if it looks usable now: a hint only, a claim decides (bastion.db.claims)."""
+        row = await uow.db.one(_LIVE_TOKEN, {"hashed": hash_token(token), "for_purpose": purpose})
         now = self.clock.now()
         if row is None or row.used_at is not None or row.attempts >= MFA_ATTEMPTS or row.expires_at <= now:
             return None

@@ -16,8 +16,7 @@ ALICE = "alice@example.com"
 
 
 async def tags(harness: Harness) -> list[str]:
-    async with harness.app.state.sessionmaker() as db:
-        return list(await db.scalars(select(AuditEvent.tag).order_by(AuditEvent.id)))
+    return [row.tag for row in await harness.app.state.db.all(select(AuditEvent.tag).order_by(AuditEvent.id))]
 
 
 async def test_register_verify_login_me(harness: Harness) -> None:
@@ -38,10 +37,8 @@ async def test_register_verify_login_me(harness: Harness) -> None:
 async def test_email_is_case_insensitive_and_unique(harness: Harness) -> None:
     await harness.register(ALICE)
     await harness.register("ALICE@Example.COM", verify=False)  # same 202, no second account
-    async with harness.app.state.sessionmaker() as db:
-        assert (
-            await db.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "auth:register")) == 1
-        )
+    registered = select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "auth:register")
+    assert await harness.app.state.db.value(registered) == 1
     assert (await harness.login("Alice@EXAMPLE.com"))["access_token"]
 
 
@@ -353,8 +350,7 @@ async def test_totp_secret_is_encrypted_at_rest(harness: Harness) -> None:
     secret, _ = await _enrol_totp(harness, tokens)
     from bastion.identity.models import User
 
-    async with harness.app.state.sessionmaker() as db:
-        stored = await db.scalar(select(User.totp_secret))
+    stored = await harness.app.state.db.value(select(User.totp_secret))
     assert stored is not None
     assert secret.encode() not in stored
 
@@ -389,15 +385,13 @@ async def test_hash_is_upgraded_at_sign_in_when_parameters_change(harness: Harne
     from bastion.security import Argon2Params, PasswordHasher
 
     await harness.user(ALICE)
-    async with harness.app.state.sessionmaker() as db:
-        before = await db.scalar(select(User.password_hash))
+    before = await harness.app.state.db.value(select(User.password_hash))
     assert before is not None
     assert "m=7168,t=1" in before
     stronger = PasswordHasher(Argon2Params(memory_cost_kib=8192, time_cost=2))
     harness.app.state.identity.hasher = AsyncHasher(stronger, 1)
     await harness.login(ALICE)
-    async with harness.app.state.sessionmaker() as db:
-        after = await db.scalar(select(User.password_hash))
+    after = await harness.app.state.db.value(select(User.password_hash))
     assert after is not None
     assert "m=8192,t=2" in after
     await harness.login(ALICE)  # the upgraded hash still verifies

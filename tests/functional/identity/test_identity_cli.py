@@ -115,8 +115,7 @@ def _users(data: Path) -> list[tuple[str, list[str]]]:
 
         services = build_services(load_settings(data), SystemClock())
         try:
-            async with services.sessionmaker() as db:
-                return [(u.email, u.role_names) for u in await services.identity.list_users(db)]
+            return [(user.email, roles) for user, roles in await services.identity.list_users(services.db)]
         finally:
             await services.close()
 

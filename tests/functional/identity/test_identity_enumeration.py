@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import update
 
 import bastion.identity.service as identity_service
+from bastion.db import Transaction, transaction
+from bastion.identity.models import User
 from harness import PASSWORD, Harness
 
 KNOWN, UNKNOWN, DISABLED = "known@example.com", "nobody@example.com", "disabled@example.com"
@@ -39,10 +41,8 @@ async def harness(harness: Harness) -> Harness:
     """The shared harness, with the known and the disabled account these tests compare."""
     await harness.register(KNOWN)
     await harness.register(DISABLED)
-    async with harness.app.state.sessionmaker() as db:
-        user = await harness.app.state.identity.by_email(db, DISABLED)
-        user.disabled = True
-        await db.commit()
+    async with transaction(harness.app.state.db) as tx:
+        assert await tx.execute(update(User).where(User.email == DISABLED).values(disabled=True)) == 1
     return harness
 
 
@@ -57,14 +57,28 @@ class Work:
 
 @contextmanager
 def recorded(harness: Harness) -> Iterator[Work]:
+    """Every statement the database runs (each passes through its compiled-statement
+    cache, ``bastion.db.statements``), every transaction it commits, and the calls
+    to the hashing and token functions."""
     work = Work()
-    engine = harness.app.state.engine.sync_engine
+    db = harness.app.state.db
+    compiled, begin = db.statements.compiled, db.begin
 
-    def statement(_conn: Any, _cursor: Any, text: str, *_: Any) -> None:
-        work.statements.append(" ".join(text.split()))
+    def statement(*args: Any) -> Any:
+        found = compiled(*args)
+        work.statements.append(" ".join(found.sql.split()))
+        return found
 
-    def commit(_conn: Any) -> None:
-        work.commits += 1
+    def committing() -> Transaction:
+        tx = begin()
+        close = tx.close
+
+        async def counted(*, commit: bool) -> None:
+            await close(commit=commit)
+            work.commits += commit
+
+        tx.close = counted  # type: ignore[method-assign]
+        return tx
 
     def counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def count(*args: Any, **kwargs: Any) -> Any:
@@ -79,13 +93,9 @@ def recorded(harness: Harness) -> Iterator[Work]:
             patch.setattr(identity_service, name, counting(name, getattr(identity_service, name)))
         for name in ("hash", "verify_and_update", "dummy_verify"):
             patch.setattr(hasher, name, counting(name, getattr(hasher, name)))
-        event.listen(engine, "before_cursor_execute", statement)
-        event.listen(engine, "commit", commit)
-        try:
-            yield work
-        finally:
-            event.remove(engine, "before_cursor_execute", statement)
-            event.remove(engine, "commit", commit)
+        patch.setattr(db.statements, "compiled", statement)
+        patch.setattr(db, "begin", committing)
+        yield work
 
 
 async def _work_of(harness: Harness, path: str, body: dict[str, str]) -> Work:
@@ -120,8 +130,7 @@ async def test_register_does_the_same_work_for_a_taken_and_a_free_address(harnes
     assert taken.calls["hash"] == 1
     assert any("Someone tried to register" in m["Subject"] for m in await harness.mails(KNOWN))
     assert any("Confirm your email" in m["Subject"] for m in await harness.mails("new@example.com"))
-    async with harness.app.state.sessionmaker() as db:
-        assert len(await harness.app.state.identity.list_users(db)) == 3
+    assert len(await harness.app.state.identity.list_users(harness.app.state.db)) == 3
 
 
 async def _median_times(

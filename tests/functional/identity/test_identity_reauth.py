@@ -24,8 +24,7 @@ CLIENT = ADDRESS
 
 
 async def tags(harness: Harness) -> list[str]:
-    async with harness.app.state.sessionmaker() as db:
-        return list(await db.scalars(select(AuditEvent.tag).order_by(AuditEvent.id)))
+    return [row.tag for row in await harness.app.state.db.all(select(AuditEvent.tag).order_by(AuditEvent.id))]
 
 
 async def lift_throttles(harness: Harness) -> None:
