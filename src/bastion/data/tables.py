@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,14 +235,25 @@ def _reindex(collection: str, was: str | None, now: str | None) -> Callable[[Ope
 # --- applying ----------------------------------------------------------------
 
 
+# The applied definitions, as a running server re-reads them (``DataService``).
+DEFINITIONS_SELECT = sa.select(DEFINITIONS.c.name, DEFINITIONS.c.definition)
+
+
 def read_definitions(connection: Connection, source: str | None = None) -> dict[str, CollectionSettings]:
-    """The applied definitions (of one source, or all)."""
-    query = sa.select(DEFINITIONS.c.name, DEFINITIONS.c.definition)
+    """The applied definitions (of one source, or all), for schema work on a SQLAlchemy connection."""
+    query = DEFINITIONS_SELECT
     if source is not None:
         query = query.where(DEFINITIONS.c.source == source)
-    return {
-        name: CollectionSettings.model_validate(_as_dict(definition)) for name, definition in connection.execute(query)
-    }
+    return parse_definitions(raw_definitions(connection.execute(query)))
+
+
+def raw_definitions(rows: Iterable[Any]) -> dict[str, Any]:
+    """(name, definition) rows as {name: the definition's JSON value}."""
+    return {name: _as_dict(definition) for name, definition in rows}
+
+
+def parse_definitions(raw: Mapping[str, Any]) -> dict[str, CollectionSettings]:
+    return {name: CollectionSettings.model_validate(definition) for name, definition in raw.items()}
 
 
 def _as_dict(definition: Any) -> Any:
