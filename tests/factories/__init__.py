@@ -26,4 +26,4 @@ ORIGIN = Origin(ip=None, request_id="factory", user_agent="tests/factories")
 def unit_of_work(app: FastAPI) -> AbstractAsyncContextManager[UnitOfWork]:
     """A unit of work on the running app's services (inside its lifespan)."""
     state = app.state
-    return open_unit_of_work(state.sessionmaker, ORIGIN, state.postman.deliver)
+    return open_unit_of_work(state.db, ORIGIN, state.postman.deliver)

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import select, update
 
 from bastion.access import Principal
 from bastion.access.models import Role
-from bastion.identity.models import User
+from bastion.db import transaction
 from factories import unit_of_work
 
 
-async def principal_of(app: FastAPI, user: User) -> Principal:
+async def principal_of(app: FastAPI, user: Any) -> Principal:
     """``user`` as a password session would present it (its roles' grants, no second factor)."""
-    async with app.state.sessionmaker() as db:
-        roles, permissions = await app.state.access.grants_of(db, user.id)
+    roles, permissions = await app.state.access.grants_of(app.state.db, user.id)
     return Principal(user_id=user.id, roles=roles, permissions=permissions, mfa=False)
 
 
 async def create_api_key(
     app: FastAPI,
-    owner: User,
+    owner: Any,
     *,
     scopes: Sequence[str] = ("records:*",),
     name: str = "tests",
@@ -41,8 +42,8 @@ async def grant(app: FastAPI, role: str, *permissions: str) -> None:
     Written to the model: ``AccessService.put_role`` records an admin's
     change and needs the acting admin, and this is setup with no actor.
     """
-    async with app.state.sessionmaker() as db:
-        found = await db.get(Role, role)
+    async with transaction(app.state.db) as tx:
+        found = await tx.one(select(Role.permissions).where(Role.name == role))
         assert found is not None, role
-        found.permissions = sorted({*found.permissions, *permissions})
-        await db.commit()
+        granted = sorted({*found.permissions, *permissions})
+        await tx.execute(update(Role).where(Role.name == role).values(permissions=granted))

@@ -22,6 +22,7 @@ from bastion.access.errors import MfaRequired, NoCredential, PermissionDenied
 from bastion.access.guard import Guard, Requirement, declare
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, Outcome, record_event
+from bastion.db import transaction
 from bastion.http.problems import Unauthorized
 from bastion.http.throttle import Throttle
 from bastion.uow import UnitOfWork, origin_of
@@ -49,8 +50,7 @@ async def optional_principal(request: Request) -> Principal | None:
 
 async def resolve_principal(request: Request, uow: UnitOfWork | None = None) -> Principal | None:
     """``optional_principal``; a handler that already has a unit of work passes
-    it, and a bearer token's session is then checked on that unit's connection
-    (one connection per request instead of two)."""
+    it, and a last-use time the lookup writes is then part of that transaction."""
     header = request.headers.get("authorization")
     if header is None:
         return None
@@ -61,16 +61,12 @@ async def resolve_principal(request: Request, uow: UnitOfWork | None = None) -> 
     state = request.app.state
     found: Principal
     try:
+        db = uow.db if uow is not None else state.db
         if token.startswith("bsk_"):
-            async with state.sessionmaker() as db:
-                found = await state.access.authenticate_key(db, token)
+            found = await state.access.authenticate_key(db, token)
         else:
             user_id, session_id = state.sessions.verify_access_token(token)
-            if uow is not None:
-                found = await state.access.for_access_token(await uow.db.connection(), user_id, session_id)
-            else:
-                async with state.engine.begin() as connection:
-                    found = await state.access.for_access_token(connection, user_id, session_id)
+            found = await state.access.for_access_token(db, user_id, session_id)
     except Unauthorized as refused:
         refused.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise
@@ -110,9 +106,9 @@ def require_mfa(permission: str) -> Requirement:
 
 async def _audit_denial(request: Request, caller: Principal, permission: str) -> None:
     state = request.app.state
-    async with state.sessionmaker() as db:
+    async with transaction(state.db) as tx:
         record_event(
-            db,
+            tx,
             state.clock,
             EventTag.ACCESS_DENIED,
             origin=origin_of(request),
@@ -120,4 +116,3 @@ async def _audit_denial(request: Request, caller: Principal, permission: str) ->
             actor_id=caller.user_id,
             details={"permission": permission, "path": request.url.path},
         )
-        await db.commit()

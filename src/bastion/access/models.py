@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.db import Base, UTCDateTime
@@ -42,3 +42,19 @@ class ApiKey(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Epoch(Base):
+    """A counter that database triggers raise on every change of what a cached value depends on.
+
+    ``principals`` rises with every change that can make a cached principal
+    wrong (a session revoked, a user disabled or removed, a role granted,
+    withdrawn or redefined, an API key revoked), whoever makes it: this
+    process, another worker, another instance, the command line, an
+    extension's SQL. See ``bastion.access.principals``.
+    """
+
+    __tablename__ = "epochs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from bastion.access import schemas
 from bastion.access.deps import require
-from bastion.access.models import ApiKey
 from bastion.access.permissions import Permission
 from bastion.access.principal import Principal
 from bastion.access.service import AccessService
@@ -24,7 +23,8 @@ def _service(request: Request) -> AccessService:
     return service
 
 
-def info(key: ApiKey) -> schemas.ApiKeyInfo:
+def info(key: Any) -> schemas.ApiKeyInfo:
+    """A key's public fields (``key``: a row with ApiKey's columns)."""
     return schemas.ApiKeyInfo(
         id=key.id,
         name=key.name,
@@ -51,8 +51,7 @@ async def create(body: schemas.NewApiKey, owner: Owner, request: Request) -> sch
 
 @router.get("")
 async def list_keys(owner: Owner, request: Request) -> list[schemas.ApiKeyInfo]:
-    async with request.app.state.sessionmaker() as db:
-        return [info(key) for key in await _service(request).keys_of(db, owner.user_id)]
+    return [info(key) for key in await _service(request).keys_of(request.app.state.db, owner.user_id)]
 
 
 @router.delete("/{key_id}", status_code=204, responses={404: {"description": "No such key"}})

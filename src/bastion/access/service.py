@@ -1,7 +1,7 @@
 """Roles, permissions and API keys.
 
-A principal's permissions are those of its roles, read on every request so a
-role change or a revoked key takes effect at once. An API key carries scopes
+A principal's permissions are those of its roles; a role change or a revoked
+key takes effect at the next request (``bastion.access.principals``). An API key carries scopes
 chosen at creation, a subset of its owner's permissions; at use it is granted
 only the scopes its owner still holds.
 """
@@ -11,16 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from bastion.access.errors import InvalidCredential, KeyLifetimeRefused, ScopeNotHeld, UnknownRole
 from bastion.access.models import ApiKey, Role, UserRole
 from bastion.access.permissions import OWN_ACCOUNT, grants
 from bastion.access.principal import Principal
+from bastion.access.principals import PrincipalCache, Remembered
 from bastion.audit import EventTag, record_event
 from bastion.clock import Clock
+from bastion.db.database import Database, Queries, Transaction, transaction
 from bastion.identity.models import User
 from bastion.security import constant_time_equals, hash_token, token_bytes, token_urlsafe
 from bastion.sessions.errors import InvalidSession
@@ -34,6 +36,16 @@ TOUCH_INTERVAL = dt.timedelta(minutes=1)
 
 
 # Built once: composing the statement per request cost more than running it.
+_GRANTS = (
+    select(User.disabled, UserRole.role, Role.permissions)
+    .select_from(User)
+    .outerjoin(UserRole, UserRole.user_id == User.id)
+    .outerjoin(Role, Role.name == UserRole.role)
+    .where(User.id == bindparam("user_id"))
+)
+_KEY = select(ApiKey).where(ApiKey.id == bindparam("key_id"))
+_TOUCH_KEY = update(ApiKey).where(ApiKey.id == bindparam("key_id")).values(last_used_at=bindparam("now"))
+_TOUCH_SESSION = update(Session).where(Session.id == bindparam("session_id")).values(last_used_at=bindparam("now"))
 _PRINCIPAL = (
     select(
         Session.user_id,
@@ -52,6 +64,13 @@ _PRINCIPAL = (
 )
 
 
+class HasId(Protocol):
+    """A user as any domain hands it over (a row, a dataclass): only its id matters here."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
 class AccessService:
     def __init__(
         self,
@@ -63,48 +82,51 @@ class AccessService:
         self.clock = clock
         self.key_lifetime = key_lifetime
         self.max_key_lifetime = max_key_lifetime
+        self.principals = PrincipalCache()
 
-    async def grants_of(self, db: AsyncSession, user_id: uuid.UUID) -> tuple[frozenset[str], frozenset[str]]:
+    async def grants_of(self, db: Queries, user_id: uuid.UUID) -> tuple[frozenset[str], frozenset[str]]:
         """The roles and permissions of an enabled user, in one query; InvalidCredential otherwise."""
-        rows = (
-            await db.execute(
-                select(User.disabled, UserRole.role, Role.permissions)
-                .select_from(User)
-                .outerjoin(UserRole, UserRole.user_id == User.id)
-                .outerjoin(Role, Role.name == UserRole.role)
-                .where(User.id == user_id)
-            )
-        ).all()
+        rows = await db.all(_GRANTS, {"user_id": user_id})
         if not rows or rows[0].disabled:
             raise InvalidCredential
         roles = frozenset(row.role for row in rows if row.role is not None)
         return roles, frozenset(p for row in rows if row.permissions for p in row.permissions)
 
-    async def for_access_token(
-        self, connection: AsyncConnection, user_id: uuid.UUID, session_id: uuid.UUID
-    ) -> Principal:
+    async def for_access_token(self, db: Queries, user_id: uuid.UUID, session_id: uuid.UUID) -> Principal:
         """The principal of a verified access token, if its session is live and its user enabled.
 
-        One statement joins the session, the user and the roles: this runs on
-        every authenticated request, so it reads the sessions table directly
-        instead of going through the sessions service.
+        Remembered (``bastion.access.principals``) until the next change that
+        concerns any principal; otherwise one statement joins the session,
+        the user and the roles.
         """
         now = self.clock.now()
-        rows = (await connection.execute(_PRINCIPAL, {"session_id": session_id})).all()
+        epoch = await self.principals.current_epoch(db)
+        known = self.principals.get(session_id, epoch)
+        if known is None:
+            known = await self._session_principal(db, session_id)
+            self.principals.put(session_id, epoch, known)
+        if known.owner != user_id or (known.expires_at is not None and known.expires_at <= now):
+            raise InvalidSession
+        if known.last_used_at is None or now - known.last_used_at > TOUCH_INTERVAL:
+            await self._touch(db, _TOUCH_SESSION, {"session_id": session_id, "now": now})
+            known.last_used_at = now
+        return known.principal
+
+    async def _session_principal(self, db: Queries, session_id: uuid.UUID) -> Remembered:
+        rows = await db.all(_PRINCIPAL, {"session_id": session_id})
         if not rows:
             raise InvalidSession
         live = rows[0]
-        if live.user_id != user_id or live.revoked_at is not None or live.expires_at <= now or live.disabled:
+        if live.revoked_at is not None or live.disabled:
             raise InvalidSession
-        if now - live.last_used_at > TOUCH_INTERVAL:  # committed by the caller's transaction
-            await connection.execute(update(Session).where(Session.id == session_id).values(last_used_at=now))
-        return Principal(
-            user_id=user_id,
+        principal = Principal(
+            user_id=live.user_id,
             roles=frozenset(row.role for row in rows if row.role is not None),
             permissions=frozenset(p for row in rows if row.permissions for p in row.permissions),
             mfa=live.mfa,
             session_id=session_id,
         )
+        return Remembered(principal, live.user_id, live.expires_at, live.last_used_at)
 
     # --- API keys -------------------------------------------------------
 
@@ -116,7 +138,7 @@ class AccessService:
         name: str,
         scopes: Sequence[str],
         expires_at: dt.datetime | None,
-    ) -> tuple[ApiKey, str]:
+    ) -> tuple[Any, str]:
         """A new key and its one-time full text ``bsk_<id>_<secret>``.
 
         Every key expires: without ``expires_at`` after ``key_lifetime``, and
@@ -134,39 +156,42 @@ class AccessService:
             )
         key_id = token_bytes(8).hex()
         secret = token_urlsafe(32)
-        key = ApiKey(
-            id=key_id,
-            user_id=owner.user_id,
-            name=name,
-            secret_hash=hash_token(secret),
-            scopes=sorted(set(scopes)),
-            created_at=now,
-            expires_at=expires_at,
-        )
-        uow.db.add(key)
+        key = {
+            "id": key_id,
+            "user_id": owner.user_id,
+            "name": name,
+            "secret_hash": hash_token(secret),
+            "scopes": sorted(set(scopes)),
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        created = await uow.db.changed(insert(ApiKey).returning(*ApiKey.__table__.c), key)
         record_event(
             uow.db,
             self.clock,
             EventTag.API_KEY_CREATE,
             origin=uow.origin,
             actor_id=owner.user_id,
-            details={"key_id": key_id, "scopes": key.scopes},
+            details={"key_id": key_id, "scopes": key["scopes"]},
         )
-        return key, f"{API_KEY_PREFIX}_{key_id}_{secret}"
+        return created, f"{API_KEY_PREFIX}_{key_id}_{secret}"
 
-    async def keys_of(self, db: AsyncSession, user_id: uuid.UUID | None) -> Sequence[ApiKey]:
+    async def keys_of(self, db: Queries, user_id: uuid.UUID | None) -> list[Any]:
+        """The live keys (of ``user_id``, or everyone's), as rows with ApiKey's columns."""
         query = select(ApiKey).where(ApiKey.revoked_at.is_(None)).order_by(ApiKey.created_at)
         if user_id is not None:
             query = query.where(ApiKey.user_id == user_id)
-        return (await db.scalars(query)).all()
+        return await db.all(query)
 
     async def revoke_key(
         self, uow: UnitOfWork, key_id: str, *, owner_id: uuid.UUID | None, actor_id: uuid.UUID
     ) -> bool:
-        key = await uow.db.get(ApiKey, key_id)
+        key = await uow.db.one(_KEY, {"key_id": key_id})
         if key is None or key.revoked_at is not None or (owner_id is not None and key.user_id != owner_id):
             return False
-        key.revoked_at = self.clock.now()
+        await uow.db.execute(
+            update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=self.clock.now())
+        )
         record_event(
             uow.db,
             self.clock,
@@ -180,14 +205,13 @@ class AccessService:
 
     async def revoke_keys_of(self, uow: UnitOfWork, user_id: uuid.UUID, *, reason: str) -> int:
         """Revoke every live key of ``user_id`` in one statement; how many there were."""
-        revoked = await uow.db.execute(
+        revoked = await uow.db.all(
             update(ApiKey)
             .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
             .values(revoked_at=self.clock.now())
             .returning(ApiKey.id)
-            .execution_options(synchronize_session=False)
         )
-        key_ids = sorted(revoked.scalars())
+        key_ids = sorted(row.id for row in revoked)
         if key_ids:
             record_event(
                 uow.db,
@@ -199,27 +223,39 @@ class AccessService:
             )
         return len(key_ids)
 
-    async def authenticate_key(self, db: AsyncSession, token: str) -> Principal:
-        """The principal of ``bsk_<id>_<secret>``; InvalidCredential for every failure."""
+    async def authenticate_key(self, db: Queries, token: str) -> Principal:
+        """The principal of ``bsk_<id>_<secret>``; InvalidCredential for every failure.
+
+        Remembered by the hash of the whole key text, like a session's.
+        """
+        now = self.clock.now()
+        epoch = await self.principals.current_epoch(db)
+        fingerprint = ("api-key", hash_token(token))
+        known = self.principals.get(fingerprint, epoch)
+        if known is None:
+            known = await self._key_principal(db, token)
+            self.principals.put(fingerprint, epoch, known)
+        if known.expires_at is not None and known.expires_at <= now:
+            raise InvalidCredential
+        if known.last_used_at is None or now - known.last_used_at > TOUCH_INTERVAL:
+            await self._touch(db, _TOUCH_KEY, {"key_id": known.principal.api_key_id, "now": now})
+            known.last_used_at = now
+        return known.principal
+
+    async def _key_principal(self, db: Queries, token: str) -> Remembered:
         prefix, _, rest = token.partition("_")
         key_id, _, secret = rest.partition("_")
         if prefix != API_KEY_PREFIX or not key_id or not secret or len(key_id) > 32:
             raise InvalidCredential
-        key = await db.get(ApiKey, key_id)
+        key = await db.one(_KEY, {"key_id": key_id})
         # Compare even when the key is unknown, so timing does not reveal ids.
         expected = key.secret_hash if key is not None else hash_token("")
         if not constant_time_equals(hash_token(secret), expected) or key is None:
             raise InvalidCredential
-        now = self.clock.now()
-        # A key made before every key had an expiry lives no longer than the maximum either.
-        expires_at = key.expires_at or key.created_at + self.max_key_lifetime
-        if key.revoked_at is not None or expires_at <= now:
+        if key.revoked_at is not None:
             raise InvalidCredential
         roles, held = await self.grants_of(db, key.user_id)
-        if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
-            key.last_used_at = now
-            await db.commit()
-        return Principal(
+        principal = Principal(
             user_id=key.user_id,
             roles=roles,
             # Only what the owner still holds: demoting the owner demotes the key.
@@ -228,22 +264,33 @@ class AccessService:
             mfa=False,
             api_key_id=key.id,
         )
+        # A key made before every key had an expiry lives no longer than the maximum either.
+        expires_at = key.expires_at or key.created_at + self.max_key_lifetime
+        return Remembered(principal, key.user_id, expires_at, key.last_used_at)
 
     # --- roles ----------------------------------------------------------
 
-    async def roles(self, db: AsyncSession) -> Sequence[Role]:
-        return (await db.scalars(select(Role).order_by(Role.name))).all()
+    async def _touch(self, db: Queries, statement: Any, params: dict[str, Any]) -> None:
+        """Write a last-use time: in the caller's transaction, or in one of its own."""
+        if isinstance(db, Transaction):
+            await db.execute(statement, params)
+        else:
+            async with transaction(cast(Database, db)) as tx:
+                await tx.execute(statement, params)
+
+    async def roles(self, db: Queries) -> list[Any]:
+        return await db.all(select(Role).order_by(Role.name))
 
     async def put_role(
         self, uow: UnitOfWork, name: str, permissions: Sequence[str], description: str, *, actor_id: uuid.UUID
-    ) -> Role:
+    ) -> Any:
         """Create or replace the role ``name``; its holders get the new permissions on their next request."""
-        role = await uow.db.get(Role, name)
-        if role is None:
-            role = Role(name=name, permissions=[], description="")
-            uow.db.add(role)
-        role.permissions = sorted(set(permissions))
-        role.description = description
+        values = {"name": name, "permissions": sorted(set(permissions)), "description": description}
+        changed = await uow.db.execute(update(Role).where(Role.name == name).values(values))
+        if not changed:
+            await uow.db.execute(insert(Role).values(values))
+        role = await uow.db.one(select(Role).where(Role.name == name))
+        assert role is not None  # noqa: S101 - written just above, in this transaction
         record_event(
             uow.db,
             self.clock,
@@ -254,23 +301,26 @@ class AccessService:
         )
         return role
 
-    async def check_roles(self, db: AsyncSession, names: Sequence[str]) -> None:
+    async def check_roles(self, db: Queries, names: Sequence[str]) -> None:
         """UnknownRole naming every one of ``names`` that is not defined.
 
         The one check behind every grant (admin API, ``bastion user create``
         and ``set-role``): a grant of a role nobody defined would hold no
         permission today and whatever a later role of that name is given.
         """
-        known = set(await db.scalars(select(Role.name).where(Role.name.in_(names))))
+        known = {row.name for row in await db.all(select(Role.name).where(Role.name.in_(names)))}
         if unknown := sorted(set(names) - known):
             raise UnknownRole(unknown)
 
     async def set_roles(
-        self, uow: UnitOfWork, user: User, names: Sequence[str], *, actor_id: uuid.UUID | None = None
+        self, uow: UnitOfWork, user: HasId, names: Sequence[str], *, actor_id: uuid.UUID | None = None
     ) -> None:
         """Make ``names`` the user's roles, or change nothing if one is unknown."""
         await self.check_roles(uow.db, names)
-        user.roles = [UserRole(role=name) for name in dict.fromkeys(names)]
+        await uow.db.execute(delete(UserRole).where(UserRole.user_id == user.id))
+        await uow.db.execute_many(
+            insert(UserRole), [{"user_id": user.id, "role": name} for name in dict.fromkeys(names)]
+        )
         record_event(
             uow.db,
             self.clock,

@@ -19,10 +19,10 @@ from bastion.db.types import UTCDateTime
 def open_database(url: str) -> Database:
     """The database of a SQLAlchemy-style URL (``sqlite+aiosqlite:///…``, ``postgresql+asyncpg://…``)."""
     if url.startswith("sqlite"):
-        from bastion.db.sqlite import SqliteDatabase  # noqa: PLC0415 - a backend loads only its own driver
+        from bastion.db.sqlite import SqliteDatabase
 
         return SqliteDatabase(url)
-    from bastion.db.postgres import PostgresDatabase  # noqa: PLC0415
+    from bastion.db.postgres import PostgresDatabase
 
     return PostgresDatabase(url)
 

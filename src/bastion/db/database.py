@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
@@ -52,7 +52,8 @@ class QueryBudgetExceeded(DatabaseUnavailable):
 class Queries(Protocol):
     """What a database and a transaction both answer."""
 
-    dialect: Dialect
+    @property
+    def dialect(self) -> Dialect: ...
 
     async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
         """The first row (a named tuple), or None."""
@@ -64,6 +65,7 @@ class Queries(Protocol):
         """The first column of the first row, or None."""
 
 
+@runtime_checkable
 class Transaction(Queries, Protocol):
     def defer(self, statement: ClauseElement, row: Mapping[str, Any]) -> None:
         """Run ``statement`` with ``row`` when the transaction commits (rows of one statement in one go)."""
@@ -82,7 +84,8 @@ class Transaction(Queries, Protocol):
 
 
 class Database(Queries, Protocol):
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def begin(self) -> Transaction:
         """A new transaction; end it with ``close``. ``transaction()`` is the usual way."""

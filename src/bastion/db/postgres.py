@@ -10,11 +10,11 @@ it back when it ends; reads outside a transaction borrow one per statement.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 from sqlalchemy import Connection, make_url
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -32,13 +32,13 @@ _AWAY = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, async
 async def _json_codecs(connection: asyncpg.Connection) -> None:
     """JSON columns in as the text SQLAlchemy's JSON type serialised, out parsed."""
     for name in ("json", "jsonb"):
-        await connection.set_type_codec(name, encoder=str, decoder=orjson.loads, schema="pg_catalog")
+        await connection.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog")
 
 
 class PostgresDatabase:
     def __init__(self, url: str, *, budget: float = STATEMENT_BUDGET_SECONDS) -> None:
         self.url = url
-        self.dialect = PGDialect_asyncpg()
+        self.dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
         self.statements = Statements(self.dialect)
         self.budget = budget
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -97,9 +97,10 @@ class PostgresDatabase:
 
     async def ping(self) -> bool:
         try:
-            return await (await self.pool()).fetchval("SELECT 1") == 1
+            answer: object = await (await self.pool()).fetchval("SELECT 1")
         except (DatabaseUnavailable, *_AWAY, asyncpg.PostgresError):
             return False
+        return answer == 1
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
 from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseGone, Params, QueryBudgetExceeded
-from bastion.db.statements import Statements
+from bastion.db.statements import Compiled, Statements
 from bastion.logging import get_logger
 
 log = get_logger("bastion.db")
@@ -172,7 +172,7 @@ class SqliteDatabase:
 
     def run(
         self, connection: sqlite3.Connection, budget: _Budget, statement: ClauseElement, params: Params
-    ) -> tuple[Any, list[Any], int]:
+    ) -> tuple[Compiled, list[Any], int]:
         """Run one statement to the end: (its compiled form, its raw rows, rows changed)."""
         compiled = self.statements.compiled(statement, params)
         budget.deadline = time.monotonic() + self.budget
@@ -329,9 +329,10 @@ class SqliteDatabase:
     async def ping(self) -> bool:
         try:
             self.file.check() if self._reader is not None else None
-            return self.reader.execute("SELECT 1").fetchone() == (1,)
+            answer: object = self.reader.execute("SELECT 1").fetchone()
         except (sqlite3.Error, DatabaseGone, OSError):
             return False
+        return answer == (1,)
 
     async def close(self) -> None:
         async with self._turn:
@@ -357,13 +358,13 @@ class SqliteTransaction:
 
     def _connection(self) -> tuple[sqlite3.Connection, _Budget]:
         if self._writer is not None:
-            return self._writer, self.db._writer_budget  # noqa: SLF001 - one module's two classes
-        return self.db.reader, self.db._reader_budget  # noqa: SLF001
+            return self._writer, self.db._writer_budget
+        return self.db.reader, self.db._reader_budget
 
     async def _writing(self) -> tuple[sqlite3.Connection, _Budget]:
         if self._writer is None:
             self._writer = await self.db.take_writer()
-        return self._writer, self.db._writer_budget  # noqa: SLF001
+        return self._writer, self.db._writer_budget
 
     async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
         compiled, rows, _ = self.db.run(*self._connection(), statement, params)

@@ -19,12 +19,15 @@ statement also works, compiled on first use and kept in a bounded cache.
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ClauseElement
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.compiler import SQLCompiler
 
 Convert = Callable[[Any], Any]
 # How many distinct compiled statements a process keeps (the prebuilt ones are
@@ -35,13 +38,16 @@ CACHE_SIZE = 2048
 class Compiled:
     """One statement as one dialect runs it."""
 
-    __slots__ = ("_binds", "_defaults", "_row", "_results", "columns", "sql", "statement")
+    __slots__ = ("_binds", "_defaults", "_results", "_row", "columns", "sql", "statement")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None) -> None:
-        compiled = statement.compile(
-            dialect=dialect,
-            column_keys=list(keys) if keys is not None else None,
-            compile_kwargs={"render_postcompile": True},
+        compiled = cast(
+            "SQLCompiler",
+            statement.compile(
+                dialect=dialect,
+                column_keys=list(keys) if keys is not None else None,
+                compile_kwargs={"render_postcompile": True},
+            ),
         )
         self.statement = statement  # held, so that the cache's id() key stays this statement's
         self.sql: str = compiled.string
@@ -50,23 +56,22 @@ class Compiled:
         for name in compiled.positiontup or ():
             bind = compiled.binds[name]
             default = _REQUIRED if bind.required or bind.callable else bind.value
-            self._binds.append((name, default, bind.type._cached_bind_processor(dialect)))  # noqa: SLF001
+            self._binds.append((name, default, bind.type._cached_bind_processor(dialect)))
         # Columns whose default Python computes (an INSERT's ``default=``, an UPDATE's ``onupdate=``).
         self._defaults: list[tuple[str, Callable[[], Any]]] = [
             (column.key, _default_of(column)) for column in (*compiled.insert_prefetch, *compiled.update_prefetch)
         ]
         if isinstance(statement, sa.Select):
             selected = list(statement.selected_columns)
-        elif isinstance(statement, sa.Insert | sa.Update | sa.Delete) and statement._returning:  # noqa: SLF001
+        elif isinstance(statement, sa.Insert | sa.Update | sa.Delete) and statement._returning:
             selected = list(statement.exported_columns)
         else:
             selected = []
         self.columns: tuple[str, ...] = tuple(column.key or f"column_{i}" for i, column in enumerate(selected))
         self._results: list[Convert | None] = [
-            column.type._cached_result_processor(dialect, None)  # noqa: SLF001
-            for column in selected
+            column.type._cached_result_processor(dialect, None) for column in selected
         ]
-        self._row = namedtuple("Row", self.columns, rename=True) if self.columns else tuple  # type: ignore[misc]
+        self._row: Callable[..., Any] = namedtuple("Row", self.columns, rename=True) if self.columns else tuple
 
     def parameters(self, values: Mapping[str, Any] | None) -> list[Any]:
         """The positional parameters for ``values`` (by name), converted for the driver."""
@@ -83,9 +88,11 @@ class Compiled:
 
     def row(self, raw: Iterable[Any]) -> Any:
         """A driver row as a named tuple (attribute access, ``_asdict()``)."""
-        return self._row(*(value if convert is None else convert(value) for convert, value in zip(self._results, raw, strict=True)))
+        return self._row(
+            *(value if convert is None else convert(value) for convert, value in zip(self._results, raw, strict=True))
+        )
 
-    def rows(self, raw: Iterable[Iterable[Any]]) -> list[Any]:
+    def rows(self, raw: Iterable[Sequence[Any]]) -> list[Any]:
         return [self.row(values) for values in raw]
 
 
@@ -102,7 +109,7 @@ def _default_of(column: sa.Column[Any]) -> Callable[[], Any]:
     if default is None or not isinstance(default, sa.ColumnDefault):
         raise sa.exc.ArgumentError(f"column {column.key!r} has a default that only SQLAlchemy's executor can run")
     if default.is_callable:
-        return lambda: default.arg(None)  # type: ignore[operator]
+        return lambda: default.arg(None)
     value = default.arg
     return lambda: value
 
@@ -131,7 +138,7 @@ class Statements:
 def _column_keys(statement: ClauseElement, values: Mapping[str, Any] | None) -> tuple[str, ...] | None:
     if values is None or not isinstance(statement, sa.Insert | sa.Update):
         return None
-    if statement._values or getattr(statement, "_multi_values", None):  # noqa: SLF001 - the values it was built with
+    if statement._values or getattr(statement, "_multi_values", None):
         return None
     table = statement.table
-    return tuple(sorted(key for key in values if key in table.c))  # type: ignore[union-attr]
+    return tuple(sorted(key for key in values if key in table.c))

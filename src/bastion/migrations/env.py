@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations over the async engine.
+"""Alembic environment: runs migrations as the database's schema work (``Database.run_sync``).
 
 The target is ``bastion.models``, the registry of every domain's tables, so
 ``alembic check`` and ``revision --autogenerate`` compare the whole schema.
@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from bastion.db.engine import create_engine
+from bastion.db import open_database
 from bastion.models import metadata, owned_by_migrations
 
 
@@ -56,12 +56,11 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_engine(context.config.attributes["url"])
+    db = open_database(context.config.attributes["url"])
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_run)
+        await db.run_sync(_run)
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 asyncio.run(_main())

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
 from bastion.db.claims import claim, compare_and_set
+from bastion.db.database import Queries, Transaction
 from bastion.security import InvalidToken, TokenSigner, hash_token, token_urlsafe
 from bastion.sessions.errors import InvalidSession
 from bastion.sessions.models import RefreshToken, Session
@@ -62,6 +62,7 @@ _REVOKE = (
     .values(revoked_at=bindparam("now"), revoke_reason=bindparam("reason"))
 )
 _NEW_TOKEN = insert(RefreshToken)
+_SESSION = select(Session).where(Session.id == bindparam("session_id"))
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,7 @@ class SessionService:
 
     async def open(self, uow: UnitOfWork, user_id: uuid.UUID, *, mfa: bool, user_agent: str) -> TokenPair:
         now, session_id = self.clock.now(), uuid.uuid4()
-        connection = await uow.db.connection()
-        await connection.execute(
+        await uow.db.execute(
             _NEW_SESSION,
             {
                 "id": session_id,
@@ -95,27 +95,23 @@ class SessionService:
             },
         )
         record_event(uow.db, self.clock, EventTag.LOGIN, origin=uow.origin, actor_id=user_id, details={"mfa": mfa})
-        return await self._issue(connection, session_id, user_id, mfa=mfa)
+        return await self._issue(uow.db, session_id, user_id, mfa=mfa)
 
     async def refresh(self, uow: UnitOfWork, refresh_token: str) -> TokenPair:
         """Rotate: claim ``refresh_token`` and issue a new pair; InvalidSession otherwise.
 
-        Core statements built once, on the unit of work's connection: this
-        runs for every client every few minutes, and the ORM's identity map
-        and flush cost more than the statements themselves.
+        Statements built once: this runs for every client every few minutes.
         """
-        connection, now = await uow.db.connection(), self.clock.now()
-        found = (await connection.execute(_TOKEN_AND_SESSION, {"token_hash": hash_token(refresh_token)})).first()
+        now = self.clock.now()
+        found = await uow.db.one(_TOKEN_AND_SESSION, {"token_hash": hash_token(refresh_token)})
         if found is None:
             record_event(uow.db, self.clock, EventTag.REFRESH, origin=uow.origin, outcome=Outcome.FAILURE)
             raise InvalidSession
         # Claim the token atomically: of two racing refreshes, one wins and
         # the other is treated as the reuse it is indistinguishable from.
-        if await claim(connection, _CLAIM, {"token_id": found.token_id, "now": now}) is None:
+        if await claim(uow.db, _CLAIM, {"token_id": found.token_id, "now": now}) is None:
             if found.revoked_at is None:
-                await connection.execute(
-                    _REVOKE, {"session_id": found.session_id, "now": now, "reason": "refresh_reuse"}
-                )
+                await uow.db.execute(_REVOKE, {"session_id": found.session_id, "now": now, "reason": "refresh_reuse"})
                 record_event(
                     uow.db,
                     self.clock,
@@ -128,9 +124,9 @@ class SessionService:
             raise InvalidSession
         if found.revoked_at is not None or found.expires_at <= now:
             raise InvalidSession
-        await connection.execute(_TOUCH, {"session_id": found.session_id, "now": now, "ip": uow.origin.ip or found.ip})
+        await uow.db.execute(_TOUCH, {"session_id": found.session_id, "now": now, "ip": uow.origin.ip or found.ip})
         record_event(uow.db, self.clock, EventTag.REFRESH, origin=uow.origin, actor_id=found.user_id)
-        return await self._issue(connection, found.session_id, found.user_id, mfa=found.mfa)
+        return await self._issue(uow.db, found.session_id, found.user_id, mfa=found.mfa)
 
     def verify_access_token(self, access_token: str) -> tuple[uuid.UUID, uuid.UUID]:
         """The (user id, session id) of a validly signed, unexpired access token.
@@ -145,22 +141,21 @@ class SessionService:
         except (InvalidToken, KeyError, ValueError):
             raise InvalidSession from None
 
-    async def list(self, db: AsyncSession, user_id: uuid.UUID) -> Sequence[Session]:
+    async def list(self, db: Queries, user_id: uuid.UUID) -> list[Any]:
+        """The live sessions of ``user_id``, newest first (rows with Session's columns)."""
         now = self.clock.now()
-        return (
-            await db.scalars(
-                select(Session)
-                .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
-                .order_by(Session.created_at.desc())
-            )
-        ).all()
+        return await db.all(
+            select(Session)
+            .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
+            .order_by(Session.created_at.desc())
+        )
 
     async def revoke(self, uow: UnitOfWork, session_id: uuid.UUID, *, user_id: uuid.UUID | None, reason: str) -> bool:
         """Revoke one session (of ``user_id``, when given); False if there is no such live session."""
-        session = await uow.db.get(Session, session_id)
+        session = await uow.db.one(_SESSION, {"session_id": session_id})
         if session is None or session.revoked_at is not None or (user_id is not None and session.user_id != user_id):
             return False
-        self._revoke(session, reason)
+        await uow.db.execute(_REVOKE, {"session_id": session_id, "now": self.clock.now(), "reason": reason})
         record_event(
             uow.db,
             self.clock,
@@ -185,8 +180,7 @@ class SessionService:
             query = query.where(Session.user_id == user_id)
         if keep is not None:
             query = query.where(Session.id != keep)
-        result = await uow.db.execute(query.execution_options(synchronize_session="fetch"))
-        count = int(result.rowcount)  # type: ignore[attr-defined]
+        count = await uow.db.execute(query)
         record_event(
             uow.db,
             self.clock,
@@ -197,18 +191,10 @@ class SessionService:
         )
         return count
 
-    def _revoke(self, session: Session, reason: str) -> None:
-        session.revoked_at = self.clock.now()
-        session.revoke_reason = reason
-
-    async def _issue(
-        self, connection: AsyncConnection, session_id: uuid.UUID, user_id: uuid.UUID, *, mfa: bool
-    ) -> TokenPair:
+    async def _issue(self, tx: Transaction, session_id: uuid.UUID, user_id: uuid.UUID, *, mfa: bool) -> TokenPair:
         now = self.clock.now()
         refresh = token_urlsafe(32)
-        await connection.execute(
-            _NEW_TOKEN, {"session_id": session_id, "token_hash": hash_token(refresh), "created_at": now}
-        )
+        await tx.execute(_NEW_TOKEN, {"session_id": session_id, "token_hash": hash_token(refresh), "created_at": now})
         access = self.signer.sign(
             {"sub": str(user_id), "sid": str(session_id), "amr": ["pwd", "otp"] if mfa else ["pwd"]},
             now=int(now.timestamp()),
