@@ -80,8 +80,7 @@ def _user(user: User) -> UserInfo:
 
 @router.get("/users")
 async def list_users(request: Request, caller: UsersRead) -> list[UserInfo]:
-    async with request.app.state.sessionmaker() as db:
-        return [_user(u) for u in await request.app.state.identity.list_users(db)]
+    return [_user(u) for u in await request.app.state.identity.list_users(request.app.state.db)]
 
 
 @router.patch("/users/{user_id}", responses={404: {"description": "No such user"}})
@@ -104,8 +103,7 @@ async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, call
 
 @router.get("/roles")
 async def list_roles(request: Request, caller: RolesRead) -> list[RoleInfo]:
-    async with request.app.state.sessionmaker() as db:
-        roles = await request.app.state.access.roles(db)
+    roles = await request.app.state.access.roles(request.app.state.db)
     return [RoleInfo(name=r.name, permissions=r.permissions, description=r.description) for r in roles]
 
 
@@ -125,8 +123,7 @@ async def put_role(
 
 @router.get("/api-keys")
 async def list_api_keys(request: Request, caller: KeysRead) -> list[ApiKeyInfo]:
-    async with request.app.state.sessionmaker() as db:
-        return [info(k) for k in await request.app.state.access.keys_of(db, None)]
+    return [info(k) for k in await request.app.state.access.keys_of(request.app.state.db, None)]
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, responses={404: {"description": "No such key"}})
@@ -184,7 +181,10 @@ async def put_collection(
 
 @router.delete(
     "/collections/{name}",
-    responses={409: {"description": "Declared in bastion.toml, or not forced"}},
+    responses={
+        404: {"description": "No such collection"},
+        409: {"description": "Declared in bastion.toml, or not forced"},
+    },
 )
 async def delete_collection(
     name: CollectionName, request: Request, caller: CollectionsWrite, force: bool = False

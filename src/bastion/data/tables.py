@@ -25,7 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.types import TypeDecorator
 
 from bastion.data.models import COLLECTION_TABLE_PREFIX, DEFINITIONS
 from bastion.db.types import UTCDateTime
@@ -46,10 +47,26 @@ def index_name(collection: str, column: str) -> str:
     return name if len(name) <= 63 else f"ix_c_{hash_token(name)[:24]}"
 
 
+class Number(TypeDecorator[float]):
+    """A double-precision float, which every driver hands back as a Python float.
+
+    Only so that ``bastion.db.statements`` can precompute the column's result
+    conversion: asyncpg's own float type decides its conversion from the
+    column's type code in a result, which a statement compiled ahead of any
+    result does not have (it raises). Drop it once the data layer handles that.
+    """
+
+    impl = sa.Double
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:
+        return None
+
+
 def _column_type(kind: FieldSettings) -> Any:
     types: dict[str, Any] = {
         "integer": sa.BigInteger(),
-        "number": sa.Double(),
+        "number": Number(),
         "boolean": sa.Boolean(),
         "datetime": UTCDateTime(),
         "json": sa.JSON(),

@@ -20,14 +20,13 @@ import httpx
 import pytest
 from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.access.deps import public
 from bastion.app import create_app
 from bastion.audit import EventTag, Origin, record_event
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
-from bastion.db import create_engine
+from bastion.db import open_database, transaction
 from bastion.instance import initialise
 from bastion.network.adminserver import ReloadingContext
 from bastion.network.ca import BastionCa, CaPaths
@@ -265,14 +264,12 @@ async def test_a_certificate_revoked_during_its_connection_gets_403(
 async def test_audit_event_details_carry_the_client_certificate(
     tmp_path: Path, origin: Origin, details: dict[str, Any]
 ) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+    db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(AuditEvent.__table__.create)
-        async with AsyncSession(engine) as db:
-            record_event(db, FrozenClock(), EventTag.ROLE_CHANGE, origin=origin, details={"role": "ops"})
-            await db.commit()
-            (event,) = (await db.scalars(select(AuditEvent))).all()
+        await db.run_sync(AuditEvent.__table__.create)
+        async with transaction(db) as tx:
+            record_event(tx, FrozenClock(), EventTag.ROLE_CHANGE, origin=origin, details={"role": "ops"})
+        (event,) = await db.all(select(AuditEvent))
         assert event.details == details
     finally:
-        await engine.dispose()
+        await db.close()
