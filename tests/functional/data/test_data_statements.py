@@ -77,15 +77,18 @@ async def test_a_list_statement_is_built_once_per_shape(data: DataHarness) -> No
     for priority in (1, 2, 3):
         listed = await data.client.get(f"{data.records('notes')}?priority.eq={priority}", headers=headers)
         assert [r["title"] for r in listed.json()["items"]] == [f"p{priority}"]
-    three = await data.client.get(f"{data.records('notes')}?priority.in=1&priority.in=2&priority.in=3", headers=headers)
+    three = await data.client.get(
+        f"{data.records('notes')}?priority.in=1&priority.in=2&priority.in=3&sort=priority", headers=headers
+    )
     four = await data.client.get(
-        f"{data.records('notes')}?priority.in=4&priority.in=5&priority.in=1&priority.in=2", headers=headers
+        f"{data.records('notes')}?priority.in=4&priority.in=5&priority.in=1&priority.in=2&sort=priority",
+        headers=headers,
     )
     assert [r["title"] for r in three.json()["items"]] == ["p1", "p2", "p3"]
     assert [r["title"] for r in four.json()["items"]] == ["p1", "p2", "p4", "p5"]
     assert set(collection._lists) == {
         ListShape(own=True, filters=(("priority", "eq", 1),), sort="id", cursor=None),
-        ListShape(own=True, filters=(("priority", "in", 4),), sort="id", cursor=None),
+        ListShape(own=True, filters=(("priority", "in", 4),), sort="priority", cursor=None),
     }
 
 
