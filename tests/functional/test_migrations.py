@@ -23,11 +23,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 
 import bastion
 from bastion import models
 from bastion.data.models import DEFINITIONS
-from bastion.db import create_engine
 from bastion.migrations import alembic_config, upgrade
 from bastion.settings import Settings
 

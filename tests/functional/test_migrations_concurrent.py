@@ -9,8 +9,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
-
-from bastion.db import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 
 INSTANCES = 4
 

@@ -47,7 +47,7 @@ def _access_token(config: Settings) -> str:
     async def sign_in() -> str:
         services = build_services(config, SystemClock())
         try:
-            async with open_unit_of_work(services.sessionmaker, Origin.cli(), services.postman.deliver) as uow:
+            async with open_unit_of_work(services.db, Origin.cli(), services.postman.deliver) as uow:
                 user = await services.identity.create_user(uow, "fuzz@example.com", PASSWORD, verified=True)
                 tokens = await services.sessions.open(uow, user.id, mfa=True, user_agent="schemathesis")
             return tokens.access_token

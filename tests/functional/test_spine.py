@@ -182,8 +182,7 @@ async def test_a_client_request_id_is_kept_apart_from_ours(
     assert ours != chosen
     assert len(ours) == 32
     assert response.json()["request_id"] == ours
-    async with app.state.engine.connect() as connection:
-        audited = (await connection.execute(sa.select(AuditEvent.request_id))).scalars().all()
+    audited = [row.request_id for row in await app.state.db.all(sa.select(AuditEvent.request_id))]
     assert audited
     assert chosen not in audited
     assert ours in audited

@@ -10,11 +10,12 @@ it back when it ends; reads outside a transaction borrow one per statement.
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 from sqlalchemy import Connection, make_url
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -32,7 +33,12 @@ _AWAY = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, async
 async def _json_codecs(connection: asyncpg.Connection) -> None:
     """JSON columns in as the text SQLAlchemy's JSON type serialised, out parsed."""
     for name in ("json", "jsonb"):
-        await connection.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog")
+        await connection.set_type_codec(name, encoder=str, decoder=orjson.loads, schema="pg_catalog")
+
+
+def _flat(bound: tuple[str, list[Any]]) -> list[Any]:
+    sql, arguments = bound
+    return [sql, *arguments]
 
 
 class PostgresDatabase:
@@ -43,10 +49,15 @@ class PostgresDatabase:
         self.budget = budget
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
         self._schema_engine: AsyncEngine | None = None
 
     async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:  # the first caller opens it; the rest wait for that one
+            if self._pool is not None:
+                return self._pool
             try:
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
@@ -63,12 +74,12 @@ class PostgresDatabase:
         self, connection: asyncpg.Connection | None, statement: ClauseElement, params: Params
     ) -> tuple[Compiled, list[Any]]:
         compiled = self.statements.compiled(statement, params)
-        arguments = compiled.parameters(params)
+        sql, arguments = compiled.bind(params)
         try:
             if connection is not None:
-                return compiled, await connection.fetch(compiled.sql, *arguments)
+                return compiled, await connection.fetch(sql, *arguments)
             pool = await self.pool()
-            return compiled, await pool.fetch(compiled.sql, *arguments)
+            return compiled, await pool.fetch(sql, *arguments)
         except asyncpg.QueryCanceledError:
             raise QueryBudgetExceeded from None
         except _AWAY as exc:
@@ -156,7 +167,7 @@ class PostgresTransaction:
         connection = await self._open()
         compiled = self.db.statements.compiled(statement, params)
         try:
-            status = await connection.execute(compiled.sql, *compiled.parameters(params))
+            status = await connection.execute(*_flat(compiled.bind(params)))
         except asyncpg.QueryCanceledError:
             raise QueryBudgetExceeded from None
         except _AWAY as exc:
@@ -170,7 +181,8 @@ class PostgresTransaction:
         connection = await self._open()
         compiled = self.db.statements.compiled(statement, rows[0])
         try:
-            await connection.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+            bound = [compiled.bind(row) for row in rows]
+            await connection.executemany(bound[0][0], [arguments for _, arguments in bound])
         except asyncpg.QueryCanceledError:
             raise QueryBudgetExceeded from None
         except _AWAY as exc:

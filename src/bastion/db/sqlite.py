@@ -113,9 +113,11 @@ class _Budget:
         return 1 if time.monotonic() > self.deadline else 0
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path | str, *, uri: bool = False) -> sqlite3.Connection:
     """A connection in WAL mode with durable commits; transactions are begun explicitly."""
-    connection = sqlite3.connect(path, timeout=WRITER_WAIT_SECONDS, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(
+        path, timeout=WRITER_WAIT_SECONDS, isolation_level=None, check_same_thread=False, uri=uri
+    )
     mode = str(connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
     if mode != "wal":
         connection.close()
@@ -177,7 +179,7 @@ class SqliteDatabase:
         compiled = self.statements.compiled(statement, params)
         budget.deadline = time.monotonic() + self.budget
         try:
-            cursor = connection.execute(compiled.sql, compiled.parameters(params))
+            cursor = connection.execute(*compiled.bind(params))
             rows = cursor.fetchall()
         except sqlite3.OperationalError as exc:
             if str(exc) == "interrupted":
@@ -317,6 +319,8 @@ class SqliteDatabase:
         """``work`` on SQLAlchemy's own connection (aiosqlite), while no transaction of ours writes."""
         await self._wait_turn()
         try:
+            if self._writer is None:
+                self._open()  # ours first, so the file is in WAL mode before anyone else writes
             if self._group_open:
                 await self._commit()
             if self._schema_engine is None:
@@ -393,7 +397,8 @@ class SqliteTransaction:
         compiled = self.db.statements.compiled(statement, rows[0])
         budget.deadline = time.monotonic() + self.db.budget
         try:
-            writer.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
+            bound = [compiled.bind(row) for row in rows]
+            writer.executemany(bound[0][0], [arguments for _, arguments in bound])
         except sqlite3.OperationalError as exc:
             if str(exc) == "interrupted":
                 raise QueryBudgetExceeded from None

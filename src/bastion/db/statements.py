@@ -38,7 +38,7 @@ CACHE_SIZE = 2048
 class Compiled:
     """One statement as one dialect runs it."""
 
-    __slots__ = ("_binds", "_defaults", "_results", "_row", "columns", "sql", "statement")
+    __slots__ = ("_binds", "_compiled", "_defaults", "_processors", "_results", "_row", "columns", "sql", "statement")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None) -> None:
         compiled = cast(
@@ -46,7 +46,6 @@ class Compiled:
             statement.compile(
                 dialect=dialect,
                 column_keys=list(keys) if keys is not None else None,
-                compile_kwargs={"render_postcompile": True},
             ),
         )
         self.statement = statement  # held, so that the cache's id() key stays this statement's
@@ -57,6 +56,11 @@ class Compiled:
             bind = compiled.binds[name]
             default = _REQUIRED if bind.required or bind.callable else bind.value
             self._binds.append((name, default, bind.type._cached_bind_processor(dialect)))
+        # An IN over a list is rendered per call, as SQLAlchemy itself does, one
+        # bound parameter per value (its post-compile step, kept for these only).
+        expanding = any(bind.expanding for bind in compiled.binds.values())
+        self._compiled = compiled if expanding else None
+        self._processors = {name: convert for name, _, convert in self._binds if convert is not None}
         # Columns whose default Python computes (an INSERT's ``default=``, an UPDATE's ``onupdate=``).
         self._defaults: list[tuple[str, Callable[[], Any]]] = [
             (column.key, _default_of(column)) for column in (*compiled.insert_prefetch, *compiled.update_prefetch)
@@ -66,28 +70,44 @@ class Compiled:
         elif isinstance(statement, sa.Insert | sa.Update | sa.Delete) and statement._returning:
             selected = list(statement.exported_columns)
         else:
-            selected = []
+            selected = []  # a text() statement: its rows are handed on as the driver made them
         self.columns: tuple[str, ...] = tuple(column.key or f"column_{i}" for i, column in enumerate(selected))
         self._results: list[Convert | None] = [
             column.type._cached_result_processor(dialect, None) for column in selected
         ]
         self._row: Callable[..., Any] = namedtuple("Row", self.columns, rename=True) if self.columns else tuple
 
-    def parameters(self, values: Mapping[str, Any] | None) -> list[Any]:
-        """The positional parameters for ``values`` (by name), converted for the driver."""
+    def bind(self, values: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+        """The SQL and its positional parameters for ``values`` (by name), converted for the driver."""
         given: Mapping[str, Any] = values or {}
         if self._defaults:
             given = {**{key: make() for key, make in self._defaults if key not in given}, **given}
+        if self._compiled is not None:
+            return self._expand(given)
         out = []
         for name, default, convert in self._binds:
             value = given.get(name, default)
             if value is _REQUIRED:
                 raise sa.exc.ArgumentError(f"a value is required for the parameter {name!r}")
             out.append(convert(value) if convert is not None and value is not None else value)
-        return out
+        return self.sql, out
+
+    def _expand(self, given: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        compiled = self._compiled
+        assert compiled is not None  # noqa: S101
+        expanded = compiled._process_parameters_for_postcompile(compiled.construct_params(dict(given)))
+        convert = {**self._processors, **expanded.processors}
+        out = []
+        for name in expanded.positiontup or ():
+            value = expanded.parameters[name]
+            process = convert.get(name)
+            out.append(process(value) if process is not None and value is not None else value)
+        return expanded.statement, out
 
     def row(self, raw: Iterable[Any]) -> Any:
         """A driver row as a named tuple (attribute access, ``_asdict()``)."""
+        if not self._results:
+            return tuple(raw)
         return self._row(
             *(value if convert is None else convert(value) for convert, value in zip(self._results, raw, strict=True))
         )

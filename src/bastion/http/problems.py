@@ -7,9 +7,10 @@ public title, so no handler decides ad hoc what a client may learn.
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from typing import Any
+
+import orjson
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -160,5 +161,5 @@ def for_status(status: int) -> Problem:
 
 def render(problem: Problem, request_id: str) -> tuple[bytes, dict[str, str]]:
     """Body bytes and headers of a problem response."""
-    body = json.dumps(problem.body(request_id), separators=(",", ":")).encode()
+    body = orjson.dumps(problem.body(request_id))
     return body, {"content-type": PROBLEM_JSON, **problem.headers}

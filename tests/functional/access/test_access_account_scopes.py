@@ -50,8 +50,7 @@ async def test_v8_2_1_a_records_key_cannot_touch_the_account(harness: Harness) -
 
     assert (await harness.client.get("/api/v1/me", headers=harness.bearer(alice))).status_code == 200
     assert (await harness.login(ALICE, PASSWORD))["access_token"]  # password unchanged, session alive
-    async with harness.app.state.sessionmaker() as db:
-        tags = list(await db.scalars(select(AuditEvent.tag)))
+    tags = [row.tag for row in await harness.app.state.db.all(select(AuditEvent.tag))]
     assert tags.count("access:denied") == len(attempts)
     assert "auth:password:change" not in tags
     assert "auth:totp:enrol" not in tags

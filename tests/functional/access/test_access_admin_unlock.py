@@ -30,9 +30,8 @@ async def test_v6_3_1_after_an_admin_unlock_the_owner_gets_in_at_once(
             await attacker.post("/api/v1/auth/login", json={"email": ALICE, "password": f"guess-{n:03d}"})
         signed_in = {"email": ALICE, "password": PASSWORD}
         assert (await owner.post("/api/v1/auth/login", json=signed_in)).status_code == 429
-        async with harness.app.state.sessionmaker() as db:
-            alice = await db.scalar(select(User).where(User.email == ALICE))
-            assert alice is not None
+        alice = await harness.app.state.db.one(select(User.id).where(User.email == ALICE))
+        assert alice is not None
         unlocked = await admin_client.patch(f"/admin/api/v1/users/{alice.id}", json={"disabled": False}, headers=admin)
         assert unlocked.status_code == 200
         assert (await owner.post("/api/v1/auth/login", json=signed_in)).status_code == 200

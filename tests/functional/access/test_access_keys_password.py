@@ -32,8 +32,8 @@ async def _key(harness: Harness, tokens: dict[str, str]) -> dict[str, str]:
 
 
 async def _revocations(harness: Harness) -> list[dict[str, object]]:
-    async with harness.app.state.sessionmaker() as db:
-        return list(await db.scalars(select(AuditEvent.details).where(AuditEvent.tag == EventTag.API_KEY_REVOKE)))
+    revoked = select(AuditEvent.details).where(AuditEvent.tag == EventTag.API_KEY_REVOKE)
+    return [row.details for row in await harness.app.state.db.all(revoked)]
 
 
 async def test_password_reset_revokes_every_api_key(harness: Harness) -> None:

@@ -10,13 +10,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bastion.access import Principal, check_routes, require
 from bastion.access.models import ApiKey
 from bastion.app import create_app
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
+from bastion.db import transaction
 from bastion.settings import Settings
 from harness import Harness
 
@@ -48,8 +49,7 @@ async def test_denied_admin_access_is_audited_without_success_events(
         "/admin/api/v1/roles/user", json={"permissions": ["*"]}, headers=harness.bearer(alice)
     )
     assert response.status_code == 403
-    async with harness.app.state.sessionmaker() as db:
-        tags = list(await db.scalars(select(AuditEvent.tag)))
+    tags = [row.tag for row in await harness.app.state.db.all(select(AuditEvent.tag))]
     assert "access:denied" in tags
     assert "admin:role:change" not in tags
 
@@ -97,8 +97,7 @@ async def test_api_key_lifecycle_scopes_and_revocation(harness: Harness) -> None
     assert "key" not in listed[0]
     from bastion.access.models import ApiKey
 
-    async with harness.app.state.sessionmaker() as db:
-        stored = await db.scalar(select(ApiKey.secret_hash))
+    stored = await harness.app.state.db.value(select(ApiKey.secret_hash))
     assert stored is not None
     assert key.split("_", 2)[2] not in stored
 
@@ -251,11 +250,8 @@ async def test_a_key_made_without_an_expiry_before_the_cap_still_expires(harness
     alice = await harness.login(ALICE)
     body = {"name": "legacy", "scopes": ["records:*"]}
     created = (await harness.client.post("/api/v1/me/api-keys", json=body, headers=harness.bearer(alice))).json()
-    async with harness.app.state.sessionmaker() as db:
-        key = await db.get(ApiKey, created["id"])
-        assert key is not None
-        key.expires_at = None  # as keys were stored before every key expired
-        await db.commit()
+    async with transaction(harness.app.state.db) as tx:  # as keys were stored before every key expired
+        assert await tx.execute(update(ApiKey).where(ApiKey.id == created["id"]).values(expires_at=None)) == 1
     as_key = {"authorization": f"Bearer {created['key']}"}
     harness.clock.advance(days=364)
     assert (await harness.client.get("/api/v1/collections/notes/records", headers=as_key)).status_code != 401

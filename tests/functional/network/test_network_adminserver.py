@@ -266,7 +266,7 @@ async def test_audit_event_details_carry_the_client_certificate(
 ) -> None:
     db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
     try:
-        await db.run_sync(AuditEvent.__table__.create)
+        await db.run_sync(AuditEvent.__table__.create)  # type: ignore[attr-defined]
         async with transaction(db) as tx:
             record_event(tx, FrozenClock(), EventTag.ROLE_CHANGE, origin=origin, details={"role": "ops"})
         (event,) = await db.all(select(AuditEvent))
