@@ -335,6 +335,7 @@ class Presenter:
         self.copied: list[tuple[str, int]] = []
         self.converted: list[tuple[str, int, Callable[[Any], Any]]] = []
         self.sealed: list[tuple[str, int]] = []
+        self._owner: tuple[uuid.UUID | None, str] = (None, "")
         for name, kind in collection.fields.items():
             if kind.type == "encrypted":
                 self.sealed.append((name, position[name]))
@@ -351,11 +352,17 @@ class Presenter:
 
     def __call__(self, row: Sequence[Any], sealer: FieldSealer, plaintext: Mapping[str, Any] | None = None) -> Record:
         """``row`` (in the table's column order); ``plaintext``: sealed values already known (just written)."""
-        record_id: uuid.UUID = row[0]
+        record_id = str(row[0])
         owner = row[1]
         out = self.empty.copy()
-        out["id"] = str(record_id)
-        out["owner"] = None if owner is None else str(owner)
+        out["id"] = record_id
+        if owner is not None:
+            # The rows of a list mostly share one owner: its text is made once.
+            known, text = self._owner
+            if owner != known:
+                text = str(owner)
+                self._owner = (owner, text)
+            out["owner"] = text
         out["created_at"] = row[2].isoformat()
         out["updated_at"] = row[3].isoformat()
         for name, i in self.copied:

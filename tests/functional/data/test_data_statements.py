@@ -98,3 +98,13 @@ async def test_deleting_an_unknown_collection_is_404(data: DataHarness, admin_cl
     assert response.status_code == 404
     with pytest.raises(CollectionNotFound):
         await data.app.state.data.define("nothing_here", None, origin=Origin.cli(), force=True)
+
+
+async def test_a_json_value_beyond_64_bits_is_answered_as_stored(data: DataHarness) -> None:
+    """Responses are encoded by orjson, which refuses such integers; the standard library takes over."""
+    big = 2**70
+    created = await data.create(data.alice, "things", {"extra": {"n": big}})
+    assert created["extra"] == {"n": big}
+    read = await data.client.get(f"{data.records('things')}/{created['id']}", headers=data.bearer(data.alice))
+    assert read.status_code == 200
+    assert read.json()["extra"] == {"n": big}
