@@ -11,9 +11,11 @@ import pytest
 from bastion.audit import Origin
 from bastion.data.errors import CollectionNotFound
 from bastion.data.schema import ListShape, new_record_id
+from bastion.data.service import DataService
 from bastion.db import transaction
 from bastion.db.sqlite import SqliteDatabase
 from bastion.security import token_bytes
+from bastion.settings import CollectionSettings
 from harness import DataHarness
 
 
@@ -108,3 +110,19 @@ async def test_a_json_value_beyond_64_bits_is_answered_as_stored(data: DataHarne
     read = await data.client.get(f"{data.records('things')}/{created['id']}", headers=data.bearer(data.alice))
     assert read.status_code == 200
     assert read.json()["extra"] == {"n": big}
+
+
+async def test_the_catalog_is_rebuilt_only_when_the_applied_definitions_change(data: DataHarness) -> None:
+    """The once-a-second look is one select; the same definitions keep the same catalog
+    (and its statements), a change made elsewhere builds a new one."""
+    service = data.app.state.data
+    catalog = service.catalog
+    await service.refresh()
+    assert service.catalog is catalog
+    other = DataService(clock=data.clock, db=data.app.state.db, sealer=service.sealer)  # another instance
+    memo = CollectionSettings.model_validate({"rules": {"read": "owner"}, "fields": {"text": {"type": "text"}}})
+    await other.define("memo", memo, origin=Origin.cli())
+    await service.refresh()
+    assert service.catalog is not catalog
+    assert service.catalog.version == catalog.version + 1
+    assert "memo" in service.catalog.collections
