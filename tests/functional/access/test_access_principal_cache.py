@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 
 from bastion.access.models import ApiKey, UserRole
 from bastion.access.service import AccessService
@@ -111,3 +111,26 @@ async def test_v7_4_1_no_request_after_a_revocation_is_served_under_concurrency(
     after = await asyncio.gather(*(harness.client.get(ME, headers=alice) for _ in range(20)))
     await asyncio.gather(*racing)
     assert {response.status_code for response in after} == {401}
+
+
+async def test_a_role_granted_to_a_signed_in_user_is_seen_and_sign_ups_forget_nothing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = counting(monkeypatch)
+    user = await harness.user("alice@example.com")
+    alice = harness.bearer(await harness.sign_in(user))
+    assert (await harness.client.get(ME, headers=alice)).status_code == 200
+    for n in range(3):  # new accounts get roles: nobody signed in is concerned
+        await harness.register(f"new{n}@example.com", verify=False)
+    assert (await harness.client.get(ME, headers=alice)).status_code == 200
+    assert len(lookups) == 1
+    outsider = open_database(harness.settings.sqlalchemy_url)
+    try:
+        async with transaction(outsider) as tx:
+            await tx.execute(insert(UserRole), {"user_id": user.id, "role": "admin"})
+    finally:
+        await outsider.close()
+    me = await harness.client.get(ME, headers=alice)
+    assert me.status_code == 200
+    assert len(lookups) == 2
+    assert "admin" in me.json()["roles"]
