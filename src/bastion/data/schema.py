@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from bastion.data.tables import BLIND_INDEX_SUFFIX, SERVER_FIELDS, build_table, indexed_column
+from bastion.data.tables import BLIND_INDEX_SUFFIX, SERVER_FIELDS, RecordUuid, build_table, indexed_column
 from bastion.data.validation import (
     DEFAULT_MAX_LENGTH,
     MAX_INDEXED_LENGTH,
@@ -137,8 +137,16 @@ class Collection:
         return sa.insert(self.table)
 
     @functools.cached_property
+    def selected(self) -> list[Any]:
+        """The columns a record is read with (the table's, in its order): ids as text (``RecordUuid``)."""
+        return [
+            sa.type_coerce(column, RecordUuid()).label(column.key) if isinstance(column.type, sa.Uuid) else column
+            for column in self.table.c
+        ]
+
+    @functools.cached_property
     def fetch_any(self) -> sa.Select[Any]:
-        return sa.select(self.table).where(self.table.c.id == sa.bindparam("id"))
+        return sa.select(*self.selected).where(self.table.c.id == sa.bindparam("id"))
 
     @functools.cached_property
     def fetch_own(self) -> sa.Select[Any]:
@@ -223,7 +231,7 @@ class Collection:
         if shape.cursor is not None:
             conditions.append(_after(table, key, descending, null=shape.cursor == "null"))
         limit = sa.bindparam("limit", type_=sa.Integer())
-        return sa.select(table).where(*conditions).order_by(*_order(table, key, descending)).limit(limit)
+        return sa.select(*self.selected).where(*conditions).order_by(*_order(table, key, descending)).limit(limit)
 
     def decide(self, op: RecordOp, caller: Principal | None) -> Verdict:
         """Whether ``caller`` may perform ``op``: unset rules deny (default deny).

@@ -63,6 +63,30 @@ class Number(TypeDecorator[float]):
         return None
 
 
+class RecordUuid(TypeDecorator[Any]):
+    """A record's id, owner or relation as records are read to be shown: the
+    driver's value, made text as cheaply as each driver allows.
+
+    SQLite keeps a UUID as 32 hex digits: they are cut into the canonical form
+    directly, instead of parsing a ``uuid.UUID`` that would only be turned
+    back into text (twice per row, and per relation). asyncpg's UUID is kept
+    as it comes; ``str`` makes it text. Used in the SELECT list only
+    (``Collection.selected``); WHERE clauses compare the plain columns.
+    """
+
+    impl = sa.Uuid
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        return _dashed if dialect.name == "sqlite" else None
+
+
+def _dashed(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+
+
 def _column_type(kind: FieldSettings) -> Any:
     types: dict[str, Any] = {
         "integer": sa.BigInteger(),
