@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from bastion.data.tables import BLIND_INDEX_SUFFIX, SERVER_FIELDS, RecordUuid, build_table, indexed_column
+from bastion.data.tables import (
+    BLIND_INDEX_SUFFIX,
+    SERVER_FIELDS,
+    RecordTime,
+    RecordUuid,
+    build_table,
+    indexed_column,
+)
 from bastion.data.validation import (
     DEFAULT_MAX_LENGTH,
     MAX_INDEXED_LENGTH,
@@ -39,6 +46,7 @@ from bastion.data.validation import (
     record_model,
     update_body_model,
 )
+from bastion.db.types import UTCDateTime
 from bastion.settings import CollectionSettings, ConfigError, FieldSettings, RecordOp
 
 if TYPE_CHECKING:
@@ -138,11 +146,17 @@ class Collection:
 
     @functools.cached_property
     def selected(self) -> list[Any]:
-        """The columns a record is read with (the table's, in its order): ids as text (``RecordUuid``)."""
-        return [
-            sa.type_coerce(column, RecordUuid()).label(column.key) if isinstance(column.type, sa.Uuid) else column
-            for column in self.table.c
-        ]
+        """The columns a record is read with (the table's, in its order): ids and times
+        as the text the API shows (``RecordUuid``, ``RecordTime``)."""
+        selected: list[Any] = []
+        for column in self.table.c:
+            if isinstance(column.type, sa.Uuid):
+                selected.append(sa.type_coerce(column, RecordUuid()).label(column.key))
+            elif isinstance(column.type, UTCDateTime):
+                selected.append(sa.type_coerce(column, RecordTime()).label(column.key))
+            else:
+                selected.append(column)
+        return selected
 
     @functools.cached_property
     def fetch_any(self) -> sa.Select[Any]:
@@ -348,7 +362,7 @@ class Presenter:
             if kind.type == "encrypted":
                 self.sealed.append((name, position[name]))
             elif kind.type == "datetime":
-                self.converted.append((name, position[name], _isoformat))
+                self.converted.append((name, position[name], _time_text))
             elif kind.type in {"relation", "url", "email"}:
                 self.converted.append((name, position[name], str))
             else:
@@ -371,8 +385,8 @@ class Presenter:
                 text = str(owner)
                 self._owner = (owner, text)
             out["owner"] = text
-        out["created_at"] = row[2].isoformat()
-        out["updated_at"] = row[3].isoformat()
+        out["created_at"] = _time_text(row[2])
+        out["updated_at"] = _time_text(row[3])
         for name, i in self.copied:
             out[name] = row[i]
         for name, i, convert in self.converted:
@@ -386,8 +400,9 @@ class Presenter:
         return out
 
 
-def _isoformat(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat()
+def _time_text(value: dt.datetime | str) -> str:
+    """A time as the API shows it: read rows carry it as text (``RecordTime``), rows just written as a datetime."""
+    return value if isinstance(value, str) else value.astimezone(dt.UTC).isoformat()
 
 
 def _order(table: sa.Table, key: str, descending: bool) -> list[Any]:

@@ -87,6 +87,36 @@ def _dashed(value: str | None) -> str | None:
     return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
 
 
+class RecordTime(TypeDecorator[Any]):
+    """A record's timestamp or datetime field as records are read to be shown:
+    ISO 8601 text in UTC, as ``datetime.isoformat`` writes it.
+
+    SQLite keeps a ``UTCDateTime`` as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC
+    (SQLAlchemy's storage format, microseconds always written): the text is
+    rewritten directly rather than parsed into a datetime only to be printed.
+    asyncpg hands over an aware datetime, printed in UTC. Used in the SELECT
+    list only (``Collection.selected``).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        return _iso_from_sqlite if dialect.name == "sqlite" else _iso_in_utc
+
+
+def _iso_from_sqlite(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.replace(" ", "T", 1)
+    # isoformat() leaves out a zero fraction.
+    return (text[:-7] if text.endswith(".000000") else text) + "+00:00"
+
+
+def _iso_in_utc(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat()
+
+
 def _column_type(kind: FieldSettings) -> Any:
     types: dict[str, Any] = {
         "integer": sa.BigInteger(),
