@@ -28,14 +28,13 @@ import uuid
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
 from identity import EMAIL, PASSWORD, free_port, pinned
 
 from bastion.clock import SystemClock
 from bastion.data.schema import Catalog, new_record_id
 from bastion.data.sealing import FieldSealer
-from bastion.data.tables import read_definitions
-from bastion.db import create_engine
+from bastion.data.tables import DEFINITIONS_SELECT, parse_definitions, raw_definitions
+from bastion.db import open_database, transaction
 from bastion.secrets import open_keyrings
 from bastion.security import BlindIndex, Encryptor, token_bytes
 from bastion.settings import load_settings
@@ -89,9 +88,10 @@ async def seed(data: Path, user_id: uuid.UUID, rows: int) -> None:
     settings = load_settings(data)
     rings = open_keyrings(settings)
     sealer = FieldSealer(Encryptor(rings.encryption), BlindIndex(rings.hmac))
-    engine = create_engine(settings.sqlalchemy_url)
-    async with engine.begin() as connection:
-        table = Catalog.build(await connection.run_sync(read_definitions)).collections["notes"].table
+    db = open_database(settings.sqlalchemy_url)
+    try:
+        catalog = Catalog.build(parse_definitions(raw_definitions(await db.all(DEFINITIONS_SELECT))))
+        insert = catalog.collections["notes"].insert
         now = SystemClock().now()
         for start in range(0, rows, 5000):
             batch = []
@@ -100,8 +100,10 @@ async def seed(data: Path, user_id: uuid.UUID, rows: int) -> None:
                 batch.append({"id": record_id, "owner": user_id, "created_at": now, "updated_at": now,
                               "title": f"note {i}", "body": "<p>body</p>", "priority": 1 + i % 5,
                               "secret": sealer.seal("notes", "secret", record_id, f"secret {i}")})  # fmt: skip
-            await connection.execute(sa.insert(table), batch)
-    await engine.dispose()
+            async with transaction(db) as tx:
+                await tx.execute_many(insert, batch)
+    finally:
+        await db.close()
 
 
 def main() -> None:  # noqa: PLR0915 - one straight script

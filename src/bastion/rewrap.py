@@ -22,16 +22,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bastion.data.schema import Catalog
 from bastion.data.sealing import field_aad
-from bastion.data.tables import read_definitions
-from bastion.db import create_engine
+from bastion.data.tables import DEFINITIONS_SELECT, parse_definitions, raw_definitions
+from bastion.db import Database, Transaction, open_database, transaction
 from bastion.identity.models import User, totp_secret_aad
 from bastion.network.ca import SealedKeyFile, sealed_key_file
 from bastion.secrets import Keyrings
@@ -56,6 +55,34 @@ class SealedColumn:
     @property
     def key(self) -> sa.ColumnElement[Any]:
         return self.table.c.id
+
+    # Its statements, built once per column. Parameters: ``limit``, and ``last``
+    # (the last id of the previous batch) for ``next_batch``.
+    @cached_property
+    def count(self) -> sa.Select[Any]:
+        return sa.select(sa.func.count()).select_from(self.table).where(self.table.c[self.column].is_not(None))
+
+    @cached_property
+    def first_batch(self) -> sa.Select[Any]:
+        column = self.table.c[self.column]
+        limit = sa.bindparam("limit", type_=sa.Integer())
+        return sa.select(self.key, column).where(column.is_not(None)).order_by(self.key).limit(limit)
+
+    @cached_property
+    def next_batch(self) -> sa.Select[Any]:
+        return self.first_batch.where(self.key > sa.bindparam("last", type_=self.key.type))
+
+    @cached_property
+    def replace(self) -> sa.Update:
+        """Compare-and-set: the new value only where the row still holds the one read (``_id``, ``_old``, ``_new``)."""
+        column = self.table.c[self.column]
+        return (
+            sa.update(self.table)
+            .where(
+                self.key == sa.bindparam("_id", type_=self.key.type), column == sa.bindparam("_old", type_=column.type)
+            )
+            .values({self.column: sa.bindparam("_new", type_=column.type)})
+        )
 
 
 @dataclass
@@ -82,24 +109,24 @@ def sealed_files(settings: Settings) -> list[SealedKeyFile]:
 
 
 async def rewrap_all(settings: Settings, rings: Keyrings, *, batch_size: int, report: Report) -> RewrapResult:
-    engine = create_engine(settings.sqlalchemy_url)
+    db = open_database(settings.sqlalchemy_url)
     try:
-        return await rewrap_engine(engine, rings, batch_size=batch_size, report=report, files=sealed_files(settings))
+        return await rewrap_database(db, rings, batch_size=batch_size, report=report, files=sealed_files(settings))
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def count_all(settings: Settings, rings: Keyrings) -> Counter[str]:
     """How many sealed values each kid protects (``CORRUPT`` for values with no readable kid)."""
-    engine = create_engine(settings.sqlalchemy_url)
+    db = open_database(settings.sqlalchemy_url)
     try:
-        return await count_engine(engine, rings, files=sealed_files(settings))
+        return await count_database(db, rings, files=sealed_files(settings))
     finally:
-        await engine.dispose()
+        await db.close()
 
 
-async def rewrap_engine(
-    engine: AsyncEngine,
+async def rewrap_database(
+    db: Database,
     rings: Keyrings,
     *,
     batch_size: int,
@@ -108,20 +135,15 @@ async def rewrap_engine(
 ) -> RewrapResult:
     encryptor, active = Encryptor(rings.encryption), rings.encryption.active_kid
     result = RewrapResult()
-    for place in await _columns(engine):
+    for place in await _columns(db):
 
-        async def rewrap_batch(connection: AsyncConnection, rows: Rows, place: SealedColumn = place) -> None:
+        async def rewrap_batch(tx: Transaction, rows: Rows, place: SealedColumn = place) -> None:
             for row_id, blob in rows:
                 new = _rewrapped(encryptor, active, blob, place.aad(row_id), result)
                 if new is not None:
-                    replaced = await connection.execute(
-                        sa.update(place.table)
-                        .where(place.key == row_id, place.table.c[place.column] == blob)
-                        .values({place.column: new})
-                    )
-                    result.rewrapped += int(replaced.rowcount)
+                    result.rewrapped += await tx.execute(place.replace, {"_id": row_id, "_old": blob, "_new": new})
 
-        await _walk(engine, place, batch_size, report, rewrap_batch)
+        await _walk(db, place, batch_size, report, rewrap_batch)
     for file in files:
         new = _rewrapped(encryptor, active, file.read(), file.aad, result)
         if new is not None:
@@ -130,48 +152,46 @@ async def rewrap_engine(
     return result
 
 
-async def count_engine(
-    engine: AsyncEngine,
+async def count_database(
+    db: Database,
     rings: Keyrings,
     *,
     files: Sequence[SealedKeyFile] = (),
 ) -> Counter[str]:
     encryptor, counts = Encryptor(rings.encryption), Counter[str]()
 
-    async def count_batch(_: AsyncConnection, rows: Rows) -> None:
+    async def count_batch(_: Transaction, rows: Rows) -> None:
         counts.update(_kid(encryptor, blob) for _, blob in rows)
 
-    for place in await _columns(engine):
-        await _walk(engine, place, 1000, lambda *_: None, count_batch)
+    for place in await _columns(db):
+        await _walk(db, place, 1000, lambda *_: None, count_batch)
     counts.update(_kid(encryptor, file.read()) for file in files)
     return counts
 
 
-async def _columns(engine: AsyncEngine) -> list[SealedColumn]:
-    async with engine.begin() as connection:
-        return sealed_columns(Catalog.build(await connection.run_sync(read_definitions)))
+async def _columns(db: Database) -> list[SealedColumn]:
+    return sealed_columns(Catalog.build(parse_definitions(raw_definitions(await db.all(DEFINITIONS_SELECT)))))
 
 
 async def _walk(
-    engine: AsyncEngine,
+    db: Database,
     place: SealedColumn,
     batch_size: int,
     report: Report,
-    visit: Callable[[AsyncConnection, Rows], Awaitable[None]],
+    visit: Callable[[Transaction, Rows], Awaitable[None]],
 ) -> None:
     """``visit`` the non-null values of ``place`` in id order, a batch per transaction."""
-    column = place.table.c[place.column]
-    async with engine.connect() as connection:
-        total = int(await connection.scalar(sa.select(sa.func.count()).where(column.is_not(None))) or 0)
+    total = int(await db.value(place.count) or 0)
     done, last = 0, None
     report(place.name, done, total)
     while True:
-        async with engine.begin() as connection:
-            query = sa.select(place.key, column).where(column.is_not(None)).order_by(place.key).limit(batch_size)
-            if last is not None:
-                query = query.where(place.key > last)
-            rows: Rows = [(row_id, blob) for row_id, blob in (await connection.execute(query)).all()]
-            await visit(connection, rows)
+        async with transaction(db) as tx:
+            if last is None:
+                found = await tx.all(place.first_batch, {"limit": batch_size})
+            else:
+                found = await tx.all(place.next_batch, {"limit": batch_size, "last": last})
+            rows: Rows = [(row_id, blob) for row_id, blob in found]
+            await visit(tx, rows)
         if not rows:
             return
         last = rows[-1][0]

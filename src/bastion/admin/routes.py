@@ -25,7 +25,7 @@ from bastion.settings import CollectionSettings
 from bastion.uow import origin_of, unit_of_work
 
 if TYPE_CHECKING:
-    from bastion.identity.models import User
+    from bastion.identity.models import Account
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin"])
 RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")]
@@ -67,11 +67,11 @@ class RoleBody(BaseModel):
     description: str = Field("", max_length=200)
 
 
-def _user(user: User) -> UserInfo:
+def _user(user: Account, roles: list[str]) -> UserInfo:
     return UserInfo(
         id=user.id,
         email=user.email,
-        roles=user.role_names,
+        roles=roles,
         disabled=user.disabled,
         email_verified=user.email_verified_at is not None,
         mfa_enabled=user.totp_enabled,
@@ -80,8 +80,7 @@ def _user(user: User) -> UserInfo:
 
 @router.get("/users")
 async def list_users(request: Request, caller: UsersRead) -> list[UserInfo]:
-    async with request.app.state.sessionmaker() as db:
-        return [_user(u) for u in await request.app.state.identity.list_users(db)]
+    return [_user(user, roles) for user, roles in await request.app.state.identity.list_users(request.app.state.db)]
 
 
 @router.patch("/users/{user_id}", responses={404: {"description": "No such user"}})
@@ -94,18 +93,17 @@ async def patch_user(user_id: uuid.UUID, body: UserPatch, request: Request, call
         if body.roles is not None:
             await state.access.set_roles(uow, user, body.roles, actor_id=caller.user_id)
         if body.disabled is True:
-            await state.identity.lock(uow, user, actor_id=caller.user_id)
+            user = await state.identity.lock(uow, user, actor_id=caller.user_id)
             await state.sessions.revoke_all(uow, user.id, reason="admin_lock")
         elif body.disabled is False:
-            await state.identity.unlock(uow, user, actor_id=caller.user_id)
+            user = await state.identity.unlock(uow, user, actor_id=caller.user_id)
             await restore_sign_in(state.rate_limiter, state.settings, user.email)
-        return _user(user)
+        return _user(user, await state.identity.roles_of(uow.db, user.id))
 
 
 @router.get("/roles")
 async def list_roles(request: Request, caller: RolesRead) -> list[RoleInfo]:
-    async with request.app.state.sessionmaker() as db:
-        roles = await request.app.state.access.roles(db)
+    roles = await request.app.state.access.roles(request.app.state.db)
     return [RoleInfo(name=r.name, permissions=r.permissions, description=r.description) for r in roles]
 
 
@@ -125,8 +123,7 @@ async def put_role(
 
 @router.get("/api-keys")
 async def list_api_keys(request: Request, caller: KeysRead) -> list[ApiKeyInfo]:
-    async with request.app.state.sessionmaker() as db:
-        return [info(k) for k in await request.app.state.access.keys_of(db, None)]
+    return [info(k) for k in await request.app.state.access.keys_of(request.app.state.db, None)]
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, responses={404: {"description": "No such key"}})
@@ -184,7 +181,10 @@ async def put_collection(
 
 @router.delete(
     "/collections/{name}",
-    responses={409: {"description": "Declared in bastion.toml, or not forced"}},
+    responses={
+        404: {"description": "No such collection"},
+        409: {"description": "Declared in bastion.toml, or not forced"},
+    },
 )
 async def delete_collection(
     name: CollectionName, request: Request, caller: CollectionsWrite, force: bool = False

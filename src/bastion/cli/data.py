@@ -179,16 +179,13 @@ def remove(
 
 
 async def _audit(settings: Settings, tag: EventTag, details: dict[str, object]) -> None:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from bastion.audit import Origin, record_event
     from bastion.clock import SystemClock
-    from bastion.db import create_engine
+    from bastion.db import open_database, transaction
 
-    engine = create_engine(settings.sqlalchemy_url)
+    db = open_database(settings.sqlalchemy_url)
     try:
-        async with engine.begin() as connection, AsyncSession(bind=connection) as db:
-            record_event(db, SystemClock(), tag, origin=Origin.cli(), details=details)
-            await db.commit()  # writes the event; the connection's transaction commits it
+        async with transaction(db) as tx:
+            record_event(tx, SystemClock(), tag, origin=Origin.cli(), details=details)
     finally:
-        await engine.dispose()
+        await db.close()

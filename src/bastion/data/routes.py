@@ -9,14 +9,15 @@ generated from per-collection routes that exist only for documentation.
 from __future__ import annotations
 
 import inspect
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
@@ -50,23 +51,33 @@ def _record_id(request: Request) -> uuid.UUID:
         ) from None
 
 
+def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``content`` as a JSON response, encoded by orjson."""
+    try:
+        body = orjson.dumps(content)
+    except orjson.JSONEncodeError:
+        # orjson refuses integers beyond 64 bits, which a json field may hold: the standard library encodes them.
+        body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
+
+
 async def _list(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
     page = await _data(request).list(uow, name, caller, request.query_params.multi_items())
-    return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
+    return _json({"items": page.items, "next_cursor": page.next_cursor})
 
 
 async def _create(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
     record = await _data(request).create(uow, name, caller, await request.body())
-    return JSONResponse(record, status_code=201, headers={"Location": f"{PREFIX}/{name}/records/{record['id']}"})
+    return _json(record, status_code=201, headers={"Location": f"{PREFIX}/{name}/records/{record['id']}"})
 
 
 async def _read(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
-    return JSONResponse(await _data(request).read(uow, name, caller, _record_id(request)))
+    return _json(await _data(request).read(uow, name, caller, _record_id(request)))
 
 
 async def _update(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:
     record = await _data(request).update(uow, name, caller, _record_id(request), await request.body())
-    return JSONResponse(record)
+    return _json(record)
 
 
 async def _delete(request: Request, uow: UnitOfWork, name: str, caller: Principal | None) -> Response:

@@ -10,6 +10,7 @@ nothing else.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from bastion.security import BlindIndex, Encryptor, aad_for
@@ -25,7 +26,7 @@ class FieldSealer:
     def seal(self, collection: str, field: str, record_id: uuid.UUID, value: str) -> bytes:
         return self._encryptor.encrypt(value.encode(), field_aad(collection, field, record_id))
 
-    def open(self, collection: str, field: str, record_id: uuid.UUID, blob: bytes) -> str:
+    def open(self, collection: str, field: str, record_id: uuid.UUID | str, blob: bytes) -> str:
         """The plaintext; raises InvalidCiphertext for a tampered, misplaced or unknown-key blob."""
         return self._encryptor.decrypt(blob, field_aad(collection, field, record_id)).decode()
 
@@ -33,6 +34,17 @@ class FieldSealer:
         return self._index.digest(value, f"records:{collection}.{field}")
 
 
-def field_aad(collection: str, field: str, record_id: uuid.UUID) -> bytes:
-    """The associated data a record's sealed field is bound to (its collection, field and record)."""
-    return aad_for(_LABEL, collection, field, str(record_id))
+def field_aad(collection: str, field: str, record_id: uuid.UUID | str) -> bytes:
+    """The associated data a record's sealed field is bound to (its collection, field and record).
+
+    ``aad_for(_LABEL, collection, field, str(record_id))``, written as the
+    field's prefix (computed once per field) followed by the record's part:
+    the encoding is a concatenation of length-prefixed parts, so the bytes are
+    the same, and a list decrypting many rows encodes only the ids.
+    """
+    return _field_prefix(collection, field) + aad_for(str(record_id))
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_prefix(collection: str, field: str) -> bytes:
+    return aad_for(_LABEL, collection, field)

@@ -4,7 +4,11 @@ Every operation decides access before touching a row, and a record the caller
 may not see is answered exactly like one that does not exist (ASVS V8.2.2).
 Every refusal is an audit event; so is every change, in the same transaction
 as the change. Queries are SQLAlchemy Core over the collection's table with
-bound parameters; the only names that reach SQL are declared field names.
+bound parameters, built once per collection (or per list shape) in
+``bastion.data.schema`` and run through ``bastion.db``; the only names that
+reach SQL are declared field names. Schema changes (collections defined or
+applied) run as SQLAlchemy operations in ``Database.run_sync``, their audit
+event in the same transaction as the DDL.
 """
 
 from __future__ import annotations
@@ -14,17 +18,16 @@ import base64
 import binascii
 import datetime as dt
 import json
+import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import sqlalchemy as sa
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import Connection
 
 from bastion.audit import EventTag, Origin, Outcome, record_event
 from bastion.clock import Clock
@@ -39,11 +42,21 @@ from bastion.data.errors import (
     RecordNotFound,
     RecordsForbidden,
 )
-from bastion.data.schema import Catalog, Collection, Verdict, check_relations, new_record_id
+from bastion.data.schema import Catalog, Collection, ListShape, Verdict, check_relations, in_size, new_record_id
 from bastion.data.sealing import FieldSealer
-from bastion.data.tables import BLIND_INDEX_SUFFIX, Plan, plan, read_definitions, run_plan, sources
+from bastion.data.tables import (
+    BLIND_INDEX_SUFFIX,
+    DEFINITIONS_SELECT,
+    Plan,
+    parse_definitions,
+    plan,
+    raw_definitions,
+    read_definitions,
+    run_plan,
+    sources,
+)
 from bastion.data.validation import query_value_type, unknown_parameter
-from bastion.db import create_engine
+from bastion.db import Database, DatabaseUnavailable, Transaction, open_database
 from bastion.http.handlers import locate
 from bastion.http.problems import NotReady, Unauthorized
 from bastion.logging import get_logger
@@ -61,6 +74,8 @@ log = get_logger(__name__)
 # instance's admin API), and a change must not wait for a restart. At most one
 # look per interval, however many requests (or random collection names) come.
 CATALOG_RELOAD_SECONDS = 1.0
+# What a failed catalog look means "the database is not serving now".
+_UNAVAILABLE = (DatabaseUnavailable, sqlite3.Error, OSError)
 
 Record = dict[str, Any]
 
@@ -72,32 +87,36 @@ class Page:
 
 
 class DataService:
-    def __init__(self, *, clock: Clock, engine: AsyncEngine, sealer: FieldSealer) -> None:
+    def __init__(self, *, clock: Clock, db: Database, sealer: FieldSealer) -> None:
         self.clock = clock
-        self.engine = engine
+        self.db = db
         self.sealer = sealer
         self.catalog = Catalog({})
-        self._definitions: dict[str, CollectionSettings] | None = None
+        self._raw: dict[str, Any] | None = None
         self._loaded_at = float("-inf")
 
     # --- the catalog ----------------------------------------------------
 
     async def refresh(self) -> None:
-        """Load the applied collection definitions; the catalog is rebuilt only
-        when they differ from the ones it was built from."""
-        async with self.engine.begin() as connection:
-            definitions = await connection.run_sync(read_definitions)
-        if definitions != self._definitions:
-            self.catalog = Catalog.build(definitions, self.catalog.version + 1)
-            self._definitions = definitions
+        """Look at the applied collection definitions; the catalog is rebuilt only
+        when they differ from the ones it was built from.
+
+        One small select on the database's reader (a row per collection); the
+        definitions are compared as the JSON they are stored as, so validating
+        them and building the catalog happen only after a change.
+        """
+        raw = raw_definitions(await self.db.all(DEFINITIONS_SELECT))
+        if raw != self._raw:
+            self.catalog = Catalog.build(parse_definitions(raw), self.catalog.version + 1)
+            self._raw = raw
         self._loaded_at = time.monotonic()
 
     async def start(self) -> None:
-        """Load the catalog at start-up; with the database down, start anyway (``/readyz``
-        says 503) and load it on the first request that needs it."""
+        """Load the catalog at start-up; with the database down (or not migrated yet),
+        start anyway (``/readyz`` says 503) and load it on the first request that needs it."""
         try:
             await self.refresh()
-        except (OSError, SQLAlchemyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any driver's error: logged, retried on the first request
             log.warning("collections not loaded", error=type(exc).__name__)
 
     async def collection(self, name: str) -> Collection:
@@ -106,7 +125,7 @@ class DataService:
             self._loaded_at = time.monotonic()  # before the await: one look, not one per waiting request
             try:
                 await self.refresh()
-            except (OSError, SQLAlchemyError):
+            except _UNAVAILABLE:
                 if name not in self.catalog.collections:
                     raise NotReady from None
                 # A known collection is served as last loaded; its own query meets the outage.
@@ -131,9 +150,12 @@ class DataService:
         false, and CollectionChangeRefused when it clashes with bastion.toml
         or with other collections.
         """
-        async with self.engine.begin() as connection:
-            current = await connection.run_sync(read_definitions)
-            owners = await connection.run_sync(sources)
+
+        def change(connection: Connection) -> Plan:
+            current = read_definitions(connection)
+            owners = sources(connection)
+            if definition is None and name not in current:
+                raise CollectionNotFound
             if owners.get(name, "api") != "api":
                 raise CollectionChangeRefused([f"{name} is declared in bastion.toml; change it there"])
             desired = {k: v for k, v in current.items() if k != name}
@@ -147,10 +169,11 @@ class DataService:
             changes = plan(before, {name: definition} if definition is not None else {})
             if changes.destructive and not force:
                 raise DataLossRefused([c.description for c in changes.destructive])
-            await connection.run_sync(lambda c: run_plan(c, changes, source="api", now=self.clock.now()))
-            async with AsyncSession(bind=connection) as db:
-                _audit_plan(db, self.clock, changes, origin, actor_id)
-                await db.commit()  # writes the event; the connection's transaction commits it
+            run_plan(connection, changes, source="api", now=self.clock.now())
+            _audit_plan(connection, self.clock, changes, origin, actor_id)
+            return changes
+
+        changes = await self.db.run_sync(change)
         await self.refresh()
         return changes
 
@@ -173,7 +196,8 @@ class DataService:
         }
         await uow.db.execute(collection.insert, row)
         self._audit(uow, EventTag.RECORD_CREATE, collection, "create", caller, record_id)
-        return self._present(collection, row, plaintext=values)
+        presenter = collection.presenter
+        return presenter(presenter.row(row), self.sealer, plaintext=values)
 
     async def read(self, uow: UnitOfWork, name: str, caller: Principal | None, record_id: uuid.UUID) -> Record:
         collection = await self.collection(name)
@@ -184,30 +208,29 @@ class DataService:
         self, uow: UnitOfWork, name: str, caller: Principal | None, record_id: uuid.UUID, body: bytes
     ) -> Record:
         collection = await self.collection(name)
-        row = dict(await self._fetch(uow, collection, "update", caller, record_id))
+        row = (await self._fetch(uow, collection, "update", caller, record_id))._asdict()
         data = _parse_body(collection.update_model, body)
         values = data.model_dump(include=data.model_fields_set)
         await self._check_relations(uow, collection, caller, values)
         changes = {"updated_at": self.clock.now(), **self._to_columns(collection, record_id, values)}
-        await uow.db.execute(sa.update(collection.table).where(collection.table.c.id == record_id).values(changes))
+        await uow.db.execute(collection.update, {"_record_id": record_id, **changes})
         self._audit(uow, EventTag.RECORD_UPDATE, collection, "update", caller, record_id)
-        return self._present_checked(uow, collection, caller, {**row, **changes}, plaintext=values)
+        merged = collection.presenter.row({**row, **changes})
+        return self._present_checked(uow, collection, caller, merged, plaintext=values)
 
     async def delete(self, uow: UnitOfWork, name: str, caller: Principal | None, record_id: uuid.UUID) -> None:
         collection = await self.collection(name)
         verdict = await self._admit(uow, collection, "delete", caller, record_id=record_id)
-        table = collection.table
-        statement = sa.delete(table).where(table.c.id == record_id)
         if verdict is Verdict.OWN_RECORDS and caller is not None:
-            statement = statement.where(table.c.owner == caller.user_id)
-        result = await uow.db.execute(statement)
-        if getattr(result, "rowcount", 0) == 0:
+            deleted = await uow.db.execute(collection.delete_own, {"id": record_id, "owner": caller.user_id})
+        else:
+            deleted = await uow.db.execute(collection.delete_any, {"id": record_id})
+        if deleted == 0:
             self._deny(uow, collection, "delete", caller, record_id)
             raise RecordNotFound
         # Relations have no foreign keys (see docs/collections.md): clear them here.
         for referrer, field in self.catalog.referrers(collection.name):
-            column = referrer.table.c[field]
-            await uow.db.execute(sa.update(referrer.table).where(column == record_id).values({field: None}))
+            await uow.db.execute(referrer.clear_relations[field], {"_target": record_id})
         self._audit(uow, EventTag.RECORD_DELETE, collection, "delete", caller, record_id)
 
     async def list(
@@ -216,24 +239,31 @@ class DataService:
         collection = await self.collection(name)
         verdict = await self._admit(uow, collection, "list", caller, record_id=None)
         params = _parse_query(collection, query)
-        table = collection.table
-        conditions: list[Any] = []
-        if verdict is Verdict.OWN_RECORDS and caller is not None:
-            conditions.append(table.c.owner == caller.user_id)
+        limit: int = params.limit  # type: ignore[attr-defined]
+        bound: dict[str, Any] = {"limit": limit + 1}
+        own = verdict is Verdict.OWN_RECORDS and caller is not None
+        if own and caller is not None:
+            bound["owner"] = caller.user_id
+        filters: list[tuple[str, str, int]] = []
         for key, value in params.model_dump(exclude={"limit", "cursor", "sort"}, exclude_none=True).items():
             field_name, op = key.rsplit("__", 1)
-            conditions.append(self._filter(collection, field_name, op, value))
+            filters.append((field_name, op, self._bind_filter(collection, len(filters), field_name, op, value, bound)))
         sort = params.sort or "id"  # type: ignore[attr-defined]
         key = sort.removeprefix("-")
-        descending = sort.startswith("-")
+        cursor: str | None = None
         if params.cursor is not None:  # type: ignore[attr-defined]
-            conditions.append(_after(collection, key, descending, _decode_cursor(collection, sort, params.cursor)))  # type: ignore[attr-defined]
-        limit: int = params.limit  # type: ignore[attr-defined]
-        statement = sa.select(table).where(*conditions).order_by(*_order(table, key, descending)).limit(limit + 1)
-        rows = (await uow.db.execute(statement)).mappings().all()
+            value, bound["c_id"] = _decode_cursor(collection, sort, params.cursor)  # type: ignore[attr-defined]
+            cursor = "value" if key == "id" or value is not None else "null"
+            if cursor == "value" and key != "id":
+                bound["c_value"] = value
+        statement = collection.list_statement(ListShape(own, tuple(filters), sort, cursor))
+        rows = await uow.db.all(statement, bound)
         items = [self._present_checked(uow, collection, caller, row) for row in rows[:limit]]
-        cursor = _encode_cursor(sort, rows[limit - 1], key) if len(rows) > limit else None
-        return Page(items, cursor)
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = _encode_cursor(sort, None if key == "id" else getattr(last, key), last.id)
+        return Page(items, next_cursor)
 
     # --- access ---------------------------------------------------------
 
@@ -258,12 +288,13 @@ class DataService:
 
     async def _fetch(
         self, uow: UnitOfWork, collection: Collection, op: RecordOp, caller: Principal | None, record_id: uuid.UUID
-    ) -> Mapping[Any, Any]:
+    ) -> Any:
+        """The row (a named tuple in the table's column order), if ``caller`` may ``op`` it."""
         verdict = await self._admit(uow, collection, op, caller, record_id=record_id)
-        own = verdict is Verdict.OWN_RECORDS and caller is not None
-        statement = collection.fetch_own if own else collection.fetch_any
-        parameters = {"id": record_id, "owner": caller.user_id if own and caller else None}
-        row: Mapping[Any, Any] | None = (await uow.db.execute(statement, parameters)).mappings().first()
+        if verdict is Verdict.OWN_RECORDS and caller is not None:
+            row = await uow.db.one(collection.fetch_own, {"id": record_id, "owner": caller.user_id})
+        else:
+            row = await uow.db.one(collection.fetch_any, {"id": record_id})
         if row is None:
             self._deny(uow, collection, op, caller, record_id)
             raise RecordNotFound
@@ -279,10 +310,13 @@ class DataService:
                 continue
             target = self.catalog.collections[str(kind.collection)]
             verdict = target.decide("read", caller)
-            statement = sa.select(target.table.c.id).where(target.table.c.id == value)
             if verdict is Verdict.OWN_RECORDS and caller is not None:
-                statement = statement.where(target.table.c.owner == caller.user_id)
-            if verdict not in (Verdict.ALLOW, Verdict.OWN_RECORDS) or await uow.db.scalar(statement) is None:
+                found = await uow.db.value(target.exists_own, {"id": value, "owner": caller.user_id})
+            elif verdict is Verdict.ALLOW:
+                found = await uow.db.value(target.exists_any, {"id": value})
+            else:
+                found = None
+            if found is None:
                 raise InvalidRecord.at(f"/{name}", "There is no such record.")
 
     def _deny(
@@ -344,67 +378,40 @@ class DataService:
         uow: UnitOfWork,
         collection: Collection,
         caller: Principal | None,
-        row: Mapping[Any, Any],
-        plaintext: Mapping[Any, Any] | None = None,
+        row: Sequence[Any],
+        plaintext: Mapping[str, Any] | None = None,
     ) -> Record:
+        """``row`` (in the table's column order) as the API shows it; a tampered value is a 500 and an event."""
         try:
-            return self._present(collection, row, plaintext)
+            return collection.presenter(row, self.sealer, plaintext)
         except InvalidCiphertext:
-            log.error("record failed its integrity check", collection=collection.name, record_id=str(row["id"]))
-            self._audit(uow, EventTag.RECORD_TAMPERED, collection, "read", caller, row["id"], outcome=Outcome.FAILURE)
+            log.error("record failed its integrity check", collection=collection.name, record_id=str(row[0]))
+            self._audit(uow, EventTag.RECORD_TAMPERED, collection, "read", caller, row[0], outcome=Outcome.FAILURE)
             raise CorruptRecord from None
 
-    def _present(
-        self, collection: Collection, row: Mapping[Any, Any], plaintext: Mapping[Any, Any] | None = None
-    ) -> Record:
-        """A row as JSON-ready values; encrypted fields decrypted (InvalidCiphertext if tampered)."""
-        record_id: uuid.UUID = row["id"]
-        out: Record = {
-            "id": str(record_id),
-            "owner": str(row["owner"]) if row["owner"] is not None else None,
-            "created_at": row["created_at"].isoformat(),
-            "updated_at": row["updated_at"].isoformat(),
-        }
-        for name, kind in collection.fields.items():
-            value = row[name]
-            if value is None:
-                out[name] = None
-            elif kind.type == "encrypted":
-                known = plaintext.get(name) if plaintext else None
-                out[name] = known if known is not None else self.sealer.open(collection.name, name, record_id, value)
-            elif kind.type == "datetime":
-                out[name] = value.astimezone(dt.UTC).isoformat()
-            elif kind.type in ("relation", "url", "email"):
-                out[name] = str(value)
-            else:
-                out[name] = value
-        return out
-
-    def _filter(self, collection: Collection, field_name: str, op: str, value: Any) -> Any:
+    def _bind_filter(  # noqa: PLR0917 - private, and every argument is a distinct fact
+        self, collection: Collection, i: int, field_name: str, op: str, value: Any, bound: dict[str, Any]
+    ) -> int:
+        """Put filter ``i``'s values into ``bound`` (as ``Collection.list_statement`` names them);
+        returns how many values its statement takes."""
         kind = collection.fields[field_name]
-        column = collection.table.c[field_name]
-        convert: Callable[[Any], Any] = lambda v: v  # noqa: E731 - the identity
-        if kind.type == "encrypted":
-            column = collection.table.c[field_name + BLIND_INDEX_SUFFIX]
-            convert = lambda v: self.sealer.digest(collection.name, field_name, v)  # noqa: E731
-        elif kind.type in ("url", "email"):
-            convert = str
+
+        def convert(v: Any) -> Any:
+            if kind.type == "encrypted":
+                return self.sealer.digest(collection.name, field_name, v)
+            return str(v) if kind.type in {"url", "email"} else v
+
         if op == "in":
-            return column.in_([convert(v) for v in value])
+            values = [convert(v) for v in value]
+            size = in_size(len(values))
+            values += [values[-1]] * (size - len(values))  # `x IN (a, b, b)` is `x IN (a, b)`
+            bound.update((f"f{i}_{j}", v) for j, v in enumerate(values))
+            return size
         if op == "prefix":
-            # substr rather than LIKE: the same exact, case-sensitive match on
-            # SQLite and PostgreSQL, and no wildcard characters to escape.
-            return sa.func.substr(column, 1, len(value)) == value
-        value = convert(value)
-        operations: dict[str, Callable[[Any, Any], Any]] = {
-            "eq": lambda c, v: c == v,
-            "ne": lambda c, v: c.is_distinct_from(v),
-            "lt": lambda c, v: c < v,
-            "lte": lambda c, v: c <= v,
-            "gt": lambda c, v: c > v,
-            "gte": lambda c, v: c >= v,
-        }
-        return operations[op](column, value)
+            bound[f"f{i}"], bound[f"f{i}_len"] = value, len(value)
+            return 1
+        bound[f"f{i}"] = convert(value)
+        return 1
 
 
 # --- parsing ---------------------------------------------------------------
@@ -441,37 +448,10 @@ def _parse_query(collection: Collection, query: Sequence[tuple[str, str]]) -> Ba
         raise InvalidQuery(extra={"errors": locate(errors)}) from None
 
 
-def _order(table: sa.Table, key: str, descending: bool) -> list[Any]:
-    if key == "id":
-        return [table.c.id.desc() if descending else table.c.id.asc()]
-    column = table.c[key]
-    if descending:
-        return [column.desc().nulls_last(), table.c.id.desc()]
-    return [column.asc().nulls_first(), table.c.id.asc()]
-
-
-def _after(collection: Collection, key: str, descending: bool, position: tuple[Any, uuid.UUID]) -> Any:
-    """Rows strictly after ``position`` in the order of ``_order`` (keyset pagination)."""
-    value, last_id = position
-    table = collection.table
-    beyond = table.c.id < last_id if descending else table.c.id > last_id
-    if key == "id":
-        return beyond
-    column = table.c[key]
-    if descending:  # NULLs come last
-        if value is None:
-            return sa.and_(column.is_(None), beyond)
-        return sa.or_(column < value, sa.and_(column == value, beyond), column.is_(None))
-    if value is None:  # NULLs come first
-        return sa.or_(sa.and_(column.is_(None), beyond), column.is_not(None))
-    return sa.or_(column > value, sa.and_(column == value, beyond))
-
-
-def _encode_cursor(sort: str, row: Mapping[Any, Any], key: str) -> str:
-    value = None if key == "id" else row[key]
+def _encode_cursor(sort: str, value: Any, last_id: uuid.UUID) -> str:
     if isinstance(value, dt.datetime):
         value = value.isoformat()
-    raw = json.dumps([sort, value, str(row["id"])], separators=(",", ":")).encode()
+    raw = json.dumps([sort, value, str(last_id)], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -495,7 +475,7 @@ def _decode_cursor(collection: Collection, sort: str, cursor: str) -> tuple[Any,
 
 
 async def apply_collections(
-    engine: AsyncEngine,
+    db: Database,
     desired: dict[str, CollectionSettings],
     *,
     clock: Clock,
@@ -507,9 +487,10 @@ async def apply_collections(
     Destructive changes (dropping a collection, a field or a field's values)
     raise DestructiveChanges unless ``force``; nothing is applied then.
     """
-    async with engine.begin() as connection:
-        applied = await connection.run_sync(read_definitions)
-        owners = await connection.run_sync(sources)
+
+    def apply(connection: Connection) -> Plan:
+        applied = read_definitions(connection)
+        owners = sources(connection)
         clash = sorted(name for name in desired if owners.get(name, "config") != "config")
         if clash:
             raise ConfigError(f"collections {', '.join(clash)} were defined through the admin API; rename them")
@@ -520,35 +501,47 @@ async def apply_collections(
             return changes
         if changes.destructive and not force:
             raise DestructiveChanges(changes.destructive)
-        await connection.run_sync(lambda c: run_plan(c, changes, source="config", now=clock.now()))
-        async with AsyncSession(bind=connection) as db:
-            _audit_plan(db, clock, changes, Origin.cli(), None)
-            await db.commit()  # writes the event; the connection's transaction commits it
-    return changes
+        run_plan(connection, changes, source="config", now=clock.now())
+        _audit_plan(connection, clock, changes, Origin.cli(), None)
+        return changes
+
+    return await db.run_sync(apply)
 
 
 def apply_configured(settings: Settings, clock: Clock, *, force: bool = False, dry_run: bool = False) -> Plan:
     """``apply_collections`` for synchronous callers (the CLI, ``bastion migrate``)."""
 
     async def run() -> Plan:
-        engine = create_engine(settings.sqlalchemy_url)
+        db = open_database(settings.sqlalchemy_url)
         try:
-            return await apply_collections(
-                engine, dict(settings.collections), clock=clock, force=force, dry_run=dry_run
-            )
+            return await apply_collections(db, dict(settings.collections), clock=clock, force=force, dry_run=dry_run)
         finally:
-            await engine.dispose()
+            await db.close()
 
     # Its own thread and loop, so it also works under a running loop (tests, embedding apps).
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, run()).result()
 
 
-def _audit_plan(db: AsyncSession, clock: Clock, changes: Plan, origin: Origin, actor_id: uuid.UUID | None) -> None:
+class _RightAway:
+    """``record_event``'s transaction for schema work: the event is inserted at
+    once, on the SQLAlchemy connection that runs the DDL, so it commits (or
+    rolls back) with the change it describes."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def defer(self, statement: Any, row: Mapping[str, Any]) -> None:
+        self.connection.execute(statement, dict(row))
+
+
+def _audit_plan(
+    connection: Connection, clock: Clock, changes: Plan, origin: Origin, actor_id: uuid.UUID | None
+) -> None:
     if changes.empty:
         return
     record_event(
-        db,
+        cast("Transaction", _RightAway(connection)),  # record_event only defers on it
         clock,
         EventTag.COLLECTIONS_CHANGE,
         origin=origin,

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.types import TypeDecorator
 
 from bastion.data.models import COLLECTION_TABLE_PREFIX, DEFINITIONS
 from bastion.db.types import UTCDateTime
@@ -46,10 +47,80 @@ def index_name(collection: str, column: str) -> str:
     return name if len(name) <= 63 else f"ix_c_{hash_token(name)[:24]}"
 
 
+class Number(TypeDecorator[float]):
+    """A double-precision float, which every driver hands back as a Python float.
+
+    Only so that ``bastion.db.statements`` can precompute the column's result
+    conversion: asyncpg's own float type decides its conversion from the
+    column's type code in a result, which a statement compiled ahead of any
+    result does not have (it raises). Drop it once the data layer handles that.
+    """
+
+    impl = sa.Double
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:
+        return None
+
+
+class RecordUuid(TypeDecorator[Any]):
+    """A record's id, owner or relation as records are read to be shown: the
+    driver's value, made text as cheaply as each driver allows.
+
+    SQLite keeps a UUID as 32 hex digits: they are cut into the canonical form
+    directly, instead of parsing a ``uuid.UUID`` that would only be turned
+    back into text (twice per row, and per relation). asyncpg's UUID is kept
+    as it comes; ``str`` makes it text. Used in the SELECT list only
+    (``Collection.selected``); WHERE clauses compare the plain columns.
+    """
+
+    impl = sa.Uuid
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        return _dashed if dialect.name == "sqlite" else None
+
+
+def _dashed(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+
+
+class RecordTime(TypeDecorator[Any]):
+    """A record's timestamp or datetime field as records are read to be shown:
+    ISO 8601 text in UTC, as ``datetime.isoformat`` writes it.
+
+    SQLite keeps a ``UTCDateTime`` as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC
+    (SQLAlchemy's storage format, microseconds always written): the text is
+    rewritten directly rather than parsed into a datetime only to be printed.
+    asyncpg hands over an aware datetime, printed in UTC. Used in the SELECT
+    list only (``Collection.selected``).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        return _iso_from_sqlite if dialect.name == "sqlite" else _iso_in_utc
+
+
+def _iso_from_sqlite(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.replace(" ", "T", 1)
+    # isoformat() leaves out a zero fraction.
+    return (text[:-7] if text.endswith(".000000") else text) + "+00:00"
+
+
+def _iso_in_utc(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat()
+
+
 def _column_type(kind: FieldSettings) -> Any:
     types: dict[str, Any] = {
         "integer": sa.BigInteger(),
-        "number": sa.Double(),
+        "number": Number(),
         "boolean": sa.Boolean(),
         "datetime": UTCDateTime(),
         "json": sa.JSON(),
@@ -235,14 +306,25 @@ def _reindex(collection: str, was: str | None, now: str | None) -> Callable[[Ope
 # --- applying ----------------------------------------------------------------
 
 
+# The applied definitions, as a running server re-reads them (``DataService``).
+DEFINITIONS_SELECT = sa.select(DEFINITIONS.c.name, DEFINITIONS.c.definition)
+
+
 def read_definitions(connection: Connection, source: str | None = None) -> dict[str, CollectionSettings]:
-    """The applied definitions (of one source, or all)."""
-    query = sa.select(DEFINITIONS.c.name, DEFINITIONS.c.definition)
+    """The applied definitions (of one source, or all), for schema work on a SQLAlchemy connection."""
+    query = DEFINITIONS_SELECT
     if source is not None:
         query = query.where(DEFINITIONS.c.source == source)
-    return {
-        name: CollectionSettings.model_validate(_as_dict(definition)) for name, definition in connection.execute(query)
-    }
+    return parse_definitions(raw_definitions(connection.execute(query)))
+
+
+def raw_definitions(rows: Iterable[Any]) -> dict[str, Any]:
+    """(name, definition) rows as {name: the definition's JSON value}."""
+    return {name: _as_dict(definition) for name, definition in rows}
+
+
+def parse_definitions(raw: Mapping[str, Any]) -> dict[str, CollectionSettings]:
+    return {name: CollectionSettings.model_validate(definition) for name, definition in raw.items()}
 
 
 def _as_dict(definition: Any) -> Any:

@@ -16,9 +16,9 @@ from harness import DataHarness
 NOTE = {"title": "Groceries", "body": "<p>milk</p>", "secret": "PIN 4711", "priority": 2}
 
 
-async def events(data: DataHarness, tag: str) -> list[AuditEvent]:
-    async with data.app.state.sessionmaker() as db:
-        return list(await db.scalars(select(AuditEvent).where(AuditEvent.tag == tag).order_by(AuditEvent.id)))
+async def events(data: DataHarness, tag: str) -> list[Any]:
+    """The events tagged ``tag``, oldest first (rows with AuditEvent's columns)."""
+    return await data.app.state.db.all(select(AuditEvent).where(AuditEvent.tag == tag).order_by(AuditEvent.id))
 
 
 async def test_owner_creates_reads_updates_lists_and_deletes(data: DataHarness) -> None:

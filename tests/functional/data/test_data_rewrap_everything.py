@@ -104,8 +104,7 @@ async def test_the_active_key_cannot_be_removed(data: DataHarness) -> None:
 async def test_every_binary_column_is_a_known_sealed_place(data: DataHarness) -> None:
     """Rewrap and the counts cover what sealed_columns lists: a binary column
     it does not name (a new sealed value nobody told rewrap about) fails here."""
-    async with data.app.state.engine.begin() as connection:
-        catalog = Catalog.build(await connection.run_sync(tables.read_definitions))
+    catalog = Catalog.build(await data.app.state.db.run_sync(tables.read_definitions))
     listed = {(place.table.name, place.column) for place in sealed_columns(catalog)}
     binary = {
         (table.name, column.name)
