@@ -82,7 +82,5 @@ def build_services(settings: Settings, clock: Clock) -> Services:
             key_lifetime=dt.timedelta(days=auth.api_key_default_days),
             max_key_lifetime=dt.timedelta(days=auth.api_key_max_days),
         ),
-        data=DataService(
-            clock=clock, db=db, sealer=FieldSealer(Encryptor(keys.encryption), BlindIndex(keys.hmac))
-        ),
+        data=DataService(clock=clock, db=db, sealer=FieldSealer(Encryptor(keys.encryption), BlindIndex(keys.hmac))),
     )

@@ -47,22 +47,6 @@ def index_name(collection: str, column: str) -> str:
     return name if len(name) <= 63 else f"ix_c_{hash_token(name)[:24]}"
 
 
-class Number(TypeDecorator[float]):
-    """A double-precision float, which every driver hands back as a Python float.
-
-    Only so that ``bastion.db.statements`` can precompute the column's result
-    conversion: asyncpg's own float type decides its conversion from the
-    column's type code in a result, which a statement compiled ahead of any
-    result does not have (it raises). Drop it once the data layer handles that.
-    """
-
-    impl = sa.Double
-    cache_ok = True
-
-    def result_processor(self, dialect: Dialect, coltype: object) -> None:
-        return None
-
-
 class RecordUuid(TypeDecorator[Any]):
     """A record's id, owner or relation as records are read to be shown: the
     driver's value, made text as cheaply as each driver allows.
@@ -120,7 +104,7 @@ def _iso_in_utc(value: dt.datetime | None) -> str | None:
 def _column_type(kind: FieldSettings) -> Any:
     types: dict[str, Any] = {
         "integer": sa.BigInteger(),
-        "number": Number(),
+        "number": sa.Double(),
         "boolean": sa.Boolean(),
         "datetime": UTCDateTime(),
         "json": sa.JSON(),

@@ -73,7 +73,7 @@ class Compiled:
             selected = []  # a text() statement: its rows are handed on as the driver made them
         self.columns: tuple[str, ...] = tuple(column.key or f"column_{i}" for i, column in enumerate(selected))
         self._results: list[Convert | None] = [
-            column.type._cached_result_processor(dialect, None) for column in selected
+            column.type._cached_result_processor(dialect, _type_code(column.type)) for column in selected
         ]
         self._row: Callable[..., Any] = namedtuple("Row", self.columns, rename=True) if self.columns else tuple
 
@@ -114,6 +114,20 @@ class Compiled:
 
     def rows(self, raw: Iterable[Sequence[Any]]) -> list[Any]:
         return [self.row(values) for values in raw]
+
+
+# PostgreSQL's type codes of float8 and numeric: what a result's column of a
+# Float or Numeric column will say. asyncpg's numeric types choose their
+# conversion by it, and a statement compiled ahead of any result must name it.
+_FLOAT8, _NUMERIC = 701, 1700
+
+
+def _type_code(kind: Any) -> int | None:
+    if isinstance(kind, sa.Float):
+        return _FLOAT8
+    if isinstance(kind, sa.Numeric):
+        return _NUMERIC
+    return None
 
 
 class _Required:

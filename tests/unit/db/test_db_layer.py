@@ -279,3 +279,18 @@ async def test_in_over_a_list_binds_one_parameter_per_value(db: Database) -> Non
     keys = [row.key for row in await db.all(sa.select(things.c.key))]
     by_key = sa.select(things.c.name).where(things.c.key.in_(keys[:2]))
     assert len(await db.all(by_key)) == 2  # each value converted as its column's type wants
+
+
+async def test_numbers_read_back_as_numbers(db: Database) -> None:
+    """asyncpg's numeric types pick their conversion by the result's type code, which
+    a statement compiled ahead of any result must name (float8, numeric)."""
+    numbers = sa.Table("layer_numbers", sa.MetaData(), sa.Column("x", sa.Double), sa.Column("d", sa.Numeric(10, 2)))
+    await db.run_sync(numbers.create)
+    try:
+        async with transaction(db) as tx:
+            await tx.execute(sa.insert(numbers), {"x": 2.5, "d": 1.25})
+        row = await db.one(sa.select(numbers))
+        assert row is not None
+        assert (row.x, float(row.d)) == (2.5, 1.25)
+    finally:
+        await db.run_sync(numbers.drop)
