@@ -52,8 +52,9 @@ NAMES = {
 }
 # The names of issue 12's table of targets.
 SHORT = {1: "1 login", 2: "2 refresh", 3: "3 read", 4: "4 create", 5: "5 list", 6: "6 under attack", 7: "7 soak"}
-# Creates (4) run after the list (5), so both lists see exactly the seeded rows.
-ORDER = (1, 2, 3, 5, 4, 6, 7)
+# Creates (4) run after the list (5), so both lists see exactly the seeded rows;
+# the soak (7) before the flood (6), whose wrong passwords lock the account.
+ORDER = (1, 2, 3, 5, 4, 7, 6)
 # Every throttle of the auth section, raised so the load generator measures the
 # work and not the limiter (scenario 6 restarts Bastion with the defaults).
 RAISED = {
