@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 EMAIL, PASSWORD = "bench@example.com", "tangerine-orbit-cascade-91"
 # Scenario 6's wrong passwords go to an account of their own: they lock it
-# (identity.lockout_*), and the other scenarios sign in again in the second pass.
+# (auth.lockout_*), and the other scenarios sign in again in the second pass.
 FLOODED = "flooded@example.com"
 NOTE = {"title": "bench", "body": "<p>hi <b>there</b></p>", "secret": "s3", "priority": 3}
 # Module prefixes (dotted, as imported) of each layer; the longest matching
