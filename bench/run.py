@@ -2,12 +2,14 @@
 side, with the bare-framework ceiling, the Argon2id bound and the fsync bound
 measured on the same machine in the same run.
 
-    .venv/bin/python bench/run.py [--seconds 10] [--scenarios 1,2,3,4,5,6] [--rows 100000]
+    .venv/bin/python bench/run.py [--seconds 10] [--scenarios 1,2,3,4,5,6] [--rows 100000] [--soak [SECONDS]]
 
 Both servers listen on 127.0.0.1 only, over plain HTTP (TLS is not what these
 scenarios measure), each in a temporary data dir that is deleted afterwards.
 Where `taskset` exists and there are two cores, the server under test is
-pinned to core 0 and wrk to core 1. Prints a table and writes
+pinned to core 0 and wrk to core 1. Prints a table of every measurement,
+then one summary row per target of BENCHMARKS.md (issue 12's table and
+scenario 1) with its ratio and ok/MISS, and writes
 bench/results/run-<time>.json. See bench/README.md.
 """
 
@@ -48,8 +50,11 @@ NAMES = {
     6: "6 wrong-password flood",
     7: "7 soak: read + list + create",
 }
-# Creates (4) run after the list (5), so both lists see exactly the seeded rows.
-ORDER = (1, 2, 3, 5, 4, 6, 7)
+# The names of issue 12's table of targets.
+SHORT = {1: "1 login", 2: "2 refresh", 3: "3 read", 4: "4 create", 5: "5 list", 6: "6 under attack", 7: "7 soak"}
+# Creates (4) run after the list (5), so both lists see exactly the seeded rows;
+# the soak (7) before the flood (6), whose wrong passwords lock the account.
+ORDER = (1, 2, 3, 5, 4, 7, 6)
 # Every throttle of the auth section, raised so the load generator measures the
 # work and not the limiter (scenario 6 restarts Bastion with the defaults).
 RAISED = {
@@ -57,6 +62,49 @@ RAISED = {
     for name in AuthSettings.model_fields
     if name.endswith(("_rate_per_ip", "_rate_per_account", "_rate"))
 }
+SOAK_QUICK = 120  # `--soak` without a value: a quick check, not the 10-minute soak
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of BENCHMARKS.md (issue 12's table and scenario 1), judged on Bastion's figures."""
+
+    key: str
+    scenario: int
+    goal: str  # as the summary states it
+    what: str  # after the value in a row of the table: "2.1 x PocketBase"
+    bound: float
+    upper: bool = False  # True when the target is a ceiling
+    unit: str = "ratio"  # how the summary prints a value: ratio, x, percent, growth, MiB, count
+
+    def met(self, value: float) -> bool:
+        return value <= self.bound if self.upper else value >= self.bound
+
+    def show(self, value: float) -> str:
+        formats = {"x": "{:.2f}" + TIMES, "percent": "{:.2%}", "growth": "{:+.2%}",
+                   "MiB": "{:.0f} MiB", "count": "{:.0f}"}  # fmt: skip
+        return formats.get(self.unit, "{:.3g}").format(value)
+
+
+GE, LE, TIMES = "\N{GREATER-THAN OR EQUAL TO}", "\N{LESS-THAN OR EQUAL TO}", "\N{MULTIPLICATION SIGN}"
+TARGETS = (
+    Target("login_hash", 1, f"{GE} 0.9 of the hash bound", "of the hash bound", 0.9),
+    Target("login_pb", 1, f"{GE} 1.0{TIMES} PocketBase", "x PocketBase", 1.0, unit="x"),
+    Target("refresh_pb", 2, f"{GE} 0.5{TIMES} PocketBase", "x PocketBase", 0.5, unit="x"),
+    Target("read_pb", 3, f"{GE} 2.0{TIMES} PocketBase", "x PocketBase", 2.0, unit="x"),
+    Target("read_bare", 3, f"{GE} 0.5 of the bare framework", "of bare framework", 0.5),
+    Target("create_pb", 4, f"{GE} 1.5{TIMES} PocketBase", "x PocketBase", 1.5, unit="x"),
+    Target("create_fsync", 4, f"{GE} 0.5 of the fsync bound", "of fsync bound", 0.5),
+    Target("list_pb", 5, f"{GE} 1.5{TIMES} PocketBase", "x PocketBase", 1.5, unit="x"),
+    Target("flood_reads", 6, f"reads under flood {GE} 0.8 of unloaded", "of unloaded", 0.8),
+    Target(
+        "flood_cost", 6, f"a throttled attempt {LE} 1 % of one hash", "of one Argon2id verify", 0.01, True, "percent"
+    ),
+    Target("soak_rss", 7, f"whole tree {LE} 150 MiB after warm-up", "MiB after warm-up", 150, True, "MiB"),
+    Target("soak_growth", 7, f"growth {LE} 5 % after warm-up", "RSS growth after warm-up", 0.05, True, "growth"),
+    Target("soak_5xx", 7, "zero 5xx", "5xx", 0, True, "count"),
+)
+BY_KEY = {target.key: target for target in TARGETS}
 NOTE = {"title": "bench", "body": "<p>hi <b>there</b></p>", "secret": "s3", "priority": 3}
 WRONG = "not-the-password-at-all-42"
 
@@ -210,6 +258,14 @@ class Bench:
         self.by_key: dict[tuple[str, int], dict[str, Any]] = {}
         self.records_api = True
         self.record_ids: dict[str, str] = {}
+        # target key -> (Bastion's value, the figures it comes from)
+        self.verdicts: dict[str, tuple[float, str]] = {}
+
+    def judge(self, row: Row, key: str, value: float, detail: str) -> None:
+        """Bastion's ``value`` for one target, shown on its row and kept for the summary."""
+        target = BY_KEY[key]
+        row.ratios.append((target.what, value, target.bound, target.upper))
+        self.verdicts[key] = (value, detail)
 
     def add(self, row: Row, scenario: int | None = None) -> Row:
         self.results.append(row)
@@ -341,10 +397,9 @@ class Bench:
             body=json.dumps({"identity": EMAIL, "password": PASSWORD}),
         )
         self.add(Row("PocketBase", NAMES[1], pb, note="bcrypt cost 10"), 1)
-        bastion.ratios = [
-            ("of the hash bound", bastion.figures["rps"] / self.bounds["argon2id_bound_per_s"], 0.9, False),
-            ("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False),
-        ]
+        ours, bound = bastion.figures["rps"], self.bounds["argon2id_bound_per_s"]
+        self.judge(bastion, "login_hash", ours / bound, f"{ours:.1f} logins/s, bound {bound:.1f}/s")
+        self.judge(bastion, "login_pb", ours / pb["rps"], f"{ours:.1f} vs {pb['rps']:.1f} logins/s")
 
     def s2(self) -> None:
         tokens = ",".join(self.bastion.login()["refresh_token"] for _ in range(4))
@@ -375,7 +430,8 @@ class Bench:
             tokens=tokens,
         )
         self.add(Row("PocketBase", NAMES[2], pb, note="stateless: the old token stays valid"), 2)
-        bastion.ratios = [("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False)]
+        ours = bastion.figures["rps"]
+        self.judge(bastion, "refresh_pb", ours / pb["rps"], f"{ours:.0f} vs {pb['rps']:.0f} refreshes/s")
 
     def bastion_notes(self, scenario: int, suffix: str, **env: str) -> Row | None:
         if not self.records_api:
@@ -397,26 +453,25 @@ class Bench:
         bastion = self.bastion_notes(3, f"/{self.record_ids.get('Bastion')}")
         pb = self.pb_notes(3, f"/{self.record_ids['PocketBase']}")
         if bastion:
-            bastion.ratios = [
-                ("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False),
-                ("of bare framework", bastion.figures["rps"] / self.bounds["bare_framework"]["rps"], 0.5, False),
-            ]
+            ours, bare = bastion.figures["rps"], self.bounds["bare_framework"]["rps"]
+            self.judge(bastion, "read_pb", ours / pb["rps"], f"{ours:.0f} vs {pb['rps']:.0f} reads/s")
+            self.judge(bastion, "read_bare", ours / bare, f"{ours:.0f} vs bare {bare:.0f} req/s")
 
     def s4(self) -> None:
         body = json.dumps(NOTE)
         bastion = self.bastion_notes(4, "", method="POST", body=body)
         pb = self.pb_notes(4, "", method="POST", body=self.pb.note_body())
         if bastion:
-            bastion.ratios = [
-                ("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False),
-                ("of fsync bound", bastion.figures["rps"] / self.bounds["fsync_bound_per_s"], 0.5, False),
-            ]
+            ours, fsync = bastion.figures["rps"], self.bounds["fsync_bound_per_s"]
+            self.judge(bastion, "create_pb", ours / pb["rps"], f"{ours:.0f} vs {pb['rps']:.0f} creates/s")
+            self.judge(bastion, "create_fsync", ours / fsync, f"{ours:.0f} vs fsync bound {fsync:.0f}/s")
 
     def s5(self) -> None:
         bastion = self.bastion_notes(5, "?priority.eq=3&limit=20")
         pb = self.pb_notes(5, "?filter=priority%3D3&perPage=20&skipTotal=1", note="skipTotal=1")
         if bastion:
-            bastion.ratios = [("x PocketBase", bastion.figures["rps"] / pb["rps"], 1.0, False)]
+            ours = bastion.figures["rps"]
+            self.judge(bastion, "list_pb", ours / pb["rps"], f"{ours:.0f} vs {pb['rps']:.0f} lists/s")
 
     def s6(self) -> None:
         """Legit reads alone, the flood alone, then both at once, for each system."""
@@ -432,23 +487,23 @@ class Bench:
             "Bastion",
             read,
             f"Bearer {token}",
-            f"{self.bastion.base}/api/v1/auth/login",
-            json.dumps({"email": EMAIL, "password": WRONG}),
-            self.bounds["argon2id_t_verify_ms"] / 1000,
-            "of one Argon2id verify",
+            login=f"{self.bastion.base}/api/v1/auth/login",
+            body=json.dumps({"email": EMAIL, "password": WRONG}),
+            one_hash_s=self.bounds["argon2id_t_verify_ms"] / 1000,
+            what="of one Argon2id verify",
         )
         login = self.by_key.get(("PocketBase", 1))
         self.flood(
             "PocketBase",
             f"{self.pb.base}/api/collections/notes/records/{self.record_ids['PocketBase']}",
             self.pb.login(EMAIL, PASSWORD),
-            f"{self.pb.base}/api/collections/users/auth-with-password",
-            json.dumps({"identity": EMAIL, "password": WRONG}),
-            SERVER_CORES / login["rps"] if login else 0.0,
-            "of one PocketBase login (scenario 1)",
+            login=f"{self.pb.base}/api/collections/users/auth-with-password",
+            body=json.dumps({"identity": EMAIL, "password": WRONG}),
+            one_hash_s=SERVER_CORES / login["rps"] if login else 0.0,
+            what="of one PocketBase login (scenario 1)",
         )
 
-    def flood(self, system: str, read: str, auth: str, login: str, body: str, one_hash_s: float, what: str) -> None:
+    def flood(self, system: str, read: str, auth: str, *, login: str, body: str, one_hash_s: float, what: str) -> None:
         seconds = self.seconds
         alone = wrk(read, seconds, connections=4, auth=auth)
         self.add(Row(system, "6 legit reads alone, c=4", alone))
@@ -456,15 +511,23 @@ class Bench:
         cost = SERVER_CORES / flood["rps"]
         note = f"statuses {answers(flood)}; {1000 * cost:.2f} ms of server core per attempt"
         row = self.add(Row(system, "6 flood alone, c=8, random XFF", flood, note=note))
-        if one_hash_s:
+        row.figures["cost_per_attempt_ms"] = 1000 * cost
+        if system == "Bastion":
+            detail = f"{1000 * cost:.3f} ms of server core per attempt, one verify {1000 * one_hash_s:.1f} ms"
+            self.judge(row, "flood_cost", cost / one_hash_s, detail)
+        elif one_hash_s:
             row.ratios = [(what, cost / one_hash_s, 0.01, True)]
-            row.figures["cost_per_attempt_ms"] = 1000 * cost
         attack = start_wrk(login, seconds + 2, "flood.lua", 8, body=body)
         time.sleep(1)
         loaded = wrk(read, seconds, connections=4, auth=auth)
         under = finish_wrk(attack)
-        ratio = [("of unloaded", loaded["rps"] / alone["rps"], 0.8, False)]
-        self.add(Row(system, "6 legit reads under flood, c=4", loaded, ratio))
+        row = Row(system, "6 legit reads under flood, c=4", loaded)
+        if system == "Bastion":
+            detail = f"{loaded['rps']:.0f} vs {alone['rps']:.0f} reads/s"
+            self.judge(row, "flood_reads", loaded["rps"] / alone["rps"], detail)
+        else:
+            row.ratios = [("of unloaded", loaded["rps"] / alone["rps"], 0.8, False)]
+        self.add(row)
         self.add(Row(system, "6 the flood meanwhile, c=8", under, note=f"statuses {answers(under)}"))
 
     def s7(self) -> None:
@@ -490,15 +553,15 @@ class Bench:
             start_wrk(f"{notes}?priority.eq=3&limit=20", self.soak, "call.lua", 2, auth=auth),
             start_wrk(notes, self.soak, "call.lua", 2, auth=auth, method="POST", body=json.dumps(NOTE)),
         ]
-        assert self.bastion.process is not None  # noqa: S101 - started above
-        samples: list[tuple[float, int]] = []
+        assert self.bastion.process is not None
+        samples: list[tuple[float, list[tuple[int, str, int]]]] = []
         started = time.monotonic()
         while any(load.poll() is None for load in loads):
-            samples.append((time.monotonic() - started, tree_rss(self.bastion.process.pid)))
-            time.sleep(5)
+            samples.append((time.monotonic() - started, tree_processes(self.bastion.process.pid)))
+            time.sleep(min(5, max(1, self.soak // 20)))
         results = [finish_wrk(load) for load in loads]
-        warm = next((rss for at, rss in samples if at >= self.soak / 5), samples[-1][1])
-        end = samples[-1][1]
+        warm_processes = next((tree for at, tree in samples if at >= self.soak / 5), samples[-1][1])
+        warm, end = sum(rss for *_, rss in warm_processes), sum(rss for *_, rss in samples[-1][1])
         statuses: dict[int, int] = {}
         for figures in results:
             for status, n in figures["statuses"].items():
@@ -514,16 +577,26 @@ class Bench:
                 "statuses": statuses,
                 "rss_after_warmup_mib": warm / 2**20,
                 "rss_end_mib": end / 2**20,
-                "rss_samples": samples,
+                "rss_samples": [(at, sum(rss for *_, rss in tree)) for at, tree in samples],
+                "processes_after_warmup": [
+                    {"pid": pid, "command": command, "rss_mib": rss / 2**20} for pid, command, rss in warm_processes
+                ],
+                "processes_end": [
+                    {"pid": pid, "command": command, "rss_mib": rss / 2**20} for pid, command, rss in samples[-1][1]
+                ],
             },
             note=f"RSS {warm / 2**20:.0f} MiB after warm-up, {end / 2**20:.0f} MiB at the end; statuses {statuses}",
         )
-        row.ratios = [("RSS growth after warm-up", (end - warm) / warm, 0.05, True), ("5xx", errors, 0, True)]
+        self.judge(row, "soak_rss", warm / 2**20, f"{warm / 2**20:.0f} MiB after {self.soak // 5} s of {self.soak} s")
+        self.judge(row, "soak_growth", (end - warm) / warm, f"{warm / 2**20:.0f} -> {end / 2**20:.0f} MiB")
+        self.judge(row, "soak_5xx", errors, f"{errors} of {requests} requests")
         self.add(row, 7)
+        each = ", ".join(f"{command} {rss / 2**20:.0f}" for _, command, rss in samples[-1][1])
+        self.notes.append(f"scenario 7: resident MiB per process at the end of the soak: {each}")
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory, in bytes, of a process and all its descendants (Linux /proc)."""
+def tree_processes(pid: int) -> list[tuple[int, str, int]]:
+    """(pid, command, resident bytes) of a process and all its descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -532,16 +605,30 @@ def tree_rss(pid: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(parent, []).append(int(entry.name))
-    total, pending = 0, [pid]
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
         pending.extend(children.get(current, []))
         try:
             status = (Path("/proc") / str(current) / "status").read_text()
+            argv = (Path("/proc") / str(current) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total
+        rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        found.append((current, command_of([arg.decode(errors="replace") for arg in argv if arg]), rss))
+    return sorted(found)
+
+
+def command_of(argv: list[str]) -> str:
+    """`bastion serve`, `bastion.network listener public`: the program without the interpreter and paths."""
+    words = [Path(argv[0]).name] if argv else []
+    for arg in argv[1:]:
+        if arg.startswith("--") or arg.isdigit():
+            break
+        words.append(Path(arg).name if "/" in arg else arg)
+    if words[:1] and words[0].startswith("python"):
+        words = [w for w in words[1:] if w != "-m"]
+    return " ".join(words) or "?"
 
 
 def answers(figures: dict[str, Any]) -> str:
@@ -582,17 +669,46 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def summary(verdicts: dict[str, tuple[float, str]], chosen: list[int]) -> str:
+    """Every target, in BENCHMARKS.md's order, with Bastion's value and ok/MISS (or why it has none)."""
+    lines = ["| scenario | target | Bastion | verdict | from |", "|---|---|---:|---|---|"]
+    met = 0
+    for target in TARGETS:
+        name = SHORT[target.scenario]
+        if target.key in verdicts:
+            value, detail = verdicts[target.key]
+            met += target.met(value)
+            verdict = "ok" if target.met(value) else "MISS"
+            lines.append(f"| {name} | {target.goal} | {target.show(value)} | {verdict} | {detail} |")
+        else:
+            why = "not measured" if target.scenario in chosen else "not run"
+            if target.scenario == 7 and 7 not in chosen:
+                why += " (--soak)"
+            lines.append(f"| {name} | {target.goal} |  | {why} |  |")
+    lines.append(f"\n{met} of {len(TARGETS)} targets met ({len(verdicts)} measured).")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="per measurement (default 10)")
     parser.add_argument(
         "--scenarios", default="1,2,3,4,5,6", help="comma-separated (default 1-6; 7 is the soak, run on request)"
     )
-    parser.add_argument("--soak", type=int, default=600, help="scenario 7's duration in seconds (default 600)")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        nargs="?",
+        const=SOAK_QUICK,
+        help=f"also run scenario 7 for SECONDS (alone: {SOAK_QUICK}, a quick check; "
+        "BENCHMARKS' soak is 600, the default when 7 is in --scenarios)",
+    )
     parser.add_argument("--rows", type=int, default=100_000, help="rows seeded for scenario 5 (default 100000)")
     args = parser.parse_args()
-    chosen = sorted({int(s) for s in args.scenarios.split(",")} & set(NAMES))
+    chosen = sorted(({int(s) for s in args.scenarios.split(",")} | ({7} if args.soak else set())) & set(NAMES))
+    soak = args.soak or 600
     info = machine()
+    load = os.getloadavg()
     print(f"machine: {info['nproc']} cores, {info['cpu']}, {info['memory_gib']} GiB; {info['pinning']}")
     print(
         "Bastion's throttles are raised for scenarios 1-5 so wrk is not rate limited: "
@@ -600,7 +716,7 @@ def main() -> None:
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        bench = Bench(args.seconds, args.rows, Path(tmp), args.soak)
+        bench = Bench(args.seconds, args.rows, Path(tmp), soak)
         try:
             bench.measure_bounds()
             bench.start(chosen)
@@ -616,16 +732,40 @@ def main() -> None:
     print(table(rows))
     for note in bench.notes:
         print(f"- {note}")
-    print(f"({time.monotonic() - started:.0f} s)")
+    loads = {"start": load, "end": os.getloadavg()}
+    print(
+        f"({time.monotonic() - started:.0f} s; load average {loads['start'][0]:.2f} at the start, "
+        f"{loads['end'][0]:.2f} at the end: other work on this machine disturbs the figures)"
+    )
+    print()
+    print("Targets (BENCHMARKS.md; issue 12):")
+    print()
+    print(summary(bench.verdicts, chosen))
     result = {
         "machine": info,
         "seconds_per_measurement": args.seconds,
         "scenarios": chosen,
+        "soak_seconds": soak if 7 in chosen else None,
+        "load_average": loads,
         "throttles_raised_for_1_to_5": RAISED,
         "bounds": bench.bounds,
         "notes": bench.notes,
         "rows": [{**asdict(row), "ratio_text": row.ratio_text()} for row in rows],
         "table_markdown": table(rows),
+        "summary": [
+            {
+                "key": t.key,
+                "scenario": t.scenario,
+                "target": t.goal,
+                "bound": t.bound,
+                "upper": t.upper,
+                "value": bench.verdicts[t.key][0] if t.key in bench.verdicts else None,
+                "met": t.met(bench.verdicts[t.key][0]) if t.key in bench.verdicts else None,
+                "from": bench.verdicts[t.key][1] if t.key in bench.verdicts else "",
+            }
+            for t in TARGETS
+        ],
+        "summary_markdown": summary(bench.verdicts, chosen),
     }
     out = ROOT / "results" / f"run-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
