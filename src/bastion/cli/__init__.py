@@ -156,8 +156,8 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     refused = [f for f in findings if f.severity == "error"]
     if refused:
         fail(f"refusing to start: {refused[0].line()}")
+    from bastion.network.serve import launch
     from bastion.network.serve import prepare as prepare_listeners
-    from bastion.network.serve import supervise
 
     if app_target:
         _check_app_target(app_target)
@@ -177,7 +177,9 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
 
     for listener in listeners:
         log.info("listening", listener=listener.name, url=listener.url, version=__version__)
-    raise typer.Exit(supervise(listeners))
+    # Forks the public listener from this process, which has the application
+    # loaded, then becomes a supervisor that holds none of it (exec).
+    launch(settings, listeners)
 
 
 def _check_app_target(target: str) -> None:
