@@ -130,7 +130,6 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     ] = None,
 ) -> None:
     """Run the server: public HTTPS on 127.0.0.1:8443, admin (mTLS) on 127.0.0.1:8444."""
-    from bastion import instance
     from bastion.asgi import APP_ENV
     from bastion.logging import configure_server_logging, get_logger
     from bastion.posture import check_settings
@@ -172,7 +171,8 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
             log.info(finding.message)
     with one_line_errors():
         open_keyrings(settings)
-        instance.migrate(settings)
+    _migrate_in_a_child(settings)
+    with one_line_errors():
         listeners = prepare_listeners(settings)
 
     for listener in listeners:
@@ -180,6 +180,40 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to an option
     # Forks the public listener from this process, which has the application
     # loaded, then becomes a supervisor that holds none of it (exec).
     launch(settings, listeners)
+
+
+def _migrate_in_a_child(settings: Settings) -> None:
+    """``instance.migrate`` in a child process; this one exits as it did if it failed.
+
+    The public listener is forked from this process (``launch``), and
+    whatever is imported here it holds for its whole life: Alembic (~10 MiB)
+    is needed only for the migration, so only the child loads it. The child
+    also opens and closes every database connection, so none is open here
+    when the listener is forked.
+    """
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            from bastion import instance
+
+            with one_line_errors():
+                instance.migrate(settings)
+            code = 0
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except BaseException:  # noqa: BLE001 - printed, as Python would; this child must never return into the command
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise typer.Exit(code if code > 0 else 1)
 
 
 def _check_app_target(target: str) -> None:
