@@ -7,7 +7,7 @@ module (``bastion.network.serve.launch``). ``exec`` keeps the pid that
 systemd and the operator signal, and drops the ~120 MiB the application
 took: this process is an interpreter with the standard library only, run as
 a script with ``-I -S`` (no site-packages on its path), ~10 MiB resident.
-Keep it that way: tests/unit/network/test_supervisor.py checks what it imports.
+Keep it that way: tests/functional/network/test_supervisor.py checks what it imports.
 
 From here it:
 
@@ -73,12 +73,15 @@ class Supervisor:
     def run(self) -> int:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
-        # A handler (not SIG_DFL) so that a listener's exit wakes the wait below.
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        previous_wakeup = signal.set_wakeup_fd(wake_w)
+        handlers = {
+            signal.SIGTERM: self._on_stop,
+            signal.SIGINT: self._on_stop,
+            signal.SIGHUP: self._on_hup,
+            # A handler (not SIG_DFL) so that a listener's exit wakes the wait below.
+            signal.SIGCHLD: lambda signum, frame: None,
+        }
+        previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
         try:
             for name in self.to_start:
                 self._spawn(name)
@@ -96,6 +99,11 @@ class Supervisor:
         finally:
             self._stop_all()
             shutil.rmtree(self.reports, ignore_errors=True)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(previous_wakeup)
+            os.close(wake_r)
+            os.close(wake_w)
         return self.code
 
     def _on_stop(self, signum: int, frame: object) -> None:
