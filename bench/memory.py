@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -44,6 +45,8 @@ from identity import EMAIL, PASSWORD
 from run import NOTE, Bastion
 
 ROOT = Path(__file__).resolve().parent
+# CPU seconds the server's tree had used when /healthz first answered, per start.
+CPU_AT_HEALTHZ: list[float] = []
 
 
 def descendants(pid: int) -> list[int]:
@@ -68,11 +71,13 @@ def role(cmdline: list[str], depth: int) -> str:
     """What a process of the tree is, from its command line and depth."""
     if depth == 0:
         return "supervisor (bastion serve)"
-    if depth >= 2:
+    if depth >= 2:  # below a listener: granian's worker
         return "granian worker"
     if "listener" in cmdline:
         name = cmdline[cmdline.index("listener") + 1]
-        return f"{name} listener" + (" (uvicorn)" if name == "admin" else " (granian main)")
+        return f"{name} listener" + (" (uvicorn)" if name == "admin" else " (granian)")
+    if "serve" in cmdline:  # forked from `bastion serve`, so it has its command line
+        return "public listener (granian)"
     return " ".join(cmdline)[:60]
 
 
@@ -111,16 +116,32 @@ def tree_memory(pid: int) -> list[dict[str, Any]]:
     return rows
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the tree has used: every live process's, plus the reaped children's of each."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for current in descendants(pid):
+        try:
+            fields = (Path("/proc") / str(current) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime (fields 14-17 of proc(5); 0-based 11-14 after the name)
+        total += sum(int(value) for value in fields[11:15])
+    return total / tick
+
+
 def time_to_healthz(bastion: Bastion, env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], float]:
     argv = [bastion.exe, "serve", "--http", "--port", str(bastion.port), "--admin-port", str(bastion.admin_port),
             "--workers", str(workers)]  # fmt: skip
     started = time.monotonic()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603 - our own command
     with httpx.Client(timeout=2) as client:
         while True:
             try:
                 if client.get(f"{bastion.base}/healthz").status_code == 200:
-                    return process, time.monotonic() - started
+                    took = time.monotonic() - started
+                    CPU_AT_HEALTHZ.append(tree_cpu_seconds(process.pid))
+                    return process, took
             except httpx.HTTPError:
                 pass
             if process.poll() is not None:
@@ -221,6 +242,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=0, help="notes to seed before the start is timed")
     parser.add_argument("--requests", type=int, default=3000, help="warm-up requests")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--admin", action="store_true", help="also send admin requests, which start the admin listener")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bastion = Bastion(Path(tmp) / "data")
@@ -231,27 +253,39 @@ def main() -> None:
             process, _ = time_to_healthz(bastion, env, args.workers)
             bastion.login()
             stop_seconds(process)
-            from data import seed  # noqa: PLC0415 - only with --rows: it loads the database layer
+            from data import seed  # only with --rows: it loads the database layer
 
             asyncio.run(seed(bastion.data, uuid.UUID(bastion.user_id), args.rows))
+        CPU_AT_HEALTHZ.clear()
         process, first = time_to_healthz(bastion, env, args.workers)
         idle = stop_seconds(process)
         process, second = time_to_healthz(bastion, env, args.workers)
         statuses = warm_up(bastion.base, args.requests)
+        if args.admin:
+            admin = f"https://127.0.0.1:{bastion.admin_port}/admin/api/v1/users"
+            with httpx.Client(verify=str(bastion.data / "tls" / "ca.pem"), timeout=30) as client:
+                for _ in range(50):
+                    status = client.get(admin.replace("127.0.0.1", "localhost")).status_code
+                    statuses[status] = statuses.get(status, 0) + 1
         time.sleep(1)  # let freed memory settle
         rows = tree_memory(process.pid)
         busy = busy_stop(bastion, process)
     result = {
         "rows": args.rows,
         "workers": args.workers,
+        "admin_used": args.admin,
         "start_seconds": [round(first, 3), round(second, 3)],
+        "start_cpu_seconds": [round(cpu, 3) for cpu in CPU_AT_HEALTHZ],
         "idle_stop_seconds": round(idle, 3),
         "busy_stop": busy,
         "warm_up_statuses": statuses,
         "processes": rows,
     }
     print(table(rows))
-    print(f"\nstart to /healthz: {first:.2f} s, then {second:.2f} s ({args.rows} seeded rows)")
+    cpu = ", ".join(f"{value:.2f}" for value in CPU_AT_HEALTHZ)
+    print(
+        f"\nstart to /healthz: {first:.2f} s, then {second:.2f} s ({args.rows} seeded rows); CPU used by then: {cpu} s"
+    )
     print(f"SIGTERM to exit: idle {idle:.2f} s; busy {busy['seconds']:.2f} s, requests ended {busy['outcomes']}")
     print(f"warm-up statuses: {statuses}")
     out = ROOT / "results" / f"memory-{time.strftime('%Y%m%dT%H%M%S')}.json"
