@@ -42,6 +42,7 @@ import asyncio
 import ctypes
 import datetime as dt
 import errno
+import gc
 import importlib
 import json
 import logging
@@ -363,6 +364,9 @@ def _serve_granian(settings: Settings, listener: Listener) -> None:
         return
     from granian import Granian
 
+    # Forked from `bastion serve`, which loads with the collector off; the
+    # workers forked from here turn it back on with their app (bastion.asgi).
+    gc.enable()
     Granian(
         listener.target,
         workers=listener.workers,
