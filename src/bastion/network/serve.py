@@ -195,7 +195,7 @@ def launch(settings: Settings, listeners: list[Listener]) -> NoReturn:
     start: list[str] = []
     on_connection: dict[str, int] = {}
     for listener in listeners:
-        if listener.name == "public" and _fork_safe(settings):
+        if listener.name == "public" and _fork_safe():
             running[listener.name] = _fork_listener(listener.name, reports, pid)
         elif listener.name == "admin":
             on_connection[listener.name] = _listening_socket(listener, settings.server.backlog)
@@ -218,7 +218,7 @@ def launch(settings: Settings, listeners: list[Listener]) -> NoReturn:
     os.execv(sys.executable, [sys.executable, "-I", "-S", supervision.__file__, plan_json])  # noqa: S606
 
 
-def _fork_safe(settings: Settings) -> bool:
+def _fork_safe() -> bool:
     """Whether this process can fork a listener: one thread, and no database file open.
 
     A thread holding a lock at the fork would hold it forever in the child,
@@ -227,13 +227,17 @@ def _fork_safe(settings: Settings) -> bool:
     """
     if threading.active_count() != 1:
         return False
-    database = str(settings.data_dir.resolve())
-    for fd in os.listdir("/proc/self/fd"):
+    try:
+        descriptors = os.listdir("/proc/self/fd")
+    except OSError:  # not Linux: no way to look, so no fork
+        return False
+    for fd in descriptors:
         try:
             path = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:  # the directory's own descriptor, closed by now
             continue
-        if path.startswith(database) and ".db" in path:
+        # Any SQLite file, wherever database_url puts it (its -wal and -shm too).
+        if ".db" in Path(path).name or ".sqlite" in Path(path).name:
             return False
     return True
 

@@ -12,8 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from bastion.network import supervisor
 
@@ -110,3 +113,19 @@ def test_a_waiting_listener_is_not_started_without_a_connection(tmp_path: Path) 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     assert children == []
+
+
+def test_no_fork_with_a_database_file_open(tmp_path: Path) -> None:
+    """`bastion serve` forks the public listener only when no SQLite file is open (else it starts afresh)."""
+    import sqlite3
+    from contextlib import closing
+
+    from bastion.network.serve import _fork_safe
+
+    if threading.active_count() != 1:
+        pytest.skip("another thread runs in this test process")
+    assert _fork_safe()
+    with closing(sqlite3.connect(tmp_path / "bastion.db")) as database:
+        database.execute("CREATE TABLE t (x)")
+        assert not _fork_safe()
+    assert _fork_safe()
