@@ -214,6 +214,9 @@ def launch(settings: Settings, listeners: list[Listener]) -> NoReturn:
     )
     sys.stdout.flush()
     sys.stderr.flush()
+    # Held, not lost, until the supervisor has its handlers (the mask survives
+    # exec; it unblocks them): a SIGTERM in between would kill it outright.
+    signal.pthread_sigmask(signal.SIG_BLOCK, supervision.HANDLED)
     # -I -S: the standard library only, not even site-packages (see the module).
     os.execv(sys.executable, [sys.executable, "-I", "-S", supervision.__file__, plan_json])  # noqa: S606
 

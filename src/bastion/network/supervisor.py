@@ -51,6 +51,9 @@ STARTUP_FAILED = 2
 # The environment variable that hands a listener its already bound socket.
 LISTENER_FD_ENV = "BASTION_LISTENER_FD"
 _KILL_GRACE_SECONDS = 5
+# The signals this process handles. `bastion serve` blocks them across the
+# exec; ``run`` unblocks them once its handlers are in place.
+HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 class Supervisor:
@@ -82,6 +85,7 @@ class Supervisor:
             signal.SIGCHLD: lambda signum, frame: None,
         }
         previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         try:
             for name in self.to_start:
                 self._spawn(name)

@@ -63,10 +63,18 @@ def _plan(tmp_path: Path, **overrides: object) -> dict[str, object]:
     } | overrides
 
 
+def _catches_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
 def test_sigterm_stops_the_supervisor(tmp_path: Path) -> None:
     """With nothing left to supervise it still stops at once on SIGTERM, exit 0, and removes its report directory."""
     process = _run(_plan(tmp_path))
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while not _catches_sigterm(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
     assert not (tmp_path / "reports").exists()
@@ -108,7 +116,10 @@ def test_a_waiting_listener_is_not_started_without_a_connection(tmp_path: Path) 
             pass_fds=(fd,),
         )
         os.close(fd)
-        time.sleep(1)
+        deadline = time.monotonic() + 30
+        while not _catches_sigterm(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # its loop has had a second to start something, and must not have
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
