@@ -77,7 +77,9 @@ def _public_app() -> FastAPI:
     # collector's sight, a full collection scans only request garbage (a
     # pass over the whole heap took ~60 ms, the p99 of a read). Only here,
     # in the server's worker: an embedding process or a test suite keeps
-    # its own collector untouched.
+    # its own collector untouched. `bastion serve` loads the application with
+    # the collector off; it runs from here on.
     gc.collect()
     gc.freeze()
+    gc.enable()
     return app

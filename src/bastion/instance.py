@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bastion.clock import SystemClock
-from bastion.migrations import upgrade
+from bastion.migrations import is_current, upgrade
 from bastion.secrets import open_keyrings
 from bastion.security import MasterKey
 from bastion.security.x509 import write_dev_certificates
@@ -105,7 +105,8 @@ def migrate(settings: Settings) -> Plan:
     from bastion.data.service import apply_configured
 
     try:
-        upgrade(settings.sqlalchemy_url)
+        if not is_current(settings.sqlalchemy_url):
+            upgrade(settings.sqlalchemy_url)
         return apply_configured(settings, SystemClock())
     except OSError as exc:
         raise ConfigError(f"the database cannot be reached: {exc.strerror or exc}") from None

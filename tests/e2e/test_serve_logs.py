@@ -1,7 +1,8 @@
 """What `bastion serve` writes: one format, from every process, and no start-up chatter.
 
 Away from a terminal the default format is JSON: every line the supervisor,
-the granian listener, its worker and the uvicorn admin listener write must
+the granian listener and the uvicorn admin listener (started by the test's
+admin request: it starts at its first connection) write must
 parse as one JSON object (V16.2.4), the posture warnings and the `listening`
 lines included; Alembic's plugin and dialect lines are gone, and an
 up-to-date schema is not announced at all.
@@ -53,6 +54,8 @@ def test_every_line_is_json_and_start_up_is_quiet(tmp_path: Path) -> None:
         assert not waiting, "serve did not start"
         context = ssl.create_default_context(cafile=str(data / "tls" / "ca.pem"))
         assert httpx.get(f"https://localhost:{port}/healthz", verify=context).status_code == 200
+        admin = httpx.get(f"https://localhost:{admin_port}/admin/api/v1/users", verify=context, timeout=30)
+        assert admin.status_code == 401
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import clean_env, free_port, init, serve
+from serving import Served, clean_env, free_port, init, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -158,11 +158,32 @@ def _listening(port: int) -> bool:
     return True
 
 
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def _admin_answers(served: Served, admin_port: int) -> int:
+    with httpx.Client(verify=served.tls(), timeout=30) as client:
+        return client.get(f"https://localhost:{admin_port}/admin/api/v1/users").status_code
+
+
+def test_the_admin_listener_starts_at_its_first_connection(tmp_path: Path) -> None:
+    """An admin plane nobody uses costs no process; its first request waits for it, and is answered."""
+    admin_port = free_port()
+    with serve(tmp_path / "data", BASTION_ADMIN__ENABLED="true", BASTION_ADMIN__PORT=str(admin_port)) as served:
+        assert len(_children(served.process.pid)) == 1  # public only
+        assert _admin_answers(served, admin_port) == 401
+        assert len(_children(served.process.pid)) == 2
+        assert _admin_answers(served, admin_port) == 401
+
+
 def test_listeners_end_with_a_killed_supervisor(tmp_path: Path) -> None:
     """`kill -9` of `bastion serve` used to leave its listeners serving as orphans."""
-    with serve(tmp_path / "data", BASTION_ADMIN__ENABLED="true", BASTION_ADMIN__PORT=str(free_port())) as served:
+    admin_port = free_port()
+    with serve(tmp_path / "data", BASTION_ADMIN__ENABLED="true", BASTION_ADMIN__PORT=str(admin_port)) as served:
         pid = served.process.pid
-        listeners = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        _admin_answers(served, admin_port)
+        listeners = _children(pid)
         assert len(listeners) == 2  # public and admin
         with served.client() as client:
             assert client.get("/healthz").status_code == 200
@@ -187,3 +208,39 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_an_idle_server_stops_at_sigterm(tmp_path: Path) -> None:
+    """SIGTERM ends `bastion serve` and every listener, exit code 0."""
+    admin_port = free_port()
+    with serve(tmp_path / "data", BASTION_ADMIN__ENABLED="true", BASTION_ADMIN__PORT=str(admin_port)) as served:
+        _admin_answers(served, admin_port)
+        listeners = _children(served.process.pid)
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0
+        assert not any(_alive(int(pid)) for pid in listeners)
+        assert not _listening(served.port)
+        assert not _listening(admin_port)
+
+
+def test_a_request_in_flight_is_answered_after_sigterm(tmp_path: Path) -> None:
+    """A stopping server drains: a request whose body is still arriving at SIGTERM gets its answer."""
+    with serve(tmp_path / "data") as served:
+        body = b'{"email": "nobody@example.com", "password": "not the password"}'
+        head = (
+            "POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        raw = socket.create_connection(("127.0.0.1", served.port), timeout=30)
+        with served.tls().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(head + body[:10])
+            time.sleep(0.5)  # the request has reached the app, which waits for the rest of the body
+            served.process.send_signal(signal.SIGTERM)
+            time.sleep(1)
+            tls.sendall(body[10:])
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert served.process.wait(timeout=30) == 0
+        assert not _listening(served.port)

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 import bastion
 from bastion import models
 from bastion.data.models import DEFINITIONS
-from bastion.migrations import alembic_config, upgrade
+from bastion.migrations import alembic_config, head_revision, is_current, upgrade
 from bastion.settings import Settings
 
 SettingsFactory = Callable[..., Settings]
@@ -125,3 +125,21 @@ def test_a_database_whose_data_domain_made_its_table_keeps_it(tmp_path: Path, da
 
     assert asyncio.run(read()) == ["notes"]
     assert _differences(url, models.metadata) == []
+
+
+def test_the_head_revision_read_from_the_files_is_alembics() -> None:
+    """``is_current`` reads the head without Alembic; it must be the head Alembic computes."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite:///unused.db"))
+    assert head_revision() == scripts.get_current_head()
+
+
+def test_a_database_is_current_only_at_the_head(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bastion.db'}"
+    assert not is_current(url)  # no file yet
+    upgrade(url, "0004")
+    assert not is_current(url)
+    upgrade(url)
+    assert is_current(url)
+    assert not is_current("postgresql+asyncpg://postgres@127.0.0.1/bastion")  # always through upgrade

@@ -20,11 +20,9 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -32,6 +30,9 @@ from bastion.data.models import COLLECTION_TABLE_PREFIX, DEFINITIONS
 from bastion.db.types import UTCDateTime
 from bastion.security import hash_token
 from bastion.settings import CollectionSettings, FieldSettings
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
 
 BLIND_INDEX_SUFFIX = "__bidx"
 SERVER_FIELDS = ("id", "owner", "created_at", "updated_at")
@@ -322,6 +323,11 @@ def sources(connection: Connection) -> dict[str, str]:
 
 def run_plan(connection: Connection, changes: Plan, *, source: str, now: dt.datetime) -> None:
     """Apply every change and record the definitions, in the caller's transaction."""
+    # Alembic (~10 MiB) loads only where a plan is applied (`bastion migrate`,
+    # `serve` before it starts its listeners), not in every server worker.
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
     ops = Operations(MigrationContext.configure(connection))
     for change in changes.changes:
         change.run(ops)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import redis.asyncio
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -23,12 +24,26 @@ from limits.errors import StorageError
 
 from bastion.logging import get_logger
 
-__all__ = ["RateLimitState", "RateLimiter", "RefusalLog", "parse_limit"]
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["RateLimitState", "RateLimiter", "RefusalLog", "parse_limit", "storage_errors"]
 
 log = get_logger(__name__)
 
 # A dead Redis must fail a request quickly (and closed), not hang it.
 _REDIS_TIMEOUT_SECONDS = 1.0
+
+
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What counter storage raises when it cannot answer, for an ``except`` clause.
+
+    redis-py (~6 MiB) is imported only by a limiter that uses Redis, so its
+    errors are named only once it is loaded: before that no Redis error can
+    be raised, and the tuple without it catches everything that can.
+    """
+    redis = sys.modules.get("redis")
+    return (StorageError, OSError) if redis is None else (StorageError, redis.RedisError, OSError)
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -136,6 +151,8 @@ class RateLimiter:
         if scheme == "memory":
             return SweptMemoryStorage()
         if scheme in ("redis", "rediss"):
+            import redis.asyncio
+
             uri = storage_uri.removeprefix("async+")
             # We own the pool so that close() can release it; limits documents
             # ``connection_pool`` but types its options as plain scalars.
@@ -177,7 +194,7 @@ class RateLimiter:
         """Whether the storage answers (for /readyz)."""
         try:
             return await self._storage.check()
-        except (StorageError, redis.RedisError, OSError):  # report, don't raise
+        except storage_errors():  # report, don't raise
             return False
 
     async def close(self) -> None:

@@ -24,12 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import redis
 from fastapi import Request, Response
-from limits.errors import StorageError
 
 from bastion.http.problems import NotReady, TooManyRequests
-from bastion.http.ratelimit import RateLimiter, RateLimitState, parse_limit
+from bastion.http.ratelimit import RateLimiter, RateLimitState, parse_limit, storage_errors
 
 if TYPE_CHECKING:
     from bastion.settings import Settings
@@ -38,7 +36,6 @@ __all__ = ["Throttle", "address_key", "by_address", "rate_limit"]
 
 KeyOf = Callable[[Request], str]
 LimitOf = Callable[["Settings"], str]
-_STORAGE_ERRORS = (StorageError, redis.RedisError, OSError)
 
 
 def address_key(host: str, ipv6_prefix: int) -> str:
@@ -112,7 +109,7 @@ class Throttle:
         """Forget ``key``'s count (an unlocked account gets its budget back at once)."""
         try:
             await limiter.reset(self.limit_in(settings), self.scope, key)
-        except _STORAGE_ERRORS:
+        except storage_errors():
             limiter.refusals.note("throttle_storage_unavailable", self.scope)
             raise NotReady from None
 
@@ -121,7 +118,7 @@ class Throttle:
         limit = self.limit if isinstance(self.limit, str) else self.limit(state.settings)
         try:
             verdict = await (limiter.hit if consume else limiter.test)(limit, self.scope, key)
-        except _STORAGE_ERRORS:
+        except storage_errors():
             limiter.refusals.note("throttle_storage_unavailable", self.scope)
             raise NotReady from None
         if not verdict.allowed:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from collections.abc import Callable
 from typing import Any
-
-from zxcvbn import matching, zxcvbn  # type: ignore[import-untyped]
 
 __all__ = ["PasswordPolicy"]
 
@@ -34,20 +33,33 @@ L33T_MAX_SUBSTITUTIONS = 16
 # Shorter names or local parts would refuse passwords for ordinary syllables.
 MIN_CONTEXT_WORD = 3
 
-_enumerate_l33t_subs = matching.enumerate_l33t_subs
-
-
-def _capped_l33t_subs(table: dict[str, list[str]]) -> list[dict[str, str]]:
-    subs: list[dict[str, str]] = _enumerate_l33t_subs(table)
-    return subs[:L33T_MAX_SUBSTITUTIONS]
-
-
-# l33t_match looks this name up in its module on every call, so replacing it
-# there (once, at import) is the one way in.
-matching.enumerate_l33t_subs = _capped_l33t_subs
 # zxcvbn keeps each call's user inputs in a module-global dictionary; calls
 # from several threads at once would score against each other's inputs.
 _zxcvbn_lock = threading.Lock()
+_scorer: Callable[..., dict[str, Any]] | None = None
+
+
+def _zxcvbn() -> Callable[..., dict[str, Any]]:
+    """zxcvbn, imported on first use (under ``_zxcvbn_lock``) with its l33t pass capped.
+
+    Its dictionaries hold ~14 MiB, which only sign-up and password changes
+    need: a worker that serves neither never loads them.
+    """
+    global _scorer  # noqa: PLW0603 - one import per process
+    if _scorer is None:
+        from zxcvbn import matching, zxcvbn  # type: ignore[import-untyped]
+
+        enumerate_l33t_subs = matching.enumerate_l33t_subs
+
+        def capped_l33t_subs(table: dict[str, list[str]]) -> list[dict[str, str]]:
+            subs: list[dict[str, str]] = enumerate_l33t_subs(table)
+            return subs[:L33T_MAX_SUBSTITUTIONS]
+
+        # l33t_match looks this name up in its module on every call, so
+        # replacing it there (once, before the first score) is the one way in.
+        matching.enumerate_l33t_subs = capped_l33t_subs
+        _scorer = zxcvbn
+    return _scorer
 
 
 class PasswordPolicy:
@@ -102,5 +114,5 @@ def _score(password: str, user_inputs: list[str]) -> int:
         return 0  # zxcvbn fails on the empty string
     prefix = password[:SCORED_PREFIX]
     with _zxcvbn_lock:
-        result: dict[str, Any] = zxcvbn(prefix, user_inputs=[w for w in user_inputs if w], max_length=SCORED_PREFIX)
+        result = _zxcvbn()(prefix, user_inputs=[w for w in user_inputs if w], max_length=SCORED_PREFIX)
     return int(result["score"])

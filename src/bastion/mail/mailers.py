@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
-from typing import Protocol
-
-import aiosmtplib
+from typing import TYPE_CHECKING, Protocol
 
 from bastion.security import token_bytes
 from bastion.settings import ConfigError, MailSettings, Settings
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,18 @@ class SmtpMailer:
             )
         self.settings = settings
         self.tls_context = tls_context or ssl.create_default_context()
+        # Imported here, when SMTP is configured, not by every process that
+        # can queue mail (dev's outbox needs none of it).
+        import aiosmtplib
+
+        self.smtp: ModuleType = aiosmtplib
 
     async def send(self, mail: Mail) -> None:
         s = self.settings
         message = _message(mail, s.sender)
         password = s.smtp_password.get_secret_value() if s.smtp_password else None
         try:
-            await aiosmtplib.send(
+            await self.smtp.send(
                 message,
                 # The envelope names exactly one recipient, whatever the header parser
                 # would make of the To field.
@@ -108,7 +114,7 @@ class SmtpMailer:
                 tls_context=self.tls_context,
                 timeout=s.smtp_timeout,
             )
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (self.smtp.SMTPException, OSError) as exc:
             detail = f"{type(exc).__name__}: {exc}"
         else:
             return

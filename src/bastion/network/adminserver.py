@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -240,11 +241,14 @@ def serve_admin(
     client_ca: Path | None,
     crl: Path | None,
     drain_seconds: int,
+    fd: int | None = None,
 ) -> None:
     """Serve the admin listener's app, the factory ``target`` names
     (``module:function``), in this process until SIGTERM or SIGINT.
 
     ``drain_seconds``: how long in-flight requests may finish after SIGTERM.
+    ``fd``: a socket already listening on ``host:port`` (the supervisor's,
+    whose first connection started this process) instead of binding one.
     """
     profile = profile_of(settings)
     files = [path for path in (cert, key, client_ca, crl) if path is not None]
@@ -284,5 +288,6 @@ def serve_admin(
         timeout_keep_alive=max(1, round(server.header_read_timeout)) if server.keep_alive else 0,
         timeout_graceful_shutdown=drain_seconds,
     )
+    sockets = [socket.socket(fileno=fd)] if fd is not None else None
     with asyncio.Runner(loop_factory=lambda: _HandshakeTimeoutLoop(server.header_read_timeout)) as runner:
-        runner.run(Server(config).serve())
+        runner.run(Server(config).serve(sockets=sockets))

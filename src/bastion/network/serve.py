@@ -3,10 +3,20 @@
 Listeners: ``public`` (the API), ``admin`` (``/admin/*`` only, mTLS with
 Bastion's CA) and, when ``server.redirect_port`` is set, ``redirect`` (plain
 HTTP that only redirects to HTTPS). Each runs in its own child process. The
-public and redirect listeners are granian servers. The admin listener is
-uvicorn on Python's ``ssl`` (``bastion.network.adminserver``), because granian
-does not tell the application which client certificate a connection used,
-and every admin request is attributed to its certificate.
+public and redirect listeners are granian servers: with one worker, granian
+embedded in the listener's process (one process, not a granian main process
+and its worker); with more, granian's main process and its workers. The
+admin listener is uvicorn on Python's ``ssl``
+(``bastion.network.adminserver``), because granian does not tell the
+application which client certificate a connection used, and every admin
+request is attributed to its certificate.
+
+Processes (``launch``): ``bastion serve`` has the application loaded once it
+has migrated, so it forks the public listener from that image, then
+``exec``s ``bastion.network.supervisor``, which keeps the pid and none of
+the memory. That supervisor starts the redirect listener, and the admin
+listener at its first connection (``bastion serve`` binds the socket; the
+connection waits in the backlog while the listener loads).
 
 Signals: SIGTERM/SIGINT stop every listener gracefully. SIGHUP is passed on:
 granian then starts fresh workers, which read the certificate and key files
@@ -28,27 +38,30 @@ listeners serving with nobody to stop them.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import datetime as dt
 import errno
+import gc
+import importlib
+import json
+import logging
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from bastion.logging import configure_server_logging, get_logger
+from bastion.logging import configure_server_logging, get_logger, server_log_format
+from bastion.network import supervisor as supervision
 from bastion.network.ca import BastionCa, CaPaths
 from bastion.network.listener import admin_mode
-from bastion.network.startup import REPORT_ENV, STARTUP_FAILED, report_and_exit
-from bastion.network.tls import profile_of
+from bastion.network.startup import REPORT_ENV, report_and_exit
+from bastion.network.tls import profile_of, server_context
 from bastion.settings import ConfigError, Settings, load_settings
 
 log = get_logger("bastion.network")
@@ -129,6 +142,16 @@ def prepare(settings: Settings) -> list[Listener]:
         check_bindable(listener)
     if any(listener.crl for listener in listeners):
         BastionCa.open(settings).refresh_crl(now=dt.datetime.now(dt.UTC))
+    for listener in listeners:
+        if listener.name == "admin" and listener.cert and listener.key:
+            # The admin listener starts at its first connection: its TLS files
+            # must be known to load now, when a bad one is one line at start-up.
+            try:
+                server_context(
+                    profile_of(settings), listener.cert, listener.key, client_ca=listener.client_ca, crl=listener.crl
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"the admin listener cannot load its TLS files: {exc}") from None
     return listeners
 
 
@@ -156,68 +179,101 @@ def tls_files(settings: Settings) -> tuple[Path, Path]:
     return cert, key
 
 
-def supervise(listeners: list[Listener]) -> int:
-    """Run every listener as a child process until a signal or a child's death; the exit code.
+def launch(settings: Settings, listeners: list[Listener]) -> NoReturn:
+    """Start ``listeners`` and become their supervisor (``bastion.network.supervisor``); never returns.
 
-    A child that could not start has written its one-line cause to its
-    report file: that line is printed once and the exit code is 2.
+    Called by ``bastion serve`` after it migrated, with the application
+    loaded: the public listener is forked from this process, so it does not
+    import it all again (half of the start-up), unless a thread or an open
+    database file makes a fork unsafe, when it starts afresh like the others.
+    Then ``exec`` replaces this process, pid kept, with the supervisor, and
+    the memory the application took here goes with it.
     """
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    stop = threading.Event()
     reports = Path(tempfile.mkdtemp(prefix="bastion-startup-"))
+    pid = os.getpid()
+    running: dict[str, int] = {}
+    start: list[str] = []
+    on_connection: dict[str, int] = {}
+    for listener in listeners:
+        if listener.name == "public" and _fork_safe():
+            running[listener.name] = _fork_listener(listener.name, reports, pid)
+        elif listener.name == "admin":
+            on_connection[listener.name] = _listening_socket(listener, settings.server.backlog)
+        else:
+            start.append(listener.name)
+    plan_json = json.dumps(
+        {
+            "report_dir": str(reports),
+            "drain_seconds": _DRAIN_SECONDS,
+            "log_format": server_log_format(settings),
+            "log_level": settings.log.level,
+            "running": running,
+            "start": start,
+            "on_connection": on_connection,
+        }
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Held, not lost, until the supervisor has its handlers (the mask survives
+    # exec; it unblocks them): a SIGTERM in between would kill it outright.
+    signal.pthread_sigmask(signal.SIG_BLOCK, supervision.HANDLED)
+    # -I -S: the standard library only, not even site-packages (see the module).
+    os.execv(sys.executable, [sys.executable, "-I", "-S", supervision.__file__, plan_json])  # noqa: S606
 
-    def on_stop(signum: int, frame: Any) -> None:
-        stop.set()
 
-    def on_hup(signum: int, frame: Any) -> None:
-        for child in children.values():
-            child.send_signal(signal.SIGHUP)
+def _fork_safe() -> bool:
+    """Whether this process can fork a listener: one thread, and no database file open.
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
-    code = 0
+    A thread holding a lock at the fork would hold it forever in the child,
+    and a SQLite connection must not cross a fork (sqlite.org/howtocorrupt.html).
+    Migrations close their connections; this checks that they did.
+    """
+    if threading.active_count() != 1:
+        return False
     try:
-        for listener in listeners:
-            # A fixed argument list of our own module; settings travel in the environment.
-            children[listener.name] = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "bastion.network", "listener", listener.name, str(os.getpid())],
-                env={**os.environ, REPORT_ENV: str(reports / listener.name)},
-            )
-        while not stop.is_set():
-            for name, child in children.items():
-                if child.poll() is not None:
-                    code = _exited(name, child.returncode, reports / name)
-                    stop.set()
-                    break
-            stop.wait(0.2)
+        descriptors = os.listdir("/proc/self/fd")
+    except OSError:  # not Linux: no way to look, so no fork
+        return False
+    for fd in descriptors:
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the directory's own descriptor, closed by now
+            continue
+        # Any SQLite file, wherever database_url puts it (its -wal and -shm too).
+        if ".db" in Path(path).name or ".sqlite" in Path(path).name:
+            return False
+    return True
+
+
+def _fork_listener(name: str, reports: Path, supervisor_pid: int) -> int:
+    """Run listener ``name`` in a child of this process; its pid."""
+    child = os.fork()
+    if child:
+        return child
+    code = 1
+    try:
+        os.environ[REPORT_ENV] = str(reports / name)
+        run_listener(name, supervisor_pid)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # this child must never return into the command
+        log.exception("listener failed", listener=name)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + _DRAIN_SECONDS + 5
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        shutil.rmtree(reports, ignore_errors=True)
-    return code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
-def _exited(name: str, returncode: int, report: Path) -> int:
-    """Say why listener ``name`` ended; the supervisor's exit code."""
-    try:
-        cause = report.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        cause = []
-    if cause:
-        # Several workers may have failed alike: the first line says it.
-        sys.stderr.write(f"error: the {name} listener did not start: {cause[0]}\n")
-        return STARTUP_FAILED
-    log.error("listener exited", listener=name, exit_code=returncode)
-    return 1
+def _listening_socket(listener: Listener, backlog: int) -> int:
+    """A socket listening on ``listener``'s address, inheritable, as a file descriptor."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.bind((listener.host, listener.port))
+    listening.listen(backlog)
+    listening.set_inheritable(True)
+    return listening.detach()
 
 
 def run_listener(name: str, supervisor: int | None = None) -> None:
@@ -235,11 +291,13 @@ def run_listener(name: str, supervisor: int | None = None) -> None:
 
             if listener.cert is None or listener.key is None:
                 raise ConfigError("the admin listener needs a TLS certificate and key")
+            fd = os.environ.get(supervision.LISTENER_FD_ENV)
             serve_admin(
                 settings,
                 listener.target,
                 host=listener.host,
                 port=listener.port,
+                fd=int(fd) if fd else None,
                 cert=listener.cert,
                 key=listener.key,
                 client_ca=listener.client_ca,
@@ -276,40 +334,85 @@ def _end_with_parent(supervisor: int | None) -> None:
 
 
 def _serve_granian(settings: Settings, listener: Listener) -> None:
-    from granian import Granian
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings, HTTP2Settings
 
     server = settings.server
-    Granian(
-        listener.target,
-        factory=True,
-        interface=Interfaces.ASGI,
-        address=listener.host,
-        port=listener.port,
-        workers=listener.workers,
-        http=HTTPModes.auto if listener.cert else HTTPModes.http1,
-        websockets=False,
-        backlog=server.backlog,
+    options: dict[str, Any] = {
+        "interface": Interfaces.ASGI,
+        "address": listener.host,
+        "port": listener.port,
+        "http": HTTPModes.auto if listener.cert else HTTPModes.http1,
+        "websockets": False,
+        "backlog": server.backlog,
         # Granian holds one permit per established connection: the rest wait
         # in the kernel backlog instead of each costing the worker memory.
-        backpressure=server.max_connections,
-        http1_settings=HTTP1Settings(
+        "backpressure": server.max_connections,
+        "http1_settings": HTTP1Settings(
             header_read_timeout=int(server.header_read_timeout * 1000),
             keep_alive=server.keep_alive,
             max_buffer_size=server.max_header_bytes,
         ),
-        http2_settings=HTTP2Settings(
+        "http2_settings": HTTP2Settings(
             max_headers_size=server.max_header_bytes,
             max_concurrent_streams=100,
             keep_alive_interval=int(server.header_read_timeout * 1000),
             keep_alive_timeout=int(server.header_read_timeout),
         ),
-        ssl_cert=listener.cert,
-        ssl_key=listener.key,
-        ssl_protocol_min=SSLProtocols(profile_of(settings).min_version),
+        "ssl_cert": listener.cert,
+        "ssl_key": listener.key,
+        "ssl_protocol_min": SSLProtocols(profile_of(settings).min_version),
+        "log_access": False,
+        "log_dictconfig": GRANIAN_LOGGING,
+        "factory": True,
+    }
+    if listener.workers == 1:
+        _serve_embedded(listener, options)
+        return
+    from granian import Granian
+
+    # Forked from `bastion serve`, which loads with the collector off; the
+    # workers forked from here turn it back on with their app (bastion.asgi).
+    gc.enable()
+    Granian(
+        listener.target,
+        workers=listener.workers,
         respawn_interval=_RESPAWN_SECONDS,
         workers_kill_timeout=_DRAIN_SECONDS,
-        log_access=False,
-        log_dictconfig=GRANIAN_LOGGING,
+        **options,
     ).serve()
+
+
+class _Quiet(logging.Filter):
+    """Drops granian's "Embedded server is experimental!": said at every start, it tells an operator nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "experimental" not in record.getMessage()
+
+
+def _serve_embedded(listener: Listener, options: dict[str, Any]) -> None:
+    """One worker: granian serves on this process's event loop, no process of its own.
+
+    A granian main process would only watch one worker: ~35 MiB and a fork
+    for nothing. SIGTERM/SIGINT stop it (in-flight requests drain for up to
+    ``_DRAIN_SECONDS``); SIGHUP starts a new worker in this process, which
+    reads the certificate and key files again, and then stops the old one,
+    as granian's main process does.
+    """
+    from granian.server.embed import Server
+
+    module, _, name = listener.target.partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    embedded = Server(factory, **options)
+    logging.getLogger("_granian").addFilter(_Quiet())
+    embedded.workers_kill_timeout = _DRAIN_SECONDS
+    embedded.respawn_interval = _RESPAWN_SECONDS
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, embedded.stop)
+        loop.add_signal_handler(signal.SIGHUP, embedded.reload)
+        await embedded.serve()
+
+    asyncio.run(serve())

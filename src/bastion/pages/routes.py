@@ -15,22 +15,34 @@ this origin (``/pages/assets/pages.js``), so the page policy needs neither
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
-import jinja2
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
 from bastion.access import public
 from bastion.http.problems import NotFound
 
+if TYPE_CHECKING:
+    import jinja2
+
 router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
 
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("bastion.pages"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
+
+@cache
+def _templates() -> jinja2.Environment:
+    """Jinja2 and its templates, loaded when a page is first asked for (~11 MiB a worker need not hold)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("bastion.pages"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
 ASSETS = "/pages/assets"
 _ASSET_TYPES = {
     "pages.js": "text/javascript; charset=utf-8",
@@ -42,7 +54,7 @@ _assets = {name: files("bastion.pages").joinpath("assets", name).read_bytes() fo
 
 def _page(request: Request, template: str, title: str) -> HTMLResponse:
     service = request.app.state.settings.auth.service_name
-    html = _templates.get_template(template).render(title=title, service=service, assets=ASSETS)
+    html = _templates().get_template(template).render(title=title, service=service, assets=ASSETS)
     return HTMLResponse(html)
 
 
