@@ -11,18 +11,18 @@ it back when it ends; reads outside a transaction borrow one per statement.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 from sqlalchemy import Connection, make_url
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
 from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseUnavailable, Params, QueryBudgetExceeded
-from bastion.db.statements import Compiled, Statements
+from bastion.db.statements import Compiled, Statements, json_text
 
 T = TypeVar("T")
 POOL_SIZE = 10
@@ -31,9 +31,10 @@ _AWAY = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, async
 
 
 async def _json_codecs(connection: asyncpg.Connection) -> None:
-    """JSON columns in as the text SQLAlchemy's JSON type serialised, out parsed."""
+    """JSON columns in as the text SQLAlchemy's JSON type serialised, out parsed
+    (by the standard library: orjson reads integers past 64 bits as floats)."""
     for name in ("json", "jsonb"):
-        await connection.set_type_codec(name, encoder=str, decoder=orjson.loads, schema="pg_catalog")
+        await connection.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog")
 
 
 def _flat(bound: tuple[str, list[Any]]) -> list[Any]:
@@ -44,7 +45,7 @@ def _flat(bound: tuple[str, list[Any]]) -> list[Any]:
 class PostgresDatabase:
     def __init__(self, url: str, *, budget: float = STATEMENT_BUDGET_SECONDS) -> None:
         self.url = url
-        self.dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+        self.dialect = PGDialect_asyncpg(json_serializer=json_text)  # type: ignore[no-untyped-call]
         self.statements = Statements(self.dialect)
         self.budget = budget
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
 from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseGone, Params, QueryBudgetExceeded
-from bastion.db.statements import Compiled, Statements
+from bastion.db.statements import Compiled, Statements, json_text
 from bastion.logging import get_logger
 
 log = get_logger("bastion.db")
@@ -60,7 +60,8 @@ _PROGRESS_STEPS = 2000
 
 
 class SqliteFile:
-    """The database file first opened, checked before writes (and reads at most once a second).
+    """The database file first opened, checked as each group of writes begins and
+    before its COMMIT (and by reads at most once a second).
 
     SQLite keeps writing to a file that was unlinked (or renamed over) while
     open: every write would be acknowledged and lost at the next start. So
@@ -141,7 +142,7 @@ class SqliteDatabase:
             raise ValueError("Bastion's SQLite database must be a file path")
         self.url = url
         self.path = Path(database)
-        self.dialect = SQLiteDialect_pysqlite()
+        self.dialect = SQLiteDialect_pysqlite(json_serializer=json_text)
         self.statements = Statements(self.dialect)
         self.file = SqliteFile(self.path)
         self.budget = budget
@@ -220,7 +221,8 @@ class SqliteDatabase:
         self._queued += 1
         try:
             if self._turn.locked():
-                await asyncio.wait_for(self._turn.acquire(), WRITER_WAIT_SECONDS)
+                async with asyncio.timeout(WRITER_WAIT_SECONDS):
+                    await self._turn.acquire()
             else:
                 await self._turn.acquire()
         except TimeoutError:
@@ -251,8 +253,8 @@ class SqliteDatabase:
             if self._writer is None:
                 self._open()
             writer: sqlite3.Connection = self._writer  # type: ignore[assignment]
-            self.file.check()
             if not self._group_open:
+                self.file.check()  # once per group here, and again just before its COMMIT
                 try:
                     await self._on_thread(lambda: writer.execute("BEGIN IMMEDIATE"))
                 finally:
@@ -291,6 +293,11 @@ class SqliteDatabase:
                 self._turn.release()
         await acknowledged
 
+    def _durably_commit(self, writer: sqlite3.Connection) -> None:
+        """COMMIT (the fsync), on the writer thread, if the file is still ours."""
+        self.file.check()
+        writer.commit()
+
     async def _commit(self) -> None:
         """Commit the outer transaction on the writer thread and answer its group (the turn is held)."""
         group, self._group = self._group, []
@@ -298,7 +305,7 @@ class SqliteDatabase:
         failure: BaseException | None = None
         try:
             if self._group_open and writer is not None:
-                await self._on_thread(writer.commit)
+                await self._on_thread(lambda: self._durably_commit(writer))
         except BaseException as exc:  # noqa: BLE001 - every member of the group is told
             failure = exc
             if writer is not None and writer.in_transaction:

@@ -18,10 +18,12 @@ statement also works, compiled on first use and kept in a bounded cache.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, namedtuple
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ClauseElement
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import SQLCompiler
 
 Convert = Callable[[Any], Any]
+T = TypeVar("T", bound="Compiled | _ByNames")
 # How many distinct compiled statements a process keeps (the prebuilt ones are
 # a few dozen; the rest are the shapes of lists and the admin's one-offs).
 CACHE_SIZE = 2048
@@ -148,25 +151,54 @@ def _default_of(column: sa.Column[Any]) -> Callable[[], Any]:
     return lambda: value
 
 
+def json_text(value: Any) -> str:
+    """JSON columns' text: orjson, or the standard library for what orjson refuses
+    (integers past 64 bits). Read back by the standard library, which keeps them."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
 class Statements:
     """The compiled statements of one dialect (one per database)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        self._cache: OrderedDict[tuple[int, tuple[str, ...] | None], Compiled] = OrderedDict()
+        # By id(statement); an INSERT or UPDATE whose columns come from the values
+        # is kept once per tuple of value names, under (id, names).
+        self._cache: OrderedDict[Hashable, Compiled | _ByNames] = OrderedDict()
 
     def compiled(self, statement: ClauseElement, values: Mapping[str, Any] | None = None) -> Compiled:
         """``statement`` compiled for this dialect; an INSERT or UPDATE without
         ``.values()`` takes its columns from the names in ``values``."""
+        found = self._cache.get(id(statement))
+        if found is not None and found.statement is statement:
+            if isinstance(found, Compiled):
+                return found
+            named = self._cache.get((id(statement), tuple(values or ())))
+            if named is not None and named.statement is statement:
+                return cast(Compiled, named)
         keys = _column_keys(statement, values)
-        key = (id(statement), keys)
-        found = self._cache.get(key)
-        if found is None or found.statement is not statement:
-            found = Compiled(statement, self.dialect, keys)
-            self._cache[key] = found
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return found
+        if keys is None:
+            return self._keep(id(statement), Compiled(statement, self.dialect, None))
+        self._keep(id(statement), _ByNames(statement))
+        return self._keep((id(statement), tuple(values or ())), Compiled(statement, self.dialect, keys))
+
+    def _keep(self, key: Hashable, entry: T) -> T:
+        self._cache[key] = entry
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return entry
+
+
+class _ByNames:
+    """The cache's note that a statement's SQL depends on the names of its values."""
+
+    __slots__ = ("statement",)
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
 
 
 def _column_keys(statement: ClauseElement, values: Mapping[str, Any] | None) -> tuple[str, ...] | None:

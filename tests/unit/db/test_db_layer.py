@@ -294,3 +294,12 @@ async def test_numbers_read_back_as_numbers(db: Database) -> None:
         assert (row.x, float(row.d)) == (2.5, 1.25)
     finally:
         await db.run_sync(numbers.drop)
+
+
+async def test_json_columns_keep_integers_past_64_bits(db: Database) -> None:
+    big = {"n": 123456789012345678901234567890, "s": "ünï"}
+    async with transaction(db) as tx:
+        record_event(tx, FrozenClock(), EventTag.ROLE_CHANGE, origin=ORIGIN, details=big)
+        record_event(tx, FrozenClock(), EventTag.ROLE_CHANGE, origin=ORIGIN, details={"n": 1})
+    stored = [row.details for row in await db.all(sa.select(AuditEvent.details).order_by(AuditEvent.id))]
+    assert stored == [big, {"n": 1}]
