@@ -99,6 +99,21 @@ class Database(Queries, Protocol):
     async def close(self) -> None: ...
 
 
+class Deferred:
+    """What a transaction runs as it commits: rows by statement, each statement's rows in one go."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, tuple[ClauseElement, list[Mapping[str, Any]]]] = {}
+
+    def add(self, statement: ClauseElement, row: Mapping[str, Any]) -> None:
+        self._rows.setdefault(id(statement), (statement, []))[1].append(row)
+
+    def take(self) -> list[tuple[ClauseElement, list[Mapping[str, Any]]]]:
+        """Everything deferred so far, forgotten here."""
+        taken, self._rows = list(self._rows.values()), {}
+        return taken
+
+
 @asynccontextmanager
 async def transaction(db: Database) -> AsyncIterator[Transaction]:
     """Commit when the block ends, roll back if it raises."""

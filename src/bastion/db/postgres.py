@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
-from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseUnavailable, Params, QueryBudgetExceeded
+from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseUnavailable, Deferred, Params, QueryBudgetExceeded
 from bastion.db.statements import Compiled, Statements, json_text
 
 T = TypeVar("T")
@@ -131,7 +131,7 @@ class PostgresTransaction:
         self.dialect = db.dialect
         self._connection: asyncpg.Connection | None = None
         self._transaction: Any = None
-        self._deferred: dict[int, tuple[ClauseElement, list[Mapping[str, Any]]]] = {}
+        self._deferred = Deferred()
 
     async def _open(self) -> asyncpg.Connection:
         if self._connection is None:
@@ -190,19 +190,18 @@ class PostgresTransaction:
             raise DatabaseUnavailable from exc
 
     def defer(self, statement: ClauseElement, row: Mapping[str, Any]) -> None:
-        self._deferred.setdefault(id(statement), (statement, []))[1].append(row)
+        self._deferred.add(statement, row)
 
     async def close(self, *, commit: bool) -> None:
         try:
             if commit:
-                deferred, self._deferred = self._deferred, {}
-                for statement, rows in deferred.values():
+                for statement, rows in self._deferred.take():
                     await self.execute_many(statement, rows)
         except BaseException:
             commit = False
             raise
         finally:
-            self._deferred = {}
+            self._deferred.take()
             connection, self._connection = self._connection, None
             if connection is not None:
                 try:

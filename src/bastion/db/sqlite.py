@@ -34,8 +34,9 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +45,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
-from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseGone, Params, QueryBudgetExceeded
+from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseGone, Deferred, Params, QueryBudgetExceeded
 from bastion.db.statements import Compiled, Statements, json_text
 from bastion.logging import get_logger
 
@@ -113,6 +114,19 @@ class _Budget:
     def __call__(self) -> int:
         return 1 if time.monotonic() > self.deadline else 0
 
+    @contextmanager
+    def running(self, seconds: float) -> Iterator[None]:
+        """One statement, stopped (QueryBudgetExceeded) once it runs past ``seconds``."""
+        self.deadline = time.monotonic() + seconds
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if str(exc) == "interrupted":
+                raise QueryBudgetExceeded from None
+            raise
+        finally:
+            self.deadline = float("inf")
+
 
 def connect(path: Path | str, *, uri: bool = False) -> sqlite3.Connection:
     """A connection in WAL mode with durable commits; transactions are begun explicitly."""
@@ -178,16 +192,9 @@ class SqliteDatabase:
     ) -> tuple[Compiled, list[Any], int]:
         """Run one statement to the end: (its compiled form, its raw rows, rows changed)."""
         compiled = self.statements.compiled(statement, params)
-        budget.deadline = time.monotonic() + self.budget
-        try:
+        with budget.running(self.budget):
             cursor = connection.execute(*compiled.bind(params))
             rows = cursor.fetchall()
-        except sqlite3.OperationalError as exc:
-            if str(exc) == "interrupted":
-                raise QueryBudgetExceeded from None
-            raise
-        finally:
-            budget.deadline = float("inf")
         return compiled, rows, cursor.rowcount
 
     async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
@@ -365,7 +372,7 @@ class SqliteTransaction:
         self.db = db
         self.dialect = db.dialect
         self._writer: sqlite3.Connection | None = None
-        self._deferred: dict[int, tuple[ClauseElement, list[Mapping[str, Any]]]] = {}
+        self._deferred = Deferred()
 
     def _connection(self) -> tuple[sqlite3.Connection, _Budget]:
         if self._writer is not None:
@@ -402,31 +409,23 @@ class SqliteTransaction:
             return
         writer, budget = await self._writing()
         compiled = self.db.statements.compiled(statement, rows[0])
-        budget.deadline = time.monotonic() + self.db.budget
-        try:
-            bound = [compiled.bind(row) for row in rows]
+        bound = [compiled.bind(row) for row in rows]
+        with budget.running(self.db.budget):
             writer.executemany(bound[0][0], [arguments for _, arguments in bound])
-        except sqlite3.OperationalError as exc:
-            if str(exc) == "interrupted":
-                raise QueryBudgetExceeded from None
-            raise
-        finally:
-            budget.deadline = float("inf")
 
     def defer(self, statement: ClauseElement, row: Mapping[str, Any]) -> None:
-        self._deferred.setdefault(id(statement), (statement, []))[1].append(row)
+        self._deferred.add(statement, row)
 
     async def close(self, *, commit: bool) -> None:
         try:
             if commit:
-                deferred, self._deferred = self._deferred, {}
-                for statement, rows in deferred.values():
+                for statement, rows in self._deferred.take():
                     await self.execute_many(statement, rows)
         except BaseException:
             commit = False
             raise
         finally:
-            self._deferred = {}
+            self._deferred.take()
             if self._writer is not None:
                 self._writer = None
                 await self.db.hand_on(keep=commit)
