@@ -42,29 +42,11 @@ from typing import Any
 
 import httpx
 from identity import EMAIL, PASSWORD
-from run import NOTE, Bastion
+from run import NOTE, Bastion, descendants
 
 ROOT = Path(__file__).resolve().parent
 # CPU seconds the server's tree had used when /healthz first answered, per start.
 CPU_AT_HEALTHZ: list[float] = []
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it, parents first."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop(0)
-        found.append(current)
-        pending.extend(sorted(children.get(current, [])))
-    return found
 
 
 def role(cmdline: list[str], depth: int) -> str:
@@ -134,7 +116,7 @@ def time_to_healthz(bastion: Bastion, env: dict[str, str], workers: int) -> tupl
     argv = [bastion.exe, "serve", "--http", "--port", str(bastion.port), "--admin-port", str(bastion.admin_port),
             "--workers", str(workers)]  # fmt: skip
     started = time.monotonic()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603 - our own command
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with httpx.Client(timeout=2) as client:
         while True:
             try:

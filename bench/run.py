@@ -595,8 +595,8 @@ class Bench:
         self.notes.append(f"scenario 7: resident MiB per process at the end of the soak: {each}")
 
 
-def tree_processes(pid: int) -> list[tuple[int, str, int]]:
-    """(pid, command, resident bytes) of a process and all its descendants (Linux /proc)."""
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents first (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -607,8 +607,16 @@ def tree_processes(pid: int) -> list[tuple[int, str, int]]:
             children.setdefault(parent, []).append(int(entry.name))
     found, pending = [], [pid]
     while pending:
-        current = pending.pop()
-        pending.extend(children.get(current, []))
+        current = pending.pop(0)
+        found.append(current)
+        pending.extend(sorted(children.get(current, [])))
+    return found
+
+
+def tree_processes(pid: int) -> list[tuple[int, str, int]]:
+    """(pid, command, resident bytes) of a process and all its descendants (Linux /proc)."""
+    found = []
+    for current in descendants(pid):
         try:
             status = (Path("/proc") / str(current) / "status").read_text()
             argv = (Path("/proc") / str(current) / "cmdline").read_bytes().split(b"\0")
