@@ -33,6 +33,7 @@ from bastion.app import create_app
 from bastion.clock import FrozenClock
 from bastion.identity.models import Account
 from bastion.network.listener import PEER_CERT_KEY, AdminListener, PeerCertificate
+from bastion.security import totp_at
 from bastion.settings import Settings
 from factories.identity import ADMIN, NEW_PASSWORD, PASSWORD, create_admin, create_user, sign_in
 
@@ -99,6 +100,26 @@ class Harness:
         response = await self.client.post("/api/v1/auth/login", json={"email": address, "password": password})
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+    async def with_totp(self, address: str) -> tuple[str, list[str]]:
+        """Register, sign in and turn TOTP on over HTTP: the secret and the recovery codes.
+
+        The clock then moves to the next step, since the confirming code's step is spent.
+        """
+        await self.register(address)
+        tokens = await self.login(address)
+        enrolled = await self.client.post("/api/v1/me/mfa/totp", headers=self.bearer(tokens))
+        secret = str(enrolled.json()["secret"])
+        confirm = await self.client.post(
+            "/api/v1/me/mfa/totp/confirm", json={"code": self.totp(secret)}, headers=self.bearer(tokens)
+        )
+        assert confirm.status_code == 200, confirm.text
+        self.clock.advance(seconds=30)
+        return secret, list(confirm.json()["recovery_codes"])
+
+    def totp(self, secret: str) -> str:
+        """The code of ``secret`` at the harness clock's current step."""
+        return totp_at(secret, int(self.clock.now().timestamp()) // 30)
 
     @staticmethod
     def bearer(credential: Tokens | str) -> dict[str, str]:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from bastion.security import totp_at
 from harness import NEW_PASSWORD, PASSWORD, Harness
 
 ALICE = "alice@example.com"
@@ -31,22 +30,6 @@ def harness_settings() -> dict[str, Any]:
     return {"auth": ROOMY}
 
 
-def _step(harness: Harness) -> int:
-    return int(harness.clock.now().timestamp()) // 30
-
-
-async def _with_totp(harness: Harness) -> tuple[str, list[str]]:
-    await harness.register(ALICE)
-    tokens = await harness.login(ALICE)
-    secret = (await harness.client.post("/api/v1/me/mfa/totp", headers=harness.bearer(tokens))).json()["secret"]
-    confirm = await harness.client.post(
-        "/api/v1/me/mfa/totp/confirm", json={"code": totp_at(secret, _step(harness))}, headers=harness.bearer(tokens)
-    )
-    assert confirm.status_code == 200, confirm.text
-    harness.clock.advance(seconds=30)  # the confirming code's step is spent
-    return secret, list(confirm.json()["recovery_codes"])
-
-
 async def _mfa_tokens(harness: Harness, count: int) -> list[str]:
     return [(await harness.login(ALICE))["mfa_token"] for _ in range(count)]
 
@@ -59,27 +42,27 @@ async def _at_once(harness: Harness, path: str, bodies: list[dict[str, str]]) ->
 async def test_concurrent_wrong_codes_cannot_pass_the_mfa_step_cap(harness: Harness) -> None:
     """V6.3.1, V6.6.3: wrong codes racing on one MFA step token all count, so
     after five the step is burnt and even the right code is refused."""
-    secret, _ = await _with_totp(harness)
+    secret, _ = await harness.with_totp(ALICE)
     (mfa_token,) = await _mfa_tokens(harness, 1)
     wrong = [{"mfa_token": mfa_token, "code": f"{n:06d}"} for n in range(RACERS)]
-    wrong = [body for body in wrong if body["code"] != totp_at(secret, _step(harness))]
+    wrong = [body for body in wrong if body["code"] != harness.totp(secret)]
     assert await _at_once(harness, "/api/v1/auth/mfa", wrong) == Counter({401: len(wrong)})
-    right = {"mfa_token": mfa_token, "code": totp_at(secret, _step(harness))}
+    right = {"mfa_token": mfa_token, "code": harness.totp(secret)}
     assert (await harness.client.post("/api/v1/auth/mfa", json=right)).status_code == 401
 
 
 async def test_one_totp_code_sent_with_many_mfa_steps_opens_one_session(harness: Harness) -> None:
     """V6.5.1: a TOTP code is good once, also when it races itself: its time
     step is claimed in the database, so one of the requests wins."""
-    secret, _ = await _with_totp(harness)
-    code = totp_at(secret, _step(harness))
+    secret, _ = await harness.with_totp(ALICE)
+    code = harness.totp(secret)
     bodies = [{"mfa_token": token, "code": code} for token in await _mfa_tokens(harness, RACERS)]
     assert await _at_once(harness, "/api/v1/auth/mfa", bodies) == Counter({200: 1, 401: RACERS - 1})
 
 
 async def test_one_recovery_code_sent_with_many_mfa_steps_opens_one_session(harness: Harness) -> None:
     """V6.5.2: a recovery code is good once, also when it races itself."""
-    _, codes = await _with_totp(harness)
+    _, codes = await harness.with_totp(ALICE)
     bodies = [{"mfa_token": token, "recovery_code": codes[0]} for token in await _mfa_tokens(harness, RACERS)]
     assert await _at_once(harness, "/api/v1/auth/mfa", bodies) == Counter({200: 1, 401: RACERS - 1})
 
@@ -87,7 +70,7 @@ async def test_one_recovery_code_sent_with_many_mfa_steps_opens_one_session(harn
 async def test_one_mfa_step_with_many_right_codes_opens_one_session(harness: Harness) -> None:
     """V6.6.3: the MFA step token itself is single-use: different right
     factors (recovery codes) racing on one step open one session."""
-    _, codes = await _with_totp(harness)
+    _, codes = await harness.with_totp(ALICE)
     (mfa_token,) = await _mfa_tokens(harness, 1)
     bodies = [{"mfa_token": mfa_token, "recovery_code": code} for code in codes[:4]]
     assert await _at_once(harness, "/api/v1/auth/mfa", bodies) == Counter({200: 1, 401: 3})

@@ -11,7 +11,6 @@ import httpx
 from sqlalchemy import select
 
 from bastion.audit.models import AuditEvent
-from bastion.security import totp_at
 from harness import PASSWORD, Harness
 
 ALICE = "alice@example.com"
@@ -24,22 +23,6 @@ async def from_address(harness: Harness, ip: str) -> AsyncIterator[httpx.AsyncCl
         yield client
 
 
-def _step(harness: Harness) -> int:
-    return int(harness.clock.now().timestamp()) // 30
-
-
-async def _with_totp(harness: Harness) -> str:
-    await harness.register(ALICE)
-    tokens = await harness.login(ALICE)
-    secret = (await harness.client.post("/api/v1/me/mfa/totp", headers=harness.bearer(tokens))).json()["secret"]
-    confirm = await harness.client.post(
-        "/api/v1/me/mfa/totp/confirm", json={"code": totp_at(secret, _step(harness))}, headers=harness.bearer(tokens)
-    )
-    assert confirm.status_code == 200, confirm.text
-    harness.clock.advance(seconds=30)
-    return str(secret)
-
-
 async def _challenge(client: httpx.AsyncClient) -> str:
     response = await client.post("/api/v1/auth/login", json={"email": ALICE, "password": PASSWORD})
     assert response.status_code == 200, response.text
@@ -50,7 +33,7 @@ async def test_wrong_codes_from_many_addresses_lock_the_account(harness: Harness
     """V6.3.1, V6.6.3: wrong TOTP codes from ever new addresses all count
     against the account (the right password does not clear that count), lock
     it at the threshold, and while it is locked the right code is refused too."""
-    secret = await _with_totp(harness)
+    secret, _ = await harness.with_totp(ALICE)
     spare = None
     for n in range(3):  # 3 addresses x 4 wrong codes: past the threshold of 10
         async with from_address(harness, f"203.0.113.{n + 1}") as attacker:
@@ -64,7 +47,7 @@ async def test_wrong_codes_from_many_addresses_lock_the_account(harness: Harness
     assert any("locked" in m["Subject"] for m in await harness.mails(ALICE))
 
     async with from_address(harness, "203.0.113.99") as attacker:
-        right = {"mfa_token": spare, "code": totp_at(secret, _step(harness))}
+        right = {"mfa_token": spare, "code": harness.totp(secret)}
         refused = await attacker.post("/api/v1/auth/mfa", json=right)
         assert refused.status_code == 401
         assert "access_token" not in refused.text
@@ -73,19 +56,19 @@ async def test_wrong_codes_from_many_addresses_lock_the_account(harness: Harness
 
         # The lockout ends by itself; then the owner gets in with both factors.
         harness.clock.advance(seconds=61)
-        body = {"mfa_token": await _challenge(attacker), "code": totp_at(secret, _step(harness))}
+        body = {"mfa_token": await _challenge(attacker), "code": harness.totp(secret)}
         assert (await attacker.post("/api/v1/auth/mfa", json=body)).status_code == 200
 
 
 async def test_a_right_second_factor_clears_the_count(harness: Harness) -> None:
     """The owner's own typos do not add up across sign-ins: a right code clears the count."""
-    secret = await _with_totp(harness)
+    secret, _ = await harness.with_totp(ALICE)
     for n in range(3):
         async with from_address(harness, f"198.51.100.{n + 100}") as owner:  # each within its address's budget
             mfa_token = await _challenge(owner)
             for guess in range(4):
                 wrong = {"mfa_token": mfa_token, "code": f"9{guess}9999"}
                 assert (await owner.post("/api/v1/auth/mfa", json=wrong)).status_code == 401
-            right = {"mfa_token": mfa_token, "code": totp_at(secret, _step(harness))}
+            right = {"mfa_token": mfa_token, "code": harness.totp(secret)}
             assert (await owner.post("/api/v1/auth/mfa", json=right)).status_code == 200
         harness.clock.advance(seconds=30)
