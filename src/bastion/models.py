@@ -16,9 +16,10 @@ from bastion.audit import models as audit_models
 from bastion.data import models as data_models
 from bastion.db import Base
 from bastion.identity import models as identity_models
+from bastion.oauth import models as oauth_models
 from bastion.sessions import models as sessions_models
 
-MODULES = (access_models, audit_models, data_models, identity_models, sessions_models)
+MODULES = (access_models, audit_models, data_models, identity_models, oauth_models, sessions_models)
 metadata = Base.metadata
 
 
