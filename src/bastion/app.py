@@ -21,6 +21,7 @@ from bastion.identity import routes as identity_routes
 from bastion.identity.gate import SignInGate
 from bastion.identity.throttle import LOGIN_BY_ACCOUNT
 from bastion.network.ipfilter import NetworkGuard
+from bastion.oauth import routes as oauth_routes
 from bastion.pages import router as pages_router
 from bastion.runtime import build_services
 from bastion.settings import Settings
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin_routes.router)
     app.include_router(pages_router)
     app.include_router(openapi.router)
+    oauth_routes.install(app)
     data_routes.install(app)
 
     # Innermost: refuses sign-in attempts at a spent account before routing,

@@ -19,6 +19,7 @@ from bastion.identity.hashing import AsyncHasher
 from bastion.identity.policy import PasswordPolicy
 from bastion.identity.service import IdentityService
 from bastion.mail import Postman, build_mailer
+from bastion.oauth.service import OAuthService
 from bastion.secrets import Keyrings, open_keyrings
 from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher, TokenSigner
 from bastion.sessions.service import SessionService
@@ -37,6 +38,7 @@ class Services:
     sessions: SessionService
     access: AccessService
     data: DataService
+    oauth: OAuthService
 
     async def close(self) -> None:
         await self.postman.drain()
@@ -56,6 +58,24 @@ def build_services(settings: Settings, clock: Clock) -> Services:
             parallelism=passwords.parallelism,
         )
     )
+    signer = TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)
+    identity = IdentityService(
+        auth,
+        clock=clock,
+        hasher=AsyncHasher(hasher, auth.hash_concurrency),
+        policy=PasswordPolicy(
+            min_length=auth.password_min_length,
+            max_length=auth.password_max_length,
+            service_name=auth.service_name,
+        ),
+        encryptor=Encryptor(keys.encryption),
+    )
+    sessions = SessionService(auth, clock=clock, signer=signer)
+    access = AccessService(
+        clock=clock,
+        key_lifetime=dt.timedelta(days=auth.api_key_default_days),
+        max_key_lifetime=dt.timedelta(days=auth.api_key_max_days),
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -63,24 +83,9 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         db=db,
         rate_limiter=RateLimiter(redis or "memory://", ipv6_prefix=auth.ipv6_prefix),
         postman=Postman(build_mailer(settings)),
-        identity=IdentityService(
-            auth,
-            clock=clock,
-            hasher=AsyncHasher(hasher, auth.hash_concurrency),
-            policy=PasswordPolicy(
-                min_length=auth.password_min_length,
-                max_length=auth.password_max_length,
-                service_name=auth.service_name,
-            ),
-            encryptor=Encryptor(keys.encryption),
-        ),
-        sessions=SessionService(
-            auth, clock=clock, signer=TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)
-        ),
-        access=AccessService(
-            clock=clock,
-            key_lifetime=dt.timedelta(days=auth.api_key_default_days),
-            max_key_lifetime=dt.timedelta(days=auth.api_key_max_days),
-        ),
+        identity=identity,
+        sessions=sessions,
+        access=access,
         data=DataService(clock=clock, db=db, sealer=FieldSealer(Encryptor(keys.encryption), BlindIndex(keys.hmac))),
+        oauth=OAuthService(settings, clock, signer, identity, sessions, access),
     )

@@ -225,6 +225,62 @@ class AuthSettings(Section):
         return self
 
 
+class OAuthProviderSettings(Section):
+    """Another provider users may sign in with (``[[oauth.providers]]``).
+
+    An OpenID provider needs only ``issuer`` (its endpoints come from
+    discovery); a plain OAuth 2.0 provider (GitHub) names its endpoints and
+    where its userinfo answer keeps the subject and the address.
+    """
+
+    name: Name
+    issuer: str
+    client_id: str = Field(min_length=1, max_length=256)
+    # Read from this file, never written in bastion.toml.
+    client_secret_file: Path | None = None
+    scopes: list[str] = ["openid", "email", "profile"]
+    kind: Literal["oidc", "oauth2"] = "oidc"
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+    subject_field: str = "sub"
+    email_field: str = "email"
+    email_verified_field: str | None = "email_verified"
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> OAuthProviderSettings:
+        if self.kind == "oauth2" and not (
+            self.authorization_endpoint and self.token_endpoint and self.userinfo_endpoint
+        ):
+            raise ValueError("a plain OAuth 2.0 provider names authorization_, token_ and userinfo_endpoint")
+        return self
+
+
+class OAuthSettings(Section):
+    """Bastion as an OAuth 2.0 authorization server and OpenID provider."""
+
+    # RFC 9700 §4.2.1 / OpenID Core: codes live briefly; at most a minute.
+    code_ttl: int = Field(60, ge=5, le=60)
+    access_token_ttl: int = Field(600, ge=60, le=3600)
+    id_token_ttl: int = Field(600, ge=60, le=3600)
+    refresh_token_ttl: int = Field(30 * 86400, ge=3600)
+    pushed_request_ttl: int = Field(60, ge=10, le=600)
+    device_code_ttl: int = Field(600, ge=60, le=1800)
+    device_poll_interval: int = Field(5, ge=1, le=60)
+    # How far a DPoP proof's iat may be from now (RFC 9449 §11.1).
+    dpop_window: int = Field(60, ge=5, le=300)
+    dpop_nonce: bool = False
+    browser_session_ttl: int = Field(12 * 3600, ge=300)
+    # RFC 7591 registration by anyone who can reach the server: off unless asked for.
+    dynamic_registration: bool = False
+    # A client's jwks_uri may point at a private, loopback or link-local
+    # address only when this is on (tests, a private deployment).
+    allow_private_jwks_uri: bool = False
+    token_rate_per_ip: RateLimit = "120/minute"  # noqa: S105 - a rate, not a password
+    authorize_rate_per_ip: RateLimit = "60/minute"
+    providers: list[OAuthProviderSettings] = []
+
+
 class MailSettings(Section):
     backend: Literal["outbox", "smtp"] = "outbox"
     sender: str = "Bastion <no-reply@localhost>"
@@ -358,6 +414,7 @@ class Settings(BaseSettings):
     cors: CorsSettings = CorsSettings()
     passwords: PasswordSettings = PasswordSettings()
     auth: AuthSettings = AuthSettings()
+    oauth: OAuthSettings = OAuthSettings()
     mail: MailSettings = MailSettings()
     log: LogSettings = LogSettings()
     collections: dict[Name, CollectionSettings] = {}

@@ -1,0 +1,25 @@
+"""Every OAuth 2.0 / OpenID Connect endpoint, gathered from the module of the spec that defines it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+
+from bastion.oauth.errors import OAuthError, oauth_error_response
+
+__all__ = ["install"]
+
+# Each spec module adds its router here (rfc8414.router, token.router, …).
+ROUTERS: tuple[APIRouter, ...] = ()
+
+
+async def _on_oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)  # noqa: S101 - registered for OAuthError only
+    return oauth_error_response(exc)
+
+
+def install(app: FastAPI) -> None:
+    """Add the OAuth endpoints and their error handler to ``app``."""
+    app.add_exception_handler(OAuthError, _on_oauth_error)
+    for router in ROUTERS:
+        app.include_router(router)
