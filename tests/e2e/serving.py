@@ -63,12 +63,16 @@ class Served:
 
 
 @contextmanager
-def serve(data: Path, **settings: str) -> Iterator[Served]:
-    """``bastion serve`` on a free port (public listener only unless settings say otherwise)."""
+def serve(data: Path, *, port: int | None = None, **settings: str) -> Iterator[Served]:
+    """``bastion serve`` on ``port`` or a free one (public listener only unless settings say otherwise).
+
+    A test that must know the port before the server starts (an issuer URL
+    naming it) picks it with ``free_port()`` and passes it.
+    """
     env = clean_env(**{"BASTION_ADMIN__ENABLED": "false", **settings})
     if not (data / "bastion.toml").exists():
         init(data, env)
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bastion", "serve", "--data-dir", str(data), "--port", str(port)],
         env=env,
