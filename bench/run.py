@@ -2,7 +2,7 @@
 side, with the bare-framework ceiling, the Argon2id bound and the fsync bound
 measured on the same machine in the same run.
 
-    .venv/bin/python bench/run.py [--seconds 10] [--scenarios 1,2,3,4,5,6] [--rows 100000] [--soak [SECONDS]]
+    .venv/bin/python bench/run.py [--seconds 10] [--scenarios 1,2,3,4,5,6,8] [--rows 100000] [--soak [SECONDS]]
 
 Both servers listen on 127.0.0.1 only, over plain HTTP (TLS is not what these
 scenarios measure), each in a temporary data dir that is deleted afterwards.
@@ -35,7 +35,7 @@ from data import fsync_bound, seed
 from identity import EMAIL, PASSWORD, argon2_bound, free_port
 from pocketbase import PocketBase, wait_until_up
 
-from bastion.settings import AuthSettings
+from bastion.settings import AuthSettings, OAuthSettings
 
 ROOT = Path(__file__).resolve().parent
 LUA = ROOT / "lua"
@@ -49,18 +49,32 @@ NAMES = {
     5: "5 list 20 filtered, c=8",
     6: "6 wrong-password flood",
     7: "7 soak: read + list + create",
+    8: "8 OAuth token grants",
 }
 # The names of issue 12's table of targets.
-SHORT = {1: "1 login", 2: "2 refresh", 3: "3 read", 4: "4 create", 5: "5 list", 6: "6 under attack", 7: "7 soak"}
+SHORT = {
+    1: "1 login",
+    2: "2 refresh",
+    3: "3 read",
+    4: "4 create",
+    5: "5 list",
+    6: "6 under attack",
+    7: "7 soak",
+    8: "8 OAuth",
+}
 # Creates (4) run after the list (5), so both lists see exactly the seeded rows;
 # the soak (7) before the flood (6), whose wrong passwords lock the account.
-ORDER = (1, 2, 3, 5, 4, 7, 6)
+ORDER = (1, 2, 3, 5, 4, 8, 7, 6)
 # Every throttle of the auth section, raised so the load generator measures the
 # work and not the limiter (scenario 6 restarts Bastion with the defaults).
 RAISED = {
     f"BASTION_AUTH__{name.upper()}": "1000000/minute"
     for name in AuthSettings.model_fields
     if name.endswith(("_rate_per_ip", "_rate_per_account", "_rate"))
+} | {
+    f"BASTION_OAUTH__{name.upper()}": "1000000/minute"
+    for name in OAuthSettings.model_fields
+    if name.endswith("_rate_per_ip")
 }
 SOAK_QUICK = 120  # `--soak` without a value: a quick check, not the 10-minute soak
 
@@ -82,7 +96,7 @@ class Target:
 
     def show(self, value: float) -> str:
         formats = {"x": "{:.2f}" + TIMES, "percent": "{:.2%}", "growth": "{:+.2%}",
-                   "MiB": "{:.0f} MiB", "count": "{:.0f}"}  # fmt: skip
+                   "MiB": "{:.0f} MiB", "count": "{:.0f}", "per_s": "{:,.0f}/s", "ms": "{:.1f} ms"}  # fmt: skip
         return formats.get(self.unit, "{:.3g}").format(value)
 
 
@@ -103,6 +117,11 @@ TARGETS = (
     Target("soak_rss", 7, f"whole tree {LE} 150 MiB after warm-up", "MiB after warm-up", 150, True, "MiB"),
     Target("soak_growth", 7, f"growth {LE} 5 % after warm-up", "RSS growth after warm-up", 0.05, True, "growth"),
     Target("soak_5xx", 7, "zero 5xx", "5xx", 0, True, "count"),
+    # Issue 13: on one core, EdDSA tokens; 8x and 4x Keycloak's published 120/vCPU.
+    Target("cc_rps", 8, f"{GE} 1,000 client-credentials grants/s (EdDSA)", "grants/s", 1000, unit="per_s"),
+    Target("cc_p99", 8, "client credentials p99 < 50 ms (EdDSA)", "ms p99", 50, True, "ms"),
+    Target("refresh_grant_rps", 8, f"{GE} 500 refresh grants/s (EdDSA)", "grants/s", 500, unit="per_s"),
+    Target("refresh_grant_p99", 8, "refresh p99 < 50 ms (EdDSA)", "ms p99", 50, True, "ms"),
 )
 BY_KEY = {target.key: target for target in TARGETS}
 NOTE = {"title": "bench", "body": "<p>hi <b>there</b></p>", "secret": "s3", "priority": 3}
@@ -243,7 +262,8 @@ class Row:
         parts = []
         for what, value, target, upper in self.ratios:
             met = value <= target if upper else value >= target
-            parts.append(f"{value:.3g} {what} (target {'<=' if upper else '>='} {target:g}) {'ok' if met else 'MISS'}")
+            shown = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+            parts.append(f"{shown} {what} (target {'<=' if upper else '>='} {target:g}) {'ok' if met else 'MISS'}")
         return "; ".join(parts) or self.note
 
 
@@ -336,6 +356,8 @@ class Bench:
     def start(self, scenarios: list[int]) -> None:
         self.bastion.prepare()
         self.bastion.start()
+        if not set(scenarios) - {8}:
+            return  # scenario 8 is Bastion alone (its anchor, Keycloak, is a published figure)
         self.pb.start()
         self.pb.define(EMAIL, PASSWORD)
         token = self.bastion.login()["access_token"]
@@ -371,6 +393,38 @@ class Bench:
     def stop(self) -> None:
         self.bastion.stop()
         self.pb.stop()
+
+    def s8(self) -> None:
+        """OAuth token endpoint: client credentials (c=8) and refresh rotation (4 chains), EdDSA then RS256."""
+        from oauth import prepare
+
+        start = time.monotonic()
+        clients = prepare(self.bastion.data, self.bastion.env(raised=True), EMAIL, PASSWORD, chains=4)
+        self.notes.append(
+            f"scenario 8: 2 clients and 4 refresh chains each through the hosted pages, in process, "
+            f"{time.monotonic() - start:.1f} s; client_secret_basic; refresh scope 'openid offline_access me:read' "
+            "(each refresh returns a new ID token too), client credentials scope 'me:read'"
+        )
+        url = f"{self.bastion.base}/oauth2/token"
+        for client in clients:
+            cc = self.add(
+                Row(f"Bastion {client.alg}", "8 client credentials, c=8",
+                    wrk(url, self.seconds, "grant.lua", 8, 1, grant="client_credentials", auth=client.basic,
+                        scope="me:read")),
+            )  # fmt: skip
+            refresh = self.add(
+                Row(f"Bastion {client.alg}", "8 refresh grant, 4 chains",
+                    wrk(url, self.seconds, "grant.lua", 4, 4, grant="refresh_token", auth=client.basic,
+                        tokens=",".join(client.refresh_tokens))),
+            )  # fmt: skip
+            if client.alg == "EdDSA":
+                for row, rps, p99 in ((cc, "cc_rps", "cc_p99"), (refresh, "refresh_grant_rps", "refresh_grant_p99")):
+                    f = row.figures
+                    self.judge(row, rps, f["rps"], f"{f['rps']:.0f} grants/s, p50 {f['p50_ms']:.1f} ms")
+                    self.judge(row, p99, f["p99_ms"], f"p99 {f['p99_ms']:.1f} ms")
+            else:
+                for row in (cc, refresh):
+                    row.note = f"RS256, beside EdDSA: p50 {row.figures['p50_ms']:.1f} ms"
 
     # --- scenarios -------------------------------------------------------------
 
@@ -701,7 +755,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="per measurement (default 10)")
     parser.add_argument(
-        "--scenarios", default="1,2,3,4,5,6", help="comma-separated (default 1-6; 7 is the soak, run on request)"
+        "--scenarios",
+        default="1,2,3,4,5,6,8",
+        help="comma-separated (default 1-6 and 8; 7 is the soak, run on request)",
     )
     parser.add_argument(
         "--soak",

@@ -67,7 +67,7 @@ class Provider:
 
     def user(self, email: str | None = None) -> str:
         email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
-        self.cli("users", "create", "--email", email, "--verified", "--password-stdin", stdin=PASSWORD + "\n")
+        self.cli("user", "create", "--email", email, "--verified", "--password-stdin", stdin=PASSWORD + "\n")
         return email
 
     def client(
