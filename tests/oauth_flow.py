@@ -153,8 +153,9 @@ def _fill(form: Form, person: Person) -> tuple[dict[str, str], str]:
     elif form.inputs:
         kind = "second-factor"
         assert person.totp is not None, f"the page asks for a code: {form.inputs}"
-        for name, _ in form.inputs:
-            data[name] = person.totp()
+        # The first field takes the authenticator's code; the others (a recovery code) stay empty.
+        for index, (name, _) in enumerate(form.inputs):
+            data[name] = person.totp() if index == 0 else ""
     wanted = _ALLOW if (kind != "consent" or person.consent) else _DENY
     buttons = form.buttons
     chosen = next((b for b in buttons if wanted.search(f"{b[1] or ''} {b[2]}")), buttons[0] if buttons else None)

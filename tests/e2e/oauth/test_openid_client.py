@@ -290,9 +290,10 @@ async def test_end_session_url_logs_out(op: Provider) -> None:
 
 
 async def test_private_key_jwt_client(op: Provider, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from joserfc.jwk import OKPKey
+    from joserfc.jwk import ECKey
 
-    key = OKPKey.generate_key("Ed25519", parameters={"kid": "rp-1", "alg": "EdDSA", "use": "sig"})
+    # ES256: oauth4webapi signs Ed25519 keys as "Ed25519" (RFC 9864's name), not "EdDSA".
+    key = ECKey.generate_key("P-256", parameters={"kid": "rp-1", "alg": "ES256", "use": "sig"})
     jwks = tmp_path_factory.mktemp("jwks") / "jwks.json"
     jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
     created = op.client(
@@ -306,6 +307,6 @@ async def test_private_key_jwt_client(op: Provider, tmp_path_factory: pytest.Tem
     started, callback = await signed_in_code(op, client, op.user())
     assert op.ok({"op": "exchange", "client": client, "callback_url": callback, **started})["claims"]["sub"]
     # Another key than the registered one: invalid_client.
-    stranger = OKPKey.generate_key("Ed25519", parameters={"kid": "rp-1", "alg": "EdDSA"})
+    stranger = ECKey.generate_key("P-256", parameters={"kid": "rp-1", "alg": "ES256"})
     wrong = op.node({"op": "client_credentials", "client": {**client, "private_jwk": stranger.as_dict(private=True)}})
     refused(wrong, "invalid_client")

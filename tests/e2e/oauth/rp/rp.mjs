@@ -53,8 +53,8 @@ async function dpopKeys (cmd) {
   if (cmd.dpop_key) {
     const priv = cmd.dpop_key
     const params = algorithm === 'EdDSA' ? { name: 'Ed25519' } : { name: 'ECDSA', namedCurve: 'P-256' }
-    const { d, ...pub } = priv
-    const privateKey = await crypto.subtle.importKey('jwk', priv, params, true, ['sign'])
+    const { d, key_ops: ops, ...pub } = priv
+    const privateKey = await crypto.subtle.importKey('jwk', { ...pub, d }, params, true, ['sign'])
     const publicKey = await crypto.subtle.importKey('jwk', pub, params, true, ['verify'])
     return { pair: { privateKey, publicKey }, jwk: priv }
   }
