@@ -40,6 +40,9 @@ class EventTag(StrEnum):
     KEY_ROTATE = "admin:keys:rotate"
     KEY_REMOVE = "admin:keys:remove"
     KEYS_REWRAP = "admin:keys:rewrap"
+    OAUTH_CLIENT_CREATE = "oauth:client:create"
+    OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
+    OAUTH_CLIENT_DELETE = "oauth:client:delete"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 
