@@ -150,7 +150,7 @@ async def test_client_credentials_with_private_key_jwt(op: Provider, tmp_path_fa
         redirect_uris=(),
         grants=("client_credentials",),
         scopes=("me:read",),
-        options=("--jwks-file", str(jwks), "--auth-method", "private_key_jwt"),
+        options=("--jwks-file", str(jwks)),
     )
     # RFC 7523 §3 with aud the issuer exactly (what Bastion requires).
     auth = PrivateKeyJWT(op.issuer, alg="EdDSA", headers={"kid": "authlib-1"})

@@ -298,7 +298,7 @@ async def test_private_key_jwt_client(op: Provider, tmp_path_factory: pytest.Tem
     jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
     created = op.client(
         grants=("authorization_code", "client_credentials"), scopes=("openid", "me:read"),
-        options=("--jwks-file", str(jwks), "--auth-method", "private_key_jwt"),
+        options=("--jwks-file", str(jwks)),
     )  # fmt: skip
     assert "client_secret" not in created or created["client_secret"] is None
     client = rp_client(created, "private_key_jwt", private_jwk=key.as_dict(private=True))
