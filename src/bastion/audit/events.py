@@ -40,6 +40,10 @@ class EventTag(StrEnum):
     KEY_ROTATE = "admin:keys:rotate"
     KEY_REMOVE = "admin:keys:remove"
     KEYS_REWRAP = "admin:keys:rewrap"
+    # Sign-in with other providers (Bastion as an OAuth client).
+    OAUTH_PROVIDER_SIGN_IN = "oauth:provider:sign_in"
+    OAUTH_IDENTITY_LINK = "oauth:identity:link"
+    OAUTH_IDENTITY_UNLINK = "oauth:identity:unlink"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 
