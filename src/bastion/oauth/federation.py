@@ -51,10 +51,11 @@ from bastion.oauth.providers import (
     ProviderError,
     ProviderIdentity,
     ProviderRegistry,
+    Refused,
     UpstreamProvider,
 )
 from bastion.oauth.service import OAuthService
-from bastion.security import InvalidToken, hash_token, token_urlsafe
+from bastion.security import hash_token, token_urlsafe
 from bastion.sessions.service import SessionService
 from bastion.uow import UnitOfWork, unit_of_work
 
@@ -345,8 +346,8 @@ async def callback(name: str, request: Request) -> Response:
                 nonce=flow.nonce,
                 now=oauth.now(),
             )
-        except InvalidToken:
-            _refuse(uow, oauth, name, "token")
+        except Refused as refused:
+            _refuse(uow, oauth, name, refused.check)
             raise ProviderError from None
         if flow.link_user_id is not None:
             await _link(uow, oauth, name, who, flow.link_user_id)

@@ -44,6 +44,7 @@ __all__ = [
     "ProviderMetadata",
     "ProviderRegistry",
     "ProviderUnavailable",
+    "Refused",
     "UpstreamProvider",
     "s256",
 ]
@@ -66,6 +67,17 @@ class ProviderError(BadRequest):
     """The one answer to any refused provider sign-in: what exactly failed is in the audit event, not here."""
 
     detail = "The sign-in with the provider could not be completed. Start again."
+
+
+class Refused(InvalidToken):
+    """A provider's answer failed ``check`` ("code", "signature", "iss", "aud", "azp", "iat", "sub", "nonce", …).
+
+    The check's name goes into the audit event; the caller answers ``ProviderError`` whatever it is.
+    """
+
+    def __init__(self, check: str) -> None:
+        super().__init__(check)
+        self.check = check
 
 
 @dataclass(frozen=True)
@@ -206,7 +218,7 @@ class UpstreamProvider:
         if self.is_openid:
             id_token = answer.get("id_token")
             if not isinstance(id_token, str):
-                raise InvalidToken
+                raise Refused("id_token_missing")
             claims = await self.verify_id_token(id_token, nonce=nonce, now=now)
             email, verified = claims.get("email"), claims.get("email_verified") is True
             if email is None and metadata.userinfo_endpoint and isinstance(access_token, str):
@@ -218,7 +230,7 @@ class UpstreamProvider:
                 metadata.issuer, str(claims["sub"]), email if isinstance(email, str) else None, verified
             )
         if not isinstance(access_token, str) or metadata.userinfo_endpoint is None:
-            raise InvalidToken
+            raise Refused("access_token_missing")
         return self._mapped(await self._userinfo(metadata.userinfo_endpoint, access_token), metadata.issuer)
 
     def _mapped(self, info: dict[str, Any], issuer: str) -> ProviderIdentity:
@@ -226,7 +238,7 @@ class UpstreamProvider:
         config = self.settings
         subject, email = info.get(config.subject_field), info.get(config.email_field)
         if not isinstance(subject, str | int) or isinstance(subject, bool) or str(subject) == "":
-            raise InvalidToken
+            raise Refused("sub")
         verified = config.email_verified_field is not None and info.get(config.email_verified_field) is True
         return ProviderIdentity(issuer, str(subject), email if isinstance(email, str) else None, verified)
 
@@ -240,23 +252,28 @@ class UpstreamProvider:
             )
         except InvalidToken:
             # An unknown kid may be a key the provider rotated in since we cached its JWKS: fetch once more.
-            _, claims = verify_jwt_with_jwks(
-                token, await self._keys(fresh=True), algorithms=algorithms, typ=None, now=now, leeway=LEEWAY
-            )
+            try:
+                _, claims = verify_jwt_with_jwks(
+                    token, await self._keys(fresh=True), algorithms=algorithms, typ=None, now=now, leeway=LEEWAY
+                )
+            except InvalidToken:
+                raise Refused("signature_or_expiry") from None
         client_id = self.settings.client_id
         audience = claims.get("aud")
         audiences = [audience] if isinstance(audience, str) else audience
         azp = claims.get("azp")
-        checks = (
-            claims.get("iss") == metadata.issuer,
-            isinstance(audiences, list) and client_id in audiences,
-            azp == client_id if azp is not None or (isinstance(audiences, list) and len(audiences) > 1) else True,
-            isinstance(claims.get("iat"), int) and claims["iat"] - LEEWAY <= now,
-            isinstance(claims.get("sub"), str) and 0 < len(claims["sub"]) <= 255,
-            isinstance(claims.get("nonce"), str) and constant_time_equals(claims["nonce"], nonce),
-        )
-        if not all(checks):
-            raise InvalidToken
+        several = isinstance(audiences, list) and len(audiences) > 1
+        checks = {
+            "iss": claims.get("iss") == metadata.issuer,
+            "aud": isinstance(audiences, list) and client_id in audiences,
+            "azp": azp == client_id if azp is not None or several else True,
+            "iat": isinstance(claims.get("iat"), int) and claims["iat"] - LEEWAY <= now,
+            "sub": isinstance(claims.get("sub"), str) and 0 < len(claims["sub"]) <= 255,
+            "nonce": isinstance(claims.get("nonce"), str) and constant_time_equals(claims["nonce"], nonce),
+        }
+        for check, passed in checks.items():
+            if not passed:
+                raise Refused(check)
         return claims
 
     async def _token_request(
@@ -280,8 +297,8 @@ class UpstreamProvider:
                 response = await http.post(metadata.token_endpoint, data=form, headers=headers)
             except httpx.HTTPError:
                 raise ProviderUnavailable from None
-        if response.status_code == 400:  # invalid_grant and friends: a refused code, not an outage
-            raise InvalidToken
+        if response.status_code in (400, 401):  # invalid_grant, invalid_client: refused, not an outage
+            raise Refused("code")
         return self._json_of(response)
 
     async def _userinfo(self, url: str, access_token: str) -> dict[str, Any]:
