@@ -230,6 +230,7 @@ async def start(
 ) -> Response:
     """Redirect the browser to the provider (RFC 6749 §4.1.1) with ``state``, ``nonce`` and PKCE S256."""
     provider, oauth = _provider(request, name), _oauth(request)
+    await provider.metadata()  # discovery first: a provider that cannot be reached leaves no flow behind
     browser, now = token_urlsafe(32), oauth.clock.now()
     async with unit_of_work(request) as uow:
         if link is not None:

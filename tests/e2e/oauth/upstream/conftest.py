@@ -5,7 +5,8 @@ with a confidential client ``bastion`` whose redirect URIs are Bastion's
 callbacks for both names (so ``second`` can answer on ``first``'s callback:
 the mix-up attack). The harness's Bastion is configured with both
 (``settings.oauth.providers``, plus ``impostor``: first's issuer with a
-trailing slash, which discovery refuses; dev mode: plain ``http`` to loopback is
+trailing slash, which discovery refuses, and ``plain``: second as a plain
+OAuth 2.0 provider by explicit endpoints; dev mode: plain ``http`` to loopback is
 allowed only there) and a clock set to the real time, since the providers'
 tokens carry real times.
 
@@ -41,6 +42,8 @@ PUBLIC_URL = "https://127.0.0.1:8443"  # Bastion's default auth.public_url
 CLIENT_ID = "bastion"
 CLIENT_SECRET = "upstream-client-secret-for-tests-only"  # planted: must never appear in a log or an event
 NAMES = ("first", "second")
+# Bastion's provider names, each with a callback registered at both upstreams.
+CALLBACK_NAMES = (*NAMES, "plain")
 
 
 def free_port() -> int:
@@ -71,7 +74,11 @@ class Upstream:
 def _start(name: str) -> Upstream:
     port = free_port()
     clients = [
-        {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uris": [callback_url(n) for n in NAMES]}
+        {
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [callback_url(n) for n in CALLBACK_NAMES],
+        }
     ]
     env = {**os.environ, "PORT": str(port), "CLIENTS": json.dumps(clients)}
     node = shutil.which("node")
@@ -125,7 +132,17 @@ def harness_settings(upstream: dict[str, Upstream], secret_file: Path) -> dict[s
     ]
     # Configured with a trailing slash its metadata's issuer lacks: discovery must refuse it.
     impostor = {**providers[0], "name": "impostor", "issuer": upstream["first"].issuer + "/"}
-    return {"oauth": {"providers": [*providers, impostor]}}
+    # ``second`` as a plain OAuth 2.0 provider (GitHub-style): explicit endpoints, no ID token, userinfo mapped.
+    base = upstream["second"].issuer
+    plain = {
+        **providers[1],
+        "name": "plain",
+        "kind": "oauth2",
+        "authorization_endpoint": f"{base}/auth",
+        "token_endpoint": f"{base}/token",
+        "userinfo_endpoint": f"{base}/me",
+    }
+    return {"oauth": {"providers": [*providers, impostor, plain]}}
 
 
 def new_account_id() -> str:

@@ -80,7 +80,7 @@ def _refused(response: httpx.Response) -> None:
 
 async def test_lists_the_configured_providers(harness: Harness) -> None:
     response = await harness.client.get("/api/v1/auth/providers")
-    assert response.json() == {"providers": [{"name": "first"}, {"name": "impostor"}, {"name": "second"}]}
+    assert response.json() == {"providers": [{"name": n} for n in ("first", "impostor", "plain", "second")]}
     assert (await harness.client.get("/api/v1/auth/providers/nope/start")).status_code == 404
 
 
@@ -138,6 +138,37 @@ async def test_new_account_then_the_same_account(
     logged = caplog.text + repr([event.details for event in await _rows(harness, select(AuditEvent))])
     for secret in (CLIENT_SECRET, code, tokens["access_token"], tokens["refresh_token"]):
         assert secret not in logged
+
+
+async def test_plain_oauth2_provider_by_explicit_endpoints_and_userinfo_mapping(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any
+) -> None:
+    """A GitHub-style provider: no discovery, no ID token; the identity is (configured issuer, mapped subject)."""
+    account = new_account_id()
+    upstream["second"].add_account(account, email=f"{account}@example.com")
+    browser: Browser = browser_for(account)
+    authorize = await browser.start("plain")
+    assert authorize.startswith(upstream["second"].issuer + "/auth?")
+    assert "nonce" not in query_of(authorize)
+    first = await _exchange(harness, exchange_code(await browser.callback(await browser.at_provider(authorize))))
+    assert await _signed_in_email(harness, first.json()) == f"{account}@example.com"
+    assert (await _exchange(harness, exchange_code(await browser.sign_in("plain")))).status_code == 200
+    [identity] = await _identities(harness)
+    assert (identity.provider, identity.issuer, identity.subject) == ("plain", upstream["second"].issuer, account)
+
+
+async def test_hosted_mode_ends_as_api_mode_for_now(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any
+) -> None:
+    """mode=hosted: until the hosted pages' browser session exists, the same one-time code page."""
+    account = new_account_id()
+    upstream["first"].add_account(account, email=f"{account}@example.com")
+    browser: Browser = browser_for(account)
+    response = await harness.client.get("/api/v1/auth/providers/first/start?mode=hosted")
+    assert response.status_code == 302
+    page = await browser.callback(await browser.at_provider(response.headers["location"]))
+    assert (await _exchange(harness, exchange_code(page))).status_code == 200
+    assert (await harness.client.get("/api/v1/auth/providers/first/start?mode=other")).status_code == 422
 
 
 async def test_tampered_state_is_refused(harness: Harness, upstream: dict[str, Upstream], browser_for: Any) -> None:
