@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from sqlalchemy import select
 
 from bastion.audit.models import AuditEvent
 from bastion.identity.models import User
+from bastion.logging import LogFormat, configure_logging
 from bastion.oauth.federation import BROWSER_COOKIE, EXCHANGE_TTL
 from bastion.oauth.models import LinkedIdentity
 from bastion.settings import ConfigError, load_settings
@@ -464,3 +466,32 @@ def test_prod_refuses_plain_http_providers(tmp_path: Any) -> None:
 async def test_discovery_issuer_must_match_exactly(harness: Harness) -> None:
     """V10.5.3 (OpenID Discovery §4.3): metadata whose issuer is not the configured one is not used."""
     assert (await harness.client.get("/api/v1/auth/providers/impostor/start")).status_code == 502
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+async def test_no_secret_of_a_provider_sign_in_reaches_the_log(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any, log_format: LogFormat
+) -> None:
+    """V16.2.5, the planted-secret test for these flows: the client secret, the provider's code, state,
+    the exchange code and the tokens stay out of every log line (Bastion's own and its httpx client's)."""
+    captured = io.StringIO()
+    configure_logging("debug", log_format=log_format, stream=captured)
+    try:
+        account = new_account_id()
+        upstream["first"].add_account(account, email=f"{account}@example.com")
+        browser: Browser = browser_for(account)
+        back = await browser.at_provider(await browser.start())
+        planted = [CLIENT_SECRET, query_of(back)["code"], query_of(back)["state"]]
+        _refused(await browser.callback(with_query(back, state="forged-state-value-of-some-length")))
+        code = exchange_code(await browser.callback(back))
+        tokens = (await _exchange(harness, code)).json()
+        planted += [code, tokens["access_token"], tokens["refresh_token"]]
+        started = await harness.client.post("/api/v1/me/identities/second/link", headers=harness.bearer(tokens))
+        planted.append(query_of(started.json()["url"])["link"])
+        await _exchange(harness, code)  # a replay, refused
+    finally:
+        configure_logging("info")
+    log = captured.getvalue()
+    assert "oauth:provider:sign_in" in log  # the log did see the flows
+    for secret in planted:
+        assert secret not in log, f"a planted secret of length {len(secret)} reached the log"
