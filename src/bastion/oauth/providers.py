@@ -32,10 +32,7 @@ from urllib.parse import quote
 import httpx
 
 from bastion.http.problems import BadRequest, Problem
-from bastion.security import InvalidToken, constant_time_equals
-
-# INTERIM: bastion.security gains verify_jwt_with_jwks and s256 with the keys branch; then import them from there.
-from bastion.security._interim_jwks import s256, verify_jwt_with_jwks
+from bastion.security import FOREIGN_ALGORITHMS, InvalidToken, constant_time_equals, s256, verify_jwt_with_jwks
 from bastion.settings import ConfigError, OAuthProviderSettings, Settings, url_allowed
 
 __all__ = [
@@ -46,7 +43,6 @@ __all__ = [
     "ProviderUnavailable",
     "Refused",
     "UpstreamProvider",
-    "s256",
 ]
 
 TIMEOUT = httpx.Timeout(10.0)
@@ -54,7 +50,7 @@ MAX_ANSWER = 1 << 20  # a metadata document, a JWKS or a token answer is a few K
 # Clock skew tolerated between us and the provider (OpenID Core §3.1.3.7 leaves it to the client).
 LEEWAY = 60
 # ID token signatures Bastion accepts from providers: asymmetric only (never "none" nor HS256 with the secret).
-ID_TOKEN_ALGORITHMS = frozenset({"RS256", "PS256", "ES256", "EdDSA"})
+ID_TOKEN_ALGORITHMS = frozenset(FOREIGN_ALGORITHMS)
 
 
 class ProviderUnavailable(Problem):
@@ -257,7 +253,7 @@ class UpstreamProvider:
                     token, await self._keys(fresh=True), algorithms=algorithms, typ=None, now=now, leeway=LEEWAY
                 )
             except InvalidToken:
-                raise Refused("signature_or_expiry") from None
+                raise Refused("signature_or_times") from None
         client_id = self.settings.client_id
         audience = claims.get("aud")
         audiences = [audience] if isinstance(audience, str) else audience
