@@ -352,7 +352,7 @@ async def callback(name: str, request: Request) -> Response:
             raise ProviderError from None
         if flow.link_user_id is not None:
             await _link(uow, oauth, name, who, flow.link_user_id)
-            return _page("Linked", "The provider is now linked to your account. You may close this window.")
+            return _ended(_page("Linked", "The provider is now linked to your account. You may close this window."))
         user_id = await _sign_in_user(uow, oauth, name, who)
         code = token_urlsafe(32)
         await uow.db.execute(
@@ -365,7 +365,11 @@ async def callback(name: str, request: Request) -> Response:
             },
         )
     # mode=hosted: the same ending until bastion.oauth.browser.open_browser_session exists.
-    response = _page("Signed in", "Return to the application; it completes the sign-in with this code.", code=code)
+    return _ended(_page("Signed in", "Return to the application; it completes the sign-in with this code.", code=code))
+
+
+def _ended(response: HTMLResponse) -> HTMLResponse:
+    """The flow is over: its browser cookie goes too."""
     response.delete_cookie(BROWSER_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
     return response
 

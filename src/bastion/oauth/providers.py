@@ -293,8 +293,10 @@ class UpstreamProvider:
                 response = await http.post(metadata.token_endpoint, data=form, headers=headers)
             except httpx.HTTPError:
                 raise ProviderUnavailable from None
-        if response.status_code in (400, 401):  # invalid_grant, invalid_client: refused, not an outage
+        if response.status_code == 400:  # invalid_grant and friends: this code is refused, not an outage
             raise Refused("code")
+        if response.status_code == 401:  # invalid_client: our client id or secret is wrong (RFC 6749 §5.2)
+            raise Refused("client_authentication")
         return self._json_of(response)
 
     async def _userinfo(self, url: str, access_token: str) -> dict[str, Any]:

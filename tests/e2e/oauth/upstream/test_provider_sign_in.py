@@ -209,6 +209,35 @@ async def test_state_without_the_browser_cookie_is_refused(
     assert exchange_code(await browser.callback(back))  # the browser that started it still can
 
 
+async def test_an_error_response_from_the_provider_is_refused(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any
+) -> None:
+    """RFC 6749 §4.1.2.1: the user said no at the provider (``error=access_denied``): nothing is exchanged."""
+    browser: Browser = browser_for(new_account_id())
+    state = query_of(await browser.start())["state"]
+    denied = f"{callback_url('first')}?error=access_denied&state={state}&iss={upstream['first'].issuer}"
+    _refused(await browser.callback(denied))
+    assert await _reasons(harness) == ["provider_error"]
+
+
+async def test_a_disabled_account_cannot_sign_in_with_its_provider(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any
+) -> None:
+    account = new_account_id()
+    upstream["first"].add_account(account, email=f"{account}@example.com")
+    browser: Browser = browser_for(account)
+    assert (await _exchange(harness, exchange_code(await browser.sign_in()))).status_code == 200
+    [user] = await _users(harness)
+    admin = await harness.admin()
+    assert harness.admin_client is not None
+    disabled = await harness.admin_client.patch(
+        f"/admin/api/v1/users/{user.id}", json={"disabled": True}, headers=harness.bearer(admin)
+    )
+    assert disabled.status_code == 200, disabled.text
+    _refused(await browser.sign_in())
+    assert await _reasons(harness) == ["disabled"]
+
+
 async def test_wrong_nonce_is_refused(harness: Harness, upstream: dict[str, Upstream], browser_for: Any) -> None:
     """V10.5.1: the attacker replaces ``nonce`` in the authorization request; oidc-provider puts that
     nonce in its (genuinely signed) ID token, which is not the one Bastion's flow holds."""
