@@ -33,7 +33,7 @@ import uuid
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -112,7 +112,7 @@ _CLAIM_EXCHANGE = compare_and_set(
     ProviderFlow.exchanged_at.is_(None),
     ProviderFlow.expires_at > bindparam("now"),
     values={ProviderFlow.exchanged_at: bindparam("now")},
-    returning=[ProviderFlow.user_id, ProviderFlow.provider],
+    returning=[ProviderFlow.user_id],
 )
 _IDENTITY = select(LinkedIdentity).where(
     LinkedIdentity.issuer == bindparam("issuer"), LinkedIdentity.subject == bindparam("subject")
@@ -226,7 +226,10 @@ async def list_providers(request: Request) -> ProviderList:
     responses={302: {"description": "To the provider"}, 404: {"description": "No such provider"}},
 )
 async def start(
-    name: str, request: Request, mode: Literal["api", "hosted"] = "api", link: str | None = None
+    name: str,
+    request: Request,
+    mode: Literal["api", "hosted"] = "api",
+    link: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     """Redirect the browser to the provider (RFC 6749 §4.1.1) with ``state``, ``nonce`` and PKCE S256."""
     provider, oauth = _provider(request, name), _oauth(request)
@@ -339,17 +342,21 @@ async def callback(name: str, request: Request) -> Response:
         if "error" in params or "code" not in params:
             _refuse(uow, oauth, name, "provider_error")
             raise ProviderError
-        try:
-            who = await provider.identity(
-                code=params["code"],
-                redirect_uri=_callback_url(oauth, name),
-                code_verifier=flow.code_verifier,
-                nonce=flow.nonce,
-                now=oauth.now(),
-            )
-        except Refused as refused:
+    # The flow is spent and committed: the provider's round trips (token, JWKS, userinfo; seconds when it is
+    # slow) run outside any transaction, so a slow provider never holds a database write lock.
+    try:
+        who = await provider.identity(
+            code=params["code"],
+            redirect_uri=_callback_url(oauth, name),
+            code_verifier=flow.code_verifier,
+            nonce=flow.nonce,
+            now=oauth.now(),
+        )
+    except Refused as refused:
+        async with unit_of_work(request) as uow:
             _refuse(uow, oauth, name, refused.check)
-            raise ProviderError from None
+        raise ProviderError from None
+    async with unit_of_work(request) as uow:
         if flow.link_user_id is not None:
             await _link(uow, oauth, name, who, flow.link_user_id)
             return _ended(_page("Linked", "The provider is now linked to your account. You may close this window."))
@@ -361,7 +368,7 @@ async def callback(name: str, request: Request) -> Response:
                 "state_hash": hash_token(state),
                 "user_id": user_id,
                 "exchange_hash": hash_token(code),
-                "expires": now + dt.timedelta(seconds=EXCHANGE_TTL),
+                "expires": oauth.clock.now() + dt.timedelta(seconds=EXCHANGE_TTL),
             },
         )
     # mode=hosted: the same ending until bastion.oauth.browser.open_browser_session exists.
