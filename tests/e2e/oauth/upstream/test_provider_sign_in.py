@@ -453,6 +453,29 @@ async def test_exchange_code_is_single_use_under_concurrency(
     assert (await _exchange(harness, code)).status_code == 400
 
 
+async def test_a_callback_is_spent_once_under_concurrency(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any
+) -> None:
+    """V10.1.2: ten concurrent callbacks of one response (one browser): exactly one completes."""
+    account = new_account_id()
+    upstream["first"].add_account(account, email=f"{account}@example.com")
+    browser: Browser = browser_for(account)
+    back = await browser.at_provider(await browser.start())
+    answers = await asyncio.gather(*(browser.callback(back) for _ in range(10)))
+    assert sorted(answer.status_code for answer in answers) == [200] + [400] * 9
+    assert len(await _users(harness)) == 1
+
+
+async def test_a_link_url_is_bound_to_one_browser_under_concurrency(
+    harness: Harness, upstream: dict[str, Upstream]
+) -> None:
+    tokens = await harness.signed_in(f"{new_account_id()}@example.com")
+    started = await harness.client.post("/api/v1/me/identities/first/link", headers=harness.bearer(tokens))
+    url = httpx.URL(started.json()["url"])
+    answers = await asyncio.gather(*(harness.client.get(f"{url.path}?{url.query.decode()}") for _ in range(10)))
+    assert sorted(answer.status_code for answer in answers) == [302] + [400] * 9
+
+
 async def test_exchange_code_is_short_lived(harness: Harness, upstream: dict[str, Upstream], browser_for: Any) -> None:
     account = new_account_id()
     upstream["first"].add_account(account, email=f"{account}@example.com")
