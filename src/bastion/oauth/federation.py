@@ -44,8 +44,9 @@ from bastion.db.claims import claim, compare_and_set
 from bastion.http.problems import Conflict, Forbidden, NotFound
 from bastion.http.throttle import Throttle
 from bastion.identity import schemas
-from bastion.identity.errors import InvalidEmail
+from bastion.identity.errors import InvalidEmail, LoginFailed
 from bastion.identity.service import IdentityService
+from bastion.identity.throttle import LOGIN_BY_ACCOUNT, LOGIN_BY_ADDRESS, account_key
 from bastion.oauth.models import LinkedIdentity, ProviderFlow
 from bastion.oauth.providers import (
     ProviderError,
@@ -153,6 +154,11 @@ class ProviderList(BaseModel):
 
 class ExchangeBody(BaseModel):
     code: str = Field(min_length=1, max_length=128)
+
+
+class LinkBody(BaseModel):
+    # The current password, when the account has one (a re-authentication).
+    password: str | None = Field(default=None, max_length=1024)
 
 
 class LinkStart(BaseModel):
@@ -528,12 +534,19 @@ async def list_identities(caller: Reader, request: Request) -> IdentityList:
     )
 
 
-@router.post("/me/identities/{name}/link", responses={403: {"description": "Not from a session"}})
-async def link(name: str, caller: CredentialOwner, request: Request) -> LinkStart:
+@router.post(
+    "/me/identities/{name}/link",
+    dependencies=[Depends(LOGIN_BY_ADDRESS)],
+    responses={401: {"description": "Wrong password"}, 403: {"description": "Not from a session"}},
+)
+async def link(name: str, body: LinkBody, caller: CredentialOwner, request: Request) -> LinkStart:
     """Start linking a provider account to the caller's: open the returned URL in the same user's browser.
 
-    Only a signed-in session links (an API key never adds a way to sign in).
-    The URL is single-use: the first browser to open it owns the flow.
+    A linked provider is a new way into the account, so it is added as the
+    password is changed: from a signed-in session (never with an API key),
+    with the current password (a re-authentication, throttled and counted
+    towards the lockout like sign-in) when the account has one. The URL is
+    single-use: the first browser to open it owns the flow.
     """
     _provider(request, name)
     if caller.session_id is None:
@@ -541,6 +554,13 @@ async def link(name: str, caller: CredentialOwner, request: Request) -> LinkStar
     oauth = _oauth(request)
     state = token_urlsafe(32)
     async with unit_of_work(request) as uow:
+        user = await oauth.identity.by_id(uow.db, caller.user_id)
+        if user is None or user.disabled:
+            raise LoginFailed
+        if user.password_hash is not None:
+            await LOGIN_BY_ACCOUNT.hit(request, account_key(user.email))
+            if body.password is None or not await oauth.identity.reauthenticate(uow, user, body.password):
+                raise LoginFailed("The password is incorrect.")
         await uow.db.execute(
             _NEW_FLOW,
             _flow_row(

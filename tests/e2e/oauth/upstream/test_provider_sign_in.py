@@ -29,7 +29,7 @@ from bastion.audit.models import AuditEvent
 from bastion.identity.models import User
 from bastion.logging import LogFormat, configure_logging
 from bastion.oauth.federation import BROWSER_COOKIE, EXCHANGE_TTL
-from bastion.oauth.models import LinkedIdentity
+from bastion.oauth.models import LinkedIdentity, ProviderFlow
 from bastion.settings import ConfigError, load_settings
 from conftest import (
     CLIENT_SECRET,
@@ -41,7 +41,7 @@ from conftest import (
     query_of,
     with_query,
 )
-from harness import Harness
+from harness import PASSWORD, Harness
 
 pytestmark = pytest.mark.e2e
 
@@ -359,7 +359,9 @@ async def test_email_of_an_existing_account_neither_links_nor_signs_in(
 
 
 async def _link(harness: Harness, tokens: dict[str, Any], browser: Browser, name: str = "first") -> httpx.Response:
-    started = await harness.client.post(f"/api/v1/me/identities/{name}/link", headers=harness.bearer(tokens))
+    started = await harness.client.post(
+        f"/api/v1/me/identities/{name}/link", json={"password": PASSWORD}, headers=harness.bearer(tokens)
+    )
     assert started.status_code == 200, started.text
     url = started.json()["url"]
     assert url.startswith("https://127.0.0.1:8443/api/v1/auth/providers/first/start?")
@@ -407,8 +409,23 @@ async def test_an_identity_linked_to_one_account_is_not_linked_to_another(
     assert len(await _identities(harness)) == 1
 
 
-async def test_link_needs_a_session(harness: Harness) -> None:
-    assert (await harness.client.post("/api/v1/me/identities/first/link")).status_code == 401
+async def test_link_needs_a_session_and_the_password(harness: Harness) -> None:
+    """A stolen access token alone cannot add the thief's provider account as a way in (V6.3 re-authentication)."""
+    assert (await harness.client.post("/api/v1/me/identities/first/link", json={})).status_code == 401
+    user = await harness.user("owner@example.com")
+    tokens = await harness.sign_in(user)
+    for body in ({}, {"password": "not the password"}):
+        refused = await harness.client.post(
+            "/api/v1/me/identities/first/link", json=body, headers=harness.bearer(tokens)
+        )
+        assert refused.status_code == 401
+    [counted] = await _rows(harness, select(User.failed_logins).where(User.id == user.id))
+    assert counted == (1,)
+    assert await _rows(harness, select(ProviderFlow)) == []
+    granted = await harness.client.post(
+        "/api/v1/me/identities/first/link", json={"password": PASSWORD}, headers=harness.bearer(tokens)
+    )
+    assert granted.status_code == 200
 
 
 async def test_unlink(harness: Harness, upstream: dict[str, Upstream], browser_for: Any) -> None:
@@ -470,7 +487,9 @@ async def test_a_link_url_is_bound_to_one_browser_under_concurrency(
     harness: Harness, upstream: dict[str, Upstream]
 ) -> None:
     tokens = await harness.signed_in(f"{new_account_id()}@example.com")
-    started = await harness.client.post("/api/v1/me/identities/first/link", headers=harness.bearer(tokens))
+    started = await harness.client.post(
+        "/api/v1/me/identities/first/link", json={"password": PASSWORD}, headers=harness.bearer(tokens)
+    )
     url = httpx.URL(started.json()["url"])
     answers = await asyncio.gather(*(harness.client.get(f"{url.path}?{url.query.decode()}") for _ in range(10)))
     assert sorted(answer.status_code for answer in answers) == [302] + [400] * 9
@@ -538,7 +557,9 @@ async def test_no_secret_of_a_provider_sign_in_reaches_the_log(
         code = exchange_code(await browser.callback(back))
         tokens = (await _exchange(harness, code)).json()
         planted += [code, tokens["access_token"], tokens["refresh_token"]]
-        started = await harness.client.post("/api/v1/me/identities/second/link", headers=harness.bearer(tokens))
+        started = await harness.client.post(
+            "/api/v1/me/identities/second/link", json={"password": "unused"}, headers=harness.bearer(tokens)
+        )
         planted.append(query_of(started.json()["url"])["link"])
         await _exchange(harness, code)  # a replay, refused
     finally:
