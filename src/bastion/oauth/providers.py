@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -49,6 +50,8 @@ TIMEOUT = httpx.Timeout(10.0)
 MAX_ANSWER = 1 << 20  # a metadata document, a JWKS or a token answer is a few KiB
 # Clock skew tolerated between us and the provider (OpenID Core §3.1.3.7 leaves it to the client).
 LEEWAY = 60
+# A token whose kid we do not know makes us fetch the JWKS again (the provider rotated), this often at most.
+JWKS_REFETCH = 60.0
 # ID token signatures Bastion accepts from providers: asymmetric only (never "none" nor HS256 with the secret).
 ID_TOKEN_ALGORITHMS = frozenset(FOREIGN_ALGORITHMS)
 
@@ -106,8 +109,10 @@ class UpstreamProvider:
     mode: str
     client_secret: str | None
     transport: httpx.AsyncBaseTransport | None = None
+    jwks_refetch: float = JWKS_REFETCH
     _metadata: ProviderMetadata | None = field(default=None, repr=False)
     _jwks: dict[str, Any] | None = field(default=None, repr=False)
+    _jwks_at: float = field(default=0.0, repr=False)
 
     @property
     def name(self) -> str:
@@ -169,13 +174,16 @@ class UpstreamProvider:
         return isinstance(url, str) and url_allowed(url, self.mode)
 
     async def _keys(self, *, fresh: bool) -> dict[str, Any]:
-        if self._jwks is None or fresh:
+        """The provider's JWKS, cached; ``fresh`` fetches it again, at most once per ``jwks_refetch`` seconds
+        (bad tokens must not turn Bastion into a stream of requests to the provider)."""
+        now = time.monotonic()
+        if self._jwks is None or (fresh and now - self._jwks_at >= self.jwks_refetch):
             metadata = await self.metadata()
             assert metadata.jwks_uri is not None  # noqa: S101 - discovery requires it
             jwks = await self._get_json(metadata.jwks_uri)
             if not isinstance(jwks.get("keys"), list):
                 raise ProviderUnavailable
-            self._jwks = jwks
+            self._jwks, self._jwks_at = jwks, now
         return self._jwks
 
     # --- the authorization request --------------------------------------

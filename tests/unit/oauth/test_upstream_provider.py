@@ -70,9 +70,9 @@ def _b64(part: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
 
 
-def _provider(script: Scripted, *, mode: str = "dev", **settings: Any) -> UpstreamProvider:
+def _provider(script: Scripted, *, mode: str = "dev", refetch: float = 60.0, **settings: Any) -> UpstreamProvider:
     config = OAuthProviderSettings(name="up", issuer=ISSUER, client_id="bastion", **settings)
-    return UpstreamProvider(config, mode, "the-secret", httpx.MockTransport(script))
+    return UpstreamProvider(config, mode, "the-secret", httpx.MockTransport(script), jwks_refetch=refetch)
 
 
 async def _identity(provider: UpstreamProvider) -> Any:
@@ -84,7 +84,7 @@ async def _identity(provider: UpstreamProvider) -> Any:
 async def test_a_key_rotated_in_after_the_jwks_was_cached_is_fetched_once_more() -> None:
     old, new = _key("old"), _key("new")
     script = Scripted([old])
-    provider = _provider(script)
+    provider = _provider(script, refetch=0)  # as if the cached JWKS were older than the refetch interval
     script.answer = {"access_token": "at", "id_token": script.id_token(old, email="a@example.com")}
     assert (await _identity(provider)).subject == "user-1"
     script.keys = [old, new]
@@ -92,6 +92,16 @@ async def test_a_key_rotated_in_after_the_jwks_was_cached_is_fetched_once_more()
     assert (await _identity(provider)).email == "a@example.com"
     assert [request.url.path for request in script.seen].count("/jwks") == 2
     assert [request.url.path for request in script.seen].count("/.well-known/openid-configuration") == 1
+
+
+async def test_bad_tokens_refetch_the_jwks_at_most_once_per_interval() -> None:
+    script = Scripted([_key("k")])
+    provider = _provider(script)
+    for _ in range(3):
+        script.answer = {"access_token": "at", "id_token": script.id_token(_key("unknown"))}
+        with pytest.raises(Refused):
+            await _identity(provider)
+    assert [request.url.path for request in script.seen].count("/jwks") == 1
 
 
 async def test_a_token_signed_by_a_key_outside_the_jwks_is_refused() -> None:
