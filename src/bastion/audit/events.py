@@ -40,6 +40,9 @@ class EventTag(StrEnum):
     KEY_ROTATE = "admin:keys:rotate"
     KEY_REMOVE = "admin:keys:remove"
     KEYS_REWRAP = "admin:keys:rewrap"
+    OAUTH_CLIENT_CREATE = "oauth:client:create"
+    OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
+    OAUTH_CLIENT_DELETE = "oauth:client:delete"
     # Sign-in with other providers (Bastion as an OAuth client).
     OAUTH_PROVIDER_SIGN_IN = "oauth:provider:sign_in"
     OAUTH_IDENTITY_LINK = "oauth:identity:link"
