@@ -123,6 +123,9 @@ async def test_new_account_then_the_same_account(
     page = await browser.sign_in()
     code = exchange_code(page)
     assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "unsafe-inline" not in page.headers["content-security-policy"]
     exchanged = await _exchange(harness, code)
     assert exchanged.status_code == 200, exchanged.text
     tokens = exchanged.json()
@@ -532,6 +535,17 @@ def test_prod_refuses_plain_http_providers(tmp_path: Any) -> None:
         load_settings(tmp_path, oauth={"providers": [{**provider, "issuer": "http://provider.example"}]})
     secure = {**provider, "issuer": "https://accounts.example"}
     assert load_settings(tmp_path, mode="prod", oauth={"providers": [secure]}).oauth.providers[0].issuer
+    plain = {
+        **secure,
+        "kind": "oauth2",
+        "authorization_endpoint": "https://accounts.example/authorize",
+        "token_endpoint": "https://accounts.example/token",
+        "userinfo_endpoint": "http://accounts.example/me",
+    }
+    with pytest.raises(ConfigError, match="https"):
+        load_settings(tmp_path, mode="prod", oauth={"providers": [plain]})
+    with pytest.raises(ConfigError, match="same name"):
+        load_settings(tmp_path, oauth={"providers": [secure, secure]})
 
 
 async def test_discovery_issuer_must_match_exactly(harness: Harness) -> None:
