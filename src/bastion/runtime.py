@@ -59,7 +59,13 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         )
     )
     # One issuer for every token Bastion signs: its public URL (issue #13 §4).
-    signer = TokenSigner(keys.signing_keyrings(), issuer=auth.public_url)
+    signer = TokenSigner(
+        keys.signing_keyrings(),
+        issuer=auth.public_url,
+        publish_seconds=auth.signing_publish_seconds,
+        # Retired keys stay published while a token they signed may live.
+        max_ttl_seconds=max(auth.access_token_ttl, settings.oauth.access_token_ttl, settings.oauth.id_token_ttl),
+    )
     identity = IdentityService(
         auth,
         clock=clock,

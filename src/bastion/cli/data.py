@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from bastion.settings import Settings
 
 collections = typer.Typer(help="Collections declared in bastion.toml.", no_args_is_help=True)
-keys = typer.Typer(help="The keystore: list, rotate, rewrap, remove.", no_args_is_help=True)
+keys = typer.Typer(help="The keystore: list, rotate, rewrap, remove, revoke.", no_args_is_help=True)
 
 # Rotating the HMAC key would change every blind index at once (lookups would
 # miss until all were recomputed), so only these rotate.
@@ -90,7 +90,7 @@ def list_keys(data_dir: DataDir = None) -> None:
     table = Table("purpose", "kid", "created", "status", "values", title="Bastion keystore")
     for purpose in KEY_PURPOSES:
         for info in rings.purpose(purpose).kids():
-            colour = "green" if info.status == "active" else "dim"
+            colour = {"active": "green", "revoked": "red"}.get(info.status, "dim")
             values = str(sealed.pop(info.kid, 0)) if purpose == "encryption" else ""
             table.add_row(purpose, info.kid, info.created_at.isoformat(), f"[{colour}]{info.status}[/]", values)
     out.print(table)
@@ -103,7 +103,11 @@ def rotate(
     purpose: Annotated[str, typer.Argument(help="encryption or signing")],
     data_dir: DataDir = None,
 ) -> None:
-    """Make a new active key; old ones stay to read what they wrote. Running servers switch at once."""
+    """Make a new active key; old ones stay to read what they wrote. Running servers switch at once.
+
+    For signing, every algorithm's keyring (EdDSA, RS256, ES256) rotates: the
+    new keys are in the JWKS at once and sign after auth.signing_publish_seconds;
+    the old ones stay published until the last token they signed has expired."""
     if purpose not in ROTATABLE:
         with one_line_errors():
             raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate (hmac would change every blind index)")
@@ -165,8 +169,8 @@ def remove(
 ) -> None:
     """Delete a retired key for good, e.g. one that may be compromised. An
     encryption key is refused while sealed values remain under it (run
-    `bastion keys rewrap` first); tokens signed by a removed signing key stop
-    verifying at once."""
+    `bastion keys rewrap` first). A signing key is revoked instead (see
+    `keys revoke`): tokens it signed stop verifying at once."""
     if purpose not in ROTATABLE:
         with one_line_errors():
             raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate, so only they have keys to remove")
@@ -180,9 +184,44 @@ def remove(
         if purpose == "encryption" and (left := asyncio.run(count_all(settings, rings))[kid]):
             raise CommandError(f"{left} sealed values are still under {kid}; run `bastion keys rewrap` first")
         keyring = _holding(rings, purpose, kid)
-        keyring.remove(kid)
+        if purpose == "signing":
+            # Deleting the entry would lose its place in the rotation schedule
+            # (jose._schedule); a tombstone keeps it. The active key stays refused.
+            if keyring.active_kid == kid:
+                raise CommandError(f"{kid} is the active {keyring.purpose} key; rotate first (or `keys revoke`)")
+            keyring.revoke(kid)
+        else:
+            keyring.remove(kid)
         asyncio.run(_audit(settings, EventTag.KEY_REMOVE, {"purpose": keyring.purpose, "kid": kid}))
     out.print(f"[green]removed {keyring.purpose} key[/] {kid}", highlight=False)
+
+
+@keys.command("revoke")
+def revoke(
+    purpose: Annotated[str, typer.Argument(help="signing")],
+    kid: Annotated[str, typer.Argument(help="the leaked key's id (see `bastion keys list`)")],
+    data_dir: DataDir = None,
+) -> None:
+    """For a leaked signing key: every token it signed is refused at once (running
+    servers within a second, remembered verifications included) and it leaves
+    the JWKS. Revoking the active key first makes a new one, which signs at once."""
+    if purpose != "signing":
+        with one_line_errors():
+            raise CommandError("only signing keys are revoked (for others: rotate, rewrap, then `keys remove`)")
+    from bastion.audit import EventTag
+    from bastion.secrets import open_keyrings
+
+    settings = _settings(data_dir)
+    with one_line_errors():
+        keyring = _holding(open_keyrings(settings), purpose, kid)
+        new_kid = keyring.revoke(kid)
+        details: dict[str, object] = {"purpose": keyring.purpose, "kid": kid}
+        if new_kid is not None:
+            details["new_kid"] = new_kid
+        asyncio.run(_audit(settings, EventTag.KEY_REVOKE, details))
+    out.print(f"[green]revoked {keyring.purpose} key[/] {kid}", highlight=False)
+    if new_kid is not None:
+        out.print(f"[green]new active {keyring.purpose} key:[/] {new_kid}", highlight=False)
 
 
 def _holding(rings: Keyrings, purpose: str, kid: str) -> Keyring:

@@ -320,13 +320,44 @@ def verify_dpop_proof(proof: str, *, algorithms: Collection[str]) -> tuple[dict[
         raise InvalidToken from None
 
 
+def _schedule(keys: list[tuple[str, int, str]], now: int, *, publish: int, retain: int) -> tuple[str, list[str]]:
+    """Which key of one keyring signs at ``now``, and which keys are published.
+
+    ``keys`` are (kid, created, status), oldest first. A key is published
+    from its creation and signs only once it has been published ``publish``
+    seconds, so every verifier refreshing its JWKS at least that often knows
+    it before meeting a token it signed. A key stops signing when the next
+    key reaches that age (its ``stop``), and stays published until the last
+    token it signed has expired: ``retain`` (the longest token lifetime)
+    after its stop. A revoked key neither signs nor is published, but its
+    creation still stops its predecessor, so revoking never brings an
+    unpublished key back. When no key has been published long enough (a new
+    install, or the previous key was revoked), the active key signs at once.
+    """
+    active = next(kid for kid, _, status in keys if status == "active")
+    signing, published = active, []
+    for index, (kid, created, status) in enumerate(keys):
+        if status == "revoked":
+            continue
+        stop = keys[index + 1][1] + publish if status != "active" and index + 1 < len(keys) else None
+        if stop is None or now < stop + retain:
+            published.append(kid)
+        if created + publish <= now and (stop is None or now < stop):
+            signing = kid  # the newest such key wins: the loop goes oldest first
+    return signing, published
+
+
 class TokenSigner:
     """Issue and verify Bastion's JWTs, for one issuer, with one keyring per algorithm.
 
     ``keyrings`` maps an algorithm of :data:`ALLOWED_ALGORITHMS` to its keyring
-    (``KEYRING_PURPOSES``). New tokens are signed with the algorithm's active
-    key; tokens signed with a retired key keep verifying until they expire.
-    The clock is always passed in.
+    (``KEYRING_PURPOSES``). A rotated-in key is published in
+    :meth:`public_jwks` at once and signs after ``publish_seconds``; a retired
+    key keeps verifying, and stays published, until the last token it signed
+    has expired (``max_ttl_seconds``, the longest lifetime :meth:`sign`
+    accepts, plus the leeway); see ``_schedule``. A revoked key verifies
+    nothing from the moment this process sees the keyring change. The clock
+    is always passed in.
     """
 
     def __init__(
@@ -336,13 +367,19 @@ class TokenSigner:
         issuer: str,
         leeway_seconds: int = 0,
         key_check_seconds: float = 1.0,
+        publish_seconds: int = 0,
+        max_ttl_seconds: int = 3600,
     ) -> None:
         _check_algorithms(keyrings.keys(), ALLOWED_ALGORITHMS)
         for alg, keyring in keyrings.items():
             if keyring.purpose != KEYRING_PURPOSES[alg]:
                 raise ValueError(f"{alg} needs the {KEYRING_PURPOSES[alg]!r} keyring")
-        if leeway_seconds < 0:
-            raise ValueError("leeway_seconds must not be negative")
+        if leeway_seconds < 0 or publish_seconds < 0 or max_ttl_seconds <= 0:
+            raise ValueError("leeway_seconds and publish_seconds must not be negative, max_ttl_seconds positive")
+        self._publish = publish_seconds
+        self._max_ttl = max_ttl_seconds
+        # (kid, created, status) per algorithm, from the keyrings at ``_generations``.
+        self._keys: dict[str, list[tuple[str, int, str]]] = {}
         self._keyrings = dict(keyrings)
         self._issuer = issuer
         self._leeway = leeway_seconds
@@ -388,20 +425,22 @@ class TokenSigner:
         ``{alg, kid, typ}`` (RFC 8725 §3.11: "at+jwt" for access tokens, RFC
         9068 §2.1; "JWT" for ID tokens; "logout+jwt" for logout tokens).
         """
-        if ttl_seconds <= 0:
-            raise ValueError("ttl_seconds must be positive")
+        if not 0 < ttl_seconds <= self._max_ttl:
+            # Longer would outlive its key's publication after a rotation.
+            raise ValueError(f"ttl_seconds must be positive and at most max_ttl_seconds ({self._max_ttl})")
         if _SIGNER_CLAIMS & claims.keys():
             raise ValueError(f"claims {sorted(_SIGNER_CLAIMS & claims.keys())} are set by the signer")
         if "sub" not in claims:
             raise ValueError("claims must contain 'sub'")
         if alg not in self._keyrings:
             raise ValueError(f"alg must be one of {self.algorithms}")
+        self._keyrings[alg].refresh()  # one stat: never sign with a key revoked a moment ago
         self._current()
         payload = {**claims, "iss": self._issuer}
         if audience is not None:
             payload["aud"] = audience
         payload.update({"iat": now, "nbf": now, "exp": now + ttl_seconds, "jti": token_urlsafe(16)})
-        kid = self._keyrings[alg].active_kid
+        kid, _ = self._schedule(alg, now)
         header = {"alg": alg, "kid": kid, "typ": typ}
         # Parsed once per kid: an RSA key takes milliseconds to load, its signature ~1.2 ms more.
         key = self._private_keys.get((alg, kid))
@@ -466,16 +505,38 @@ class TokenSigner:
         kid = header.get("kid")
         return kid if isinstance(kid, str) else None
 
-    def public_jwks(self) -> dict[str, Any]:
-        """Return the JWK Set (RFC 7517 §5) of every verification key of every algorithm, public parts only."""
+    def public_jwks(self, *, now: int | None = None) -> dict[str, Any]:
+        """Return the JWK Set (RFC 7517 §5) of every published key of every algorithm, public parts only.
+
+        Published: the keys that sign or will soon, and retired ones whose
+        tokens may still be valid at ``now`` (default: the system clock);
+        never a revoked one.
+        """
         self._current()
+        at = int(time.time()) if now is None else now
         return {
             "keys": [
-                self._public_key(alg, info.kid).as_dict(private=False)
-                for alg, keyring in self._keyrings.items()
-                for info in keyring.kids()
+                self._public_key(alg, kid).as_dict(private=False)
+                for alg in self._keyrings
+                for kid in self._schedule(alg, at)[1]
             ]
         }
+
+    def signing_kid(self, alg: str, *, now: int) -> str:
+        """The kid that signs ``alg`` tokens at ``now`` (publish-before-sign applied)."""
+        self._current()
+        return self._schedule(alg, now)[0]
+
+    def _schedule(self, alg: str, now: int) -> tuple[str, list[str]]:
+        keys = self._keys.get(alg)
+        if keys is None:
+            # created_at is kept to the second, rounded down: the key may be up
+            # to a second younger, so count it from the next second.
+            keys = [
+                (info.kid, int(info.created_at.timestamp()) + 1, info.status) for info in self._keyrings[alg].kids()
+            ]
+            self._keys[alg] = keys
+        return _schedule(keys, now, publish=self._publish, retain=self._max_ttl + self._leeway)
 
     def _generations_now(self) -> tuple[int, ...]:
         return tuple(keyring.generation for keyring in self._keyrings.values())
@@ -493,6 +554,7 @@ class TokenSigner:
             self._private_keys.clear()
             self._public_keys.clear()
             self._verified.clear()
+            self._keys.clear()
 
     def _verify(self, token: str, now: int) -> tuple[str, str, dict[str, Any]]:
         header, _ = _split(token, _ALLOWED_HEADERS)
