@@ -69,6 +69,10 @@ _CRV = {"EdDSA": "Ed25519", "ES256": "P-256", "ES384": "P-384"}
 # Allowlist rather than denylist: anything else (jwk, jku, x5u, x5c, x5t, crit,
 # b64, zip, …) lets the token steer its own verification, so it is refused.
 _ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
+# Tokens signed by others may also carry a certificate thumbprint (Microsoft
+# Entra ID's ID tokens do): a hint naming a key, never one, and ignored here,
+# since the key is chosen by kid from the JWKS the caller trusts.
+_FOREIGN_HEADERS = _ALLOWED_HEADERS | {"x5t", "x5t#S256"}
 _DPOP_HEADERS = frozenset({"alg", "typ", "jwk"})
 _DPOP_TYP = "dpop+jwt"
 # Members of a private JWK (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
@@ -265,7 +269,7 @@ def verify_jwt_with_jwks(
     For client assertions (RFC 7523 §3) and other providers' ID tokens (OIDC
     Core §3.1.3.7). The RFC 8725 header policy applies: ``alg`` from
     ``algorithms`` (a subset of :data:`FOREIGN_ALGORITHMS`), no header but
-    ``alg``, ``kid`` and ``typ``; ``typ`` must match when given (None: not
+    ``alg``, ``kid``, ``typ`` and the ignored hints ``x5t`` and ``x5t#S256``; ``typ`` must match when given (None: not
     checked, as many providers send none). The key is the JWKS entry with the
     header's ``kid``; without a ``kid`` only a set with exactly one key fit for
     ``alg`` is usable. ``exp`` is required, ``nbf`` and ``iat`` checked when
@@ -273,7 +277,7 @@ def verify_jwt_with_jwks(
     """
     allowed = _check_algorithms(algorithms, FOREIGN_ALGORITHMS)
     try:
-        header, claims = _split(token, _ALLOWED_HEADERS)
+        header, claims = _split(token, _FOREIGN_HEADERS)
         alg = header["alg"]
         if alg not in allowed or (typ is not None and not _typ_matches(header, typ)):
             raise InvalidToken

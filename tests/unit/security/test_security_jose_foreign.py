@@ -273,6 +273,21 @@ def test_v9_1_2_v9_1_3_forged_foreign_tokens_are_refused(forgery: Any) -> None:
     assert str(caught.value) == ""
 
 
+def test_a_certificate_thumbprint_hint_is_tolerated_and_ignored() -> None:
+    """Entra ID puts x5t beside kid: accepted, but the key is still the kid's (a
+    thumbprint of another key changes nothing)."""
+    token = assertion("RS256", x5t="bm90LXRoaXMta2V5")
+    assert verify_jwt_with_jwks(token, client_jwks(), algorithms=["RS256"], typ="JWT", now=NOW)
+    forged = forge(
+        {"alg": "RS256", "kid": "k-RS256", "typ": "JWT", "x5t": "bm90LXRoaXMta2V5"},
+        CLAIMS,
+        "RS256",
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
+    with pytest.raises(InvalidToken):
+        verify_jwt_with_jwks(forged, client_jwks(), algorithms=["RS256"], typ="JWT", now=NOW)
+
+
 def test_v9_2_1_leeway_is_bounded() -> None:
     """ASVS V9.2.1: a 30 s leeway admits a token expired 20 s ago, not 31 s ago."""
     header = {"alg": "ES256", "kid": "k-ES256", "typ": "JWT"}
