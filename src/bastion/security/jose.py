@@ -50,6 +50,7 @@ __all__ = [
     "FOREIGN_ALGORITHMS",
     "KEYRING_PURPOSES",
     "TokenSigner",
+    "half_hash",
     "jwk_thumbprint",
     "s256",
     "verify_dpop_proof",
@@ -189,6 +190,18 @@ def s256(value: str) -> str:
     """``BASE64URL(SHA256(ASCII(value)))``: the PKCE S256 challenge (RFC 7636 §4.2), also
     DPoP's ``ath`` (RFC 9449 §4.2). (An ID token's ``at_hash`` is its left half, OIDC Core §3.1.3.6.)"""
     return _b64(hashlib.sha256(value.encode("ascii")).digest())
+
+
+# OIDC Core §3.1.3.6: the hash of the ID token's alg; Ed25519 uses SHA-512
+# (OpenID Connect Core 1.0 errata set 2, §3.1.3.6).
+_HALF_HASHES = {"RS256": "sha256", "PS256": "sha256", "ES256": "sha256", "ES384": "sha384", "EdDSA": "sha512"}
+
+
+def half_hash(value: str, alg: str) -> str:
+    """An ID token's ``at_hash`` / ``c_hash`` (OIDC Core §3.1.3.6, §3.3.2.11): base64url of
+    the left half of the hash of ``value`` (ASCII) with the hash of ``alg``."""
+    digest = hashlib.new(_HALF_HASHES[alg], value.encode("ascii")).digest()
+    return _b64(digest[: len(digest) // 2])
 
 
 # RFC 7638 §3.2: the required members of each key type, in lexicographic order.

@@ -26,6 +26,7 @@ from bastion.security import (
     Keyring,
     MasterKey,
     TokenSigner,
+    half_hash,
     jwk_thumbprint,
     s256,
     verify_dpop_proof,
@@ -440,6 +441,26 @@ def test_v11_6_1_s256_is_rfc7636_appendix_b() -> None:
     assert s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
     with pytest.raises(UnicodeEncodeError):
         s256("é")  # ASCII only (RFC 7636 §4.2)
+
+
+@pytest.mark.parametrize(
+    ("alg", "name", "length"),
+    [
+        ("RS256", "sha256", 16),
+        ("ES256", "sha256", 16),
+        ("PS256", "sha256", 16),
+        ("ES384", "sha384", 24),
+        ("EdDSA", "sha512", 32),
+    ],
+)
+def test_half_hash_is_the_left_half_of_the_algs_hash(alg: str, name: str, length: int) -> None:
+    """OIDC Core §3.1.3.6: at_hash is the left half of the hash the ID token's alg uses
+    (SHA-512 for Ed25519, errata set 2)."""
+    token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+    assert half_hash(token, alg) == b64(hashlib.new(name, token.encode()).digest()[:length])
+    assert half_hash(token, alg) != half_hash(token + "x", alg)
+    with pytest.raises(KeyError):
+        half_hash(token, "HS256")
 
 
 # --- TokenSigner over every algorithm ------------------------------------------------
