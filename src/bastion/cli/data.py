@@ -6,6 +6,7 @@ The services are imported inside the commands, so ``--help`` does not load them.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -76,22 +77,34 @@ def apply_command(
 
 @keys.command("list")
 def list_keys(data_dir: DataDir = None) -> None:
-    """Every key of every keyring (ids and dates, never material), and how many
-    sealed values each encryption key still protects."""
+    """Every key of every keyring (ids and dates, never material), how many
+    sealed values each encryption key still protects, and which signing keys
+    sign now and which are only published in the JWKS."""
     from rich.table import Table
 
     from bastion.rewrap import count_all
-    from bastion.secrets import KEY_PURPOSES, open_keyrings
+    from bastion.secrets import KEY_PURPOSES, open_keyrings, token_signer
+    from bastion.security import KEYRING_PURPOSES
 
     settings = _settings(data_dir)
     with one_line_errors():
         rings = open_keyrings(settings)
         sealed = asyncio.run(count_all(settings, rings))
-    table = Table("purpose", "kid", "created", "status", "values", title="Bastion keystore")
+        signer = token_signer(settings, rings)
+    now = int(time.time())
+    published = {key["kid"] for key in signer.public_jwks(now=now)["keys"]}
+    signing = {signer.signing_kid(alg, now=now) for alg in KEYRING_PURPOSES}
+    table = Table("purpose", "kid", "created", "status", "use", title="Bastion keystore")
     for purpose in KEY_PURPOSES:
         for info in rings.purpose(purpose).kids():
             colour = {"active": "green", "revoked": "red"}.get(info.status, "dim")
-            values = str(sealed.pop(info.kid, 0)) if purpose == "encryption" else ""
+            if purpose == "encryption":
+                values = str(sealed.pop(info.kid, 0))
+            elif purpose in KEYRING_PURPOSES.values():
+                # What the JWKS shows now: a new key is published before it signs.
+                values = "signing" if info.kid in signing else "published" if info.kid in published else ""
+            else:
+                values = ""
             table.add_row(purpose, info.kid, info.created_at.isoformat(), f"[{colour}]{info.status}[/]", values)
     out.print(table)
     for kid, count in sorted(sealed.items()):  # left over: under no key of the keyring

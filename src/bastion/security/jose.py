@@ -347,21 +347,23 @@ def _schedule(keys: list[tuple[str, int, str]], now: int, *, publish: int, retai
     key reaches that age (its ``stop``), and stays published until the last
     token it signed has expired: ``retain`` (the longest token lifetime)
     after its stop. A revoked key neither signs nor is published, but its
-    creation still stops its predecessor, so revoking never brings an
-    unpublished key back. When no key has been published long enough (a new
-    install, or the previous key was revoked), the active key signs at once.
+    creation still stops its predecessor, so revoking never brings back a key
+    that had stopped. Of the keys that have not stopped, the newest published
+    long enough signs; if none is (a new install, or right after revoking the
+    active key), the one published longest does: the active key itself when
+    it is the only one left.
     """
-    active = next(kid for kid, _, status in keys if status == "active")
-    signing, published = active, []
+    chain, published = [], []
     for index, (kid, created, status) in enumerate(keys):
         if status == "revoked":
             continue
         stop = keys[index + 1][1] + publish if status != "active" and index + 1 < len(keys) else None
         if stop is None or now < stop + retain:
             published.append(kid)
-        if created + publish <= now and (stop is None or now < stop):
-            signing = kid  # the newest such key wins: the loop goes oldest first
-    return signing, published
+        if stop is None or now < stop:
+            chain.append((kid, created))
+    ready = [kid for kid, created in chain if created + publish <= now]
+    return (ready[-1] if ready else chain[0][0]), published
 
 
 class TokenSigner:

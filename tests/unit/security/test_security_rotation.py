@@ -136,6 +136,18 @@ def test_v13_3_4_a_second_rotation_inside_the_publish_window_keeps_the_published
     assert {first, second, third} <= deployment.published(start + 40)
 
 
+def test_v13_3_4_a_rotation_soon_after_install_keeps_the_first_key_signing(tmp_path: Path) -> None:
+    """Neither key has been published ``publish_seconds`` yet: the one published
+    longest (the first) signs until the new one has been, never the newer one."""
+    deployment = Deployment(tmp_path / "keys")
+    created = int(datetime.now(UTC).timestamp())
+    first = deployment.signer.signing_kid("RS256", now=created)
+    second = deployment.operator("RS256").rotate(at=at(created + 1))
+    assert deployment.signer.signing_kid("RS256", now=created + 2) == first
+    assert deployment.signer.signing_kid("RS256", now=created + 1 + PUBLISH) == first
+    assert deployment.signer.signing_kid("RS256", now=created + 2 + PUBLISH) == second
+
+
 def test_sign_refuses_a_lifetime_longer_than_the_retention(deployment: Deployment) -> None:
     """A token may not outlive its key's publication: ttl is capped at max_ttl_seconds."""
     with pytest.raises(ValueError, match="max_ttl_seconds"):
