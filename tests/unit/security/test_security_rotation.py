@@ -148,6 +148,16 @@ def test_v13_3_4_a_rotation_soon_after_install_keeps_the_first_key_signing(tmp_p
     assert deployment.signer.signing_kid("RS256", now=created + 2 + PUBLISH) == second
 
 
+def test_publish_seconds_zero_signs_with_the_new_key_at_once(tmp_path: Path) -> None:
+    """``signing_publish_seconds = 0``: the rotated-in key signs at once, even for a
+    clock that stands before the key's creation (a test's frozen clock)."""
+    ring = Keyring.load_or_create(tmp_path, "signing", MasterKey.generate())
+    signer = TokenSigner({"EdDSA": ring}, issuer=ISSUER, publish_seconds=0)
+    new = ring.rotate()
+    for now in (0, int(datetime.now(UTC).timestamp()) + 5):
+        assert signer.signing_kid("EdDSA", now=now) == new
+
+
 def test_sign_refuses_a_lifetime_longer_than_the_retention(deployment: Deployment) -> None:
     """A token may not outlive its key's publication: ttl is capped at max_ttl_seconds."""
     with pytest.raises(ValueError, match="max_ttl_seconds"):
