@@ -189,6 +189,11 @@ class AuthSettings(Section):
     audience: str = "bastion-api"
     access_token_ttl: int = Field(600, ge=60, le=3600)
     refresh_token_ttl: int = Field(30 * 86400, ge=3600)
+    # After `bastion keys rotate signing`, the new keys are published in the
+    # JWKS at once and sign only this many seconds later, so relying parties
+    # that cache the JWKS (for at most this long) know a key before meeting
+    # its first token. 0 signs at once.
+    signing_publish_seconds: int = Field(300, ge=0, le=86400)
     mfa_token_ttl: int = Field(300, ge=60, le=900)
     email_token_ttl: int = Field(1800, ge=300, le=86400)
     # NIST SP 800-63B: at least 8, and we default higher; long passphrases allowed.

@@ -39,6 +39,7 @@ class EventTag(StrEnum):
     COLLECTIONS_CHANGE = "admin:collections:change"
     KEY_ROTATE = "admin:keys:rotate"
     KEY_REMOVE = "admin:keys:remove"
+    KEY_REVOKE = "admin:keys:revoke"
     KEYS_REWRAP = "admin:keys:rewrap"
     OAUTH_CLIENT_CREATE = "oauth:client:create"
     OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
