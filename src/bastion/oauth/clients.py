@@ -43,9 +43,8 @@ from bastion.clock import Clock
 from bastion.db.database import Queries
 from bastion.oauth.models import OAuthClient
 from bastion.oauth.scopes import scopes_supported
-from bastion.security import Keyring, token_urlsafe
+from bastion.security import Keyring, keyed_hash, keyed_hash_matches, token_urlsafe
 from bastion.security.client_jwt import public_jwks_problem
-from bastion.security import keyed_hash, keyed_hash_matches
 from bastion.settings import Settings
 from bastion.uow import UnitOfWork
 

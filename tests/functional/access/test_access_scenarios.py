@@ -209,6 +209,7 @@ class Probe:
             "session_id": str(uuid.uuid4()),
             "key_id": "0" * 16,
             "identity_id": str(uuid.uuid4()),
+            "client_id": "c" * 22,
         }
 
         def value(match: re.Match[str]) -> str:
