@@ -15,7 +15,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bastion.access import Permission, Principal, require
 from bastion.audit import EventTag, record_event
@@ -41,7 +43,11 @@ _OF_USER = (
 _ONE = select(OAuthConsent.scopes).where(
     OAuthConsent.user_id == bindparam("user_id"), OAuthConsent.client_id == bindparam("client_id")
 )
-_ADD = insert(OAuthConsent)
+# Two consents racing for one client: the second finds the row and widens it.
+_ADD = {
+    "postgresql": postgresql_insert(OAuthConsent).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(OAuthConsent).on_conflict_do_nothing(),
+}
 _WIDEN = (
     update(OAuthConsent)
     .where(OAuthConsent.user_id == bindparam("user_id"), OAuthConsent.client_id == bindparam("client_id"))
@@ -71,12 +77,10 @@ class ConsentInfo(BaseModel):
 
 async def remember(uow: UnitOfWork, oauth: OAuthService, user_id: uuid.UUID, client_id: str, scopes: list[str]) -> None:
     """Record that ``user_id`` allowed ``client_id`` ``scopes`` (added to what it allowed before)."""
+    row = {"user_id": user_id, "client_id": client_id, "scopes": scopes, "created_at": oauth.clock.now()}
+    await uow.db.execute(_ADD[uow.db.dialect.name], row)
     before = await uow.db.one(_ONE, {"user_id": user_id, "client_id": client_id})
-    if before is None:
-        await uow.db.execute(
-            _ADD, {"user_id": user_id, "client_id": client_id, "scopes": scopes, "created_at": oauth.clock.now()}
-        )
-    else:
+    if before is not None and not set(scopes) <= set(before.scopes):
         widened = list(dict.fromkeys([*before.scopes, *scopes]))
         await uow.db.execute(_WIDEN, {"user_id": user_id, "client_id": client_id, "scopes": widened})
     record_event(

@@ -385,8 +385,10 @@ async def consent_decision(request: Request) -> Response:  # noqa: PLR0911 - one
             if browser is None:
                 return _redirect(f"/oauth2/sign-in?request={ask.handle}")
             if decision == "allow":
+                # The code first: it claims the pending request, so a replayed post changes nothing.
+                response = await _next_step(uow, oauth, ask, browser, consented=True)
                 await consent.remember(uow, oauth, browser.user_id, ask.client.id, list(ask.scopes))
-                return await _next_step(uow, oauth, ask, browser, consented=True)
+                return response
             if decision == "deny":
                 return _redirect(await authorize.deny(uow.db, oauth, ask))
             return error_page(request, "The request was not valid.")
