@@ -20,7 +20,9 @@ browser has none (before sign-in too: a forged sign-in, "login CSRF", is
 refused as well). The token is a one-way digest of that cookie's random
 value, compared in constant time; a cross-site page can neither read the
 cookie nor compute the token. ``Origin`` and ``Sec-Fetch-Site``, when the
-browser sends them, must also say the form came from this origin.
+browser sends them, must also say the form came from this origin (under
+the pages' ``Referrer-Policy: no-referrer`` Chromium sends ``Origin: null``,
+which says nothing either way: ``Sec-Fetch-Site`` then decides).
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ def check_csrf(request: Request, form: Any, issuer: str) -> None:
     if site is not None and site not in ("same-origin", "none"):
         raise CsrfRefused
     origin = request.headers.get("origin")
-    if origin is not None and origin != _origin_of(issuer):
+    # "null": what browsers send under Referrer-Policy: no-referrer (the spine's); it tells nothing.
+    if origin is not None and origin != "null" and origin != _origin_of(issuer):
         raise CsrfRefused
     cookie = _cookie_value(request, CSRF_COOKIE)
     sent = form.get("csrf_token") if form is not None else None
