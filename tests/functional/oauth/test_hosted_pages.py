@@ -14,6 +14,7 @@ revoke consents).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 import uuid
 from typing import Any
@@ -26,9 +27,10 @@ from test_authorize import rows, to_code
 
 from bastion.audit.models import AuditEvent
 from bastion.identity.models import User
+from bastion.logging import LogFormat, configure_logging
 from bastion.oauth.models import BrowserSession, OAuthCode, OAuthDeviceCode, OAuthGrant
 from bastion.security import hash_token
-from factories.hosted import Browser, add_client, authorize_query, forms_of, pkce
+from factories.hosted import Browser, add_client, authorize_query, forms_of, pkce, query_of
 from harness import PASSWORD, Harness
 
 
@@ -398,3 +400,64 @@ async def test_a_pending_handle_that_is_unknown_gets_a_page(harness: Harness) ->
     assert page.status_code == 400
     consent = await harness.client.get("/oauth2/consent", params={"request": "nope"})
     assert consent.status_code == 400
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+async def test_no_secret_of_the_hosted_flow_reaches_the_log(harness: Harness, log_format: LogFormat) -> None:
+    """V16.2.5, the planted-secret test for the hosted pages: password, TOTP code, MFA step, cookies,
+    CSRF token, pending-request handle, PKCE challenge and the code stay out of every log line."""
+    secret, _ = await harness.with_totp("alice@example.com")
+    client_id = await add_client(harness.app)
+    captured = io.StringIO()
+    configure_logging("debug", log_format=log_format, stream=captured)
+    try:
+        verifier, challenge = pkce()
+        browser = Browser(harness.client)
+        page = await browser.start(authorize_query(client_id, challenge))
+        second = await browser.submit(page, "sign-in", email="alice@example.com", password=PASSWORD)
+        code = harness.totp(secret)
+        consent = await browser.follow(await browser.submit(second, "second-factor", code=code))
+        done = await browser.submit(consent, "consent", decision="allow")
+        planted = [
+            PASSWORD,
+            code,
+            secret,
+            challenge,
+            verifier,
+            forms_of(second.text)["second-factor"].fields["mfa_token"],
+            forms_of(consent.text)["consent"].fields["csrf_token"],
+            forms_of(consent.text)["consent"].fields["request"],
+            harness.client.cookies["__Host-bastion"],
+            harness.client.cookies["__Host-bastion-csrf"],
+            query_of(done.headers["location"])["code"],
+        ]
+    finally:
+        configure_logging("info")
+    output = captured.getvalue()
+    assert "oauth2/consent" in output  # the flow was logged
+    for value in planted:
+        assert value not in output
+
+
+async def test_form_bodies_are_taken_under_oauth2_only(harness: Harness) -> None:
+    """The spine still takes JSON only on Bastion's own routes."""
+    form = {"email": "alice@example.com", "password": PASSWORD}
+    assert (await harness.client.post("/api/v1/auth/login", data=form)).status_code == 415
+    assert (await harness.client.post("/oauth2/sign-in", data=form)).status_code == 403  # read, then CSRF
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://a.example; script-src *", "https://a.example/path", "*", "'unsafe-inline'", "https://a b"]
+)
+def test_only_a_bare_origin_can_join_form_action(origin: str) -> None:
+    from bastion.http.middleware import _merge_headers, allow_form_action
+
+    scope: dict[str, Any] = {"state": {}}
+    allow_form_action(scope, origin)
+    allow_form_action(scope, "https://app.example")
+    headers = _merge_headers(
+        [(b"content-type", b"text/html; charset=utf-8")], [], scope["state"]["bastion.form_action"]
+    )
+    policy = dict(headers)[b"content-security-policy"].decode()
+    assert "form-action 'self' https://app.example;" in policy
+    assert origin not in policy
