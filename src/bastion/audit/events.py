@@ -42,7 +42,6 @@ class EventTag(StrEnum):
     KEYS_REWRAP = "admin:keys:rewrap"
     OAUTH_CONSENT = "oauth:consent"
     OAUTH_CONSENT_REVOKE = "oauth:consent:revoke"
-    OAUTH_AUTHORIZE = "oauth:authorize"
     OAUTH_LOGOUT = "oauth:logout"
     OAUTH_DEVICE_DECISION = "oauth:device:decision"
     # Events of routes added through the extension API; details say what happened.

@@ -81,6 +81,7 @@ PENDING_TTL = 600
 _PENDING = "bastion-pending\x00"
 # RFC 7636 §4.2: 43-128 characters of the unreserved set (S256 gives 43).
 _CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_LONG_AGO = dt.datetime.min.replace(tzinfo=dt.UTC)
 _PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 _MAX_NONCE = 512
 _MAX_HINT = 254
@@ -139,7 +140,8 @@ class AuthorizationRequest:
     login_hint: str | None = None
     acr_values: tuple[str, ...] = ()
     dpop_jkt: str | None = None
-    received_at: int = 0  # when the user-agent first brought it (prompt=login)
+    # When the user-agent first brought it: prompt=login wants a sign-in after that.
+    received_at: dt.datetime = _LONG_AGO
     handle: str | None = None  # set once it is pending
 
     @property
@@ -162,7 +164,7 @@ class AuthorizationRequest:
             "login_hint": self.login_hint,
             "acr_values": " ".join(self.acr_values),
             "dpop_jkt": self.dpop_jkt,
-            "_received_at": str(self.received_at),
+            "_received_at": self.received_at.isoformat(),
         }
         return {name: value for name, value in values.items() if value}
 
@@ -243,7 +245,7 @@ async def validate(
         login_hint=hint,
         acr_values=tuple(params.get("acr_values", "").split()),
         dpop_jkt=params.get("dpop_jkt"),
-        received_at=int(params.get("_received_at", oauth.now())) if pending else oauth.now(),
+        received_at=_received_at(oauth, params) if pending else oauth.clock.now(),
     )
 
 
@@ -252,6 +254,8 @@ def _checked(target: AuthorizationRequest, params: Mapping[str, str]) -> tuple[l
     client = target.client
     if params.get("request") is not None:
         raise RedirectError(target, "invalid_request", "Request objects are not supported.")
+    if params.get("response_mode", "query") != "query":
+        raise RedirectError(target, "invalid_request", "Only response_mode=query is supported.")
     if params.get("response_type") != "code":
         raise RedirectError(target, "unsupported_response_type", "Only response_type=code is supported.")
     if "authorization_code" not in client.grant_types:
@@ -271,13 +275,19 @@ def _checked(target: AuthorizationRequest, params: Mapping[str, str]) -> tuple[l
     return scopes, challenge, prompt
 
 
+def _received_at(oauth: OAuthService, params: Mapping[str, str]) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(params["_received_at"])
+    except (KeyError, ValueError):
+        return oauth.clock.now()
+
+
 def _signed_in_enough(oauth: OAuthService, ask: AuthorizationRequest, browser: BrowserSessionRow, totp: bool) -> bool:
     """Whether the browser's sign-in satisfies ``prompt=login``, ``max_age`` and ``acr_values``."""
-    auth_time = int(browser.auth_time.timestamp())
-    fresh = auth_time >= ask.received_at  # signed in during this very request
+    fresh = browser.auth_time >= ask.received_at  # signed in during this very request
     if "login" in ask.prompt and not fresh:
         return False
-    if ask.max_age is not None and not fresh and auth_time + ask.max_age < oauth.now():
+    if ask.max_age is not None and not fresh and int(browser.auth_time.timestamp()) + ask.max_age < oauth.now():
         return False
     return not (ask.wants_mfa and totp and not browser.mfa)
 

@@ -69,11 +69,13 @@ from bastion.oauth.consent import describe_scope
 from bastion.oauth.errors import OAuthError
 from bastion.oauth.forms import Params, read_form, read_query
 from bastion.oauth.service import OAuthService
-from bastion.pages.routes import ASSETS, _templates
+from bastion.pages.routes import ASSETS, templates
 from bastion.uow import UnitOfWork, unit_of_work
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
 
+# The pages that look a pending request up: as many as authorizations, counted apart.
+PAGES_BY_ADDRESS = Throttle("oauth:pages:ip", lambda s: s.oauth.authorize_rate_per_ip)
 # A short user code is guessed like a second factor: the same budget.
 DEVICE_BY_ADDRESS = Throttle("oauth:device:verify:ip", lambda s: s.auth.mfa_rate_per_ip)
 _NEXT = re.compile(r"/oauth2/device/verify(\?user_code=[A-Za-z0-9-]{1,16})?")
@@ -106,7 +108,7 @@ def _render(
     values.setdefault("next", None)
     service = request.app.state.settings.auth.service_name
     csrf = csrf_token(request)
-    html = _templates().get_template(template).render(title=title, service=service, assets=ASSETS, csrf=csrf, **values)
+    html = templates().get_template(template).render(title=title, service=service, assets=ASSETS, csrf=csrf, **values)
     response = HTMLResponse(html, status_code=status)
     set_csrf_cookie(request, response)
     return response
@@ -202,7 +204,7 @@ async def _pending(uow: UnitOfWork, oauth: OAuthService, handle: str | None) -> 
 # --- sign-in ------------------------------------------------------------------
 
 
-@router.get("/oauth2/sign-in")
+@router.get("/oauth2/sign-in", dependencies=[Depends(PAGES_BY_ADDRESS)])
 async def sign_in_page(request: Request) -> Response:
     """The sign-in form, for a pending authorization (``request``) or a device code (``next``)."""
     try:
@@ -347,7 +349,7 @@ async def _browser_of(uow: UnitOfWork, oauth: OAuthService, value: str) -> Brows
 # --- consent ------------------------------------------------------------------
 
 
-@router.get("/oauth2/consent", dependencies=[Depends(authorize.AUTHORIZE_BY_ADDRESS)])
+@router.get("/oauth2/consent", dependencies=[Depends(PAGES_BY_ADDRESS)])
 async def consent_page(request: Request) -> Response:
     """The client's name and what it asks for, in words; Allow or Deny."""
     try:
@@ -371,7 +373,7 @@ async def consent_page(request: Request) -> Response:
     )
 
 
-@router.post("/oauth2/consent", dependencies=[Depends(authorize.AUTHORIZE_BY_ADDRESS)])
+@router.post("/oauth2/consent", dependencies=[Depends(PAGES_BY_ADDRESS)])
 async def consent_decision(request: Request) -> Response:  # noqa: PLR0911 - one answer per outcome
     try:
         form = await _form(request)
@@ -428,7 +430,7 @@ async def logout_endpoint(request: Request) -> Response:
     )  # fmt: skip
 
 
-@router.post("/oauth2/logout/confirm", dependencies=[Depends(authorize.AUTHORIZE_BY_ADDRESS)])
+@router.post("/oauth2/logout/confirm", dependencies=[Depends(PAGES_BY_ADDRESS)])
 async def logout_confirm(request: Request) -> Response:
     """The user confirmed: end the browser session and its session, tell the clients (Back-Channel Logout 1.0)."""
     try:

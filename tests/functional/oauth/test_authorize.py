@@ -216,6 +216,8 @@ async def test_repeated_parameters_get_a_page(harness: Harness) -> None:
         ({"prompt": "sometimes"}, "invalid_request"),
         ({"max_age": "-1"}, "invalid_request"),
         ({"request": "eyJhbGciOiJub25lIn0.e30."}, "invalid_request"),
+        ({"response_mode": "fragment"}, "invalid_request"),
+        ({"response_mode": "form_post"}, "invalid_request"),
     ],
 )
 async def test_bad_requests_go_back_with_error_state_and_iss(
@@ -312,6 +314,26 @@ async def test_acr_values_step_up_to_the_second_factor(harness: Harness) -> None
     row = await code_row(harness, query_of(answer.headers["location"])["code"])
     assert row.amr == ["pwd", "otp"]
     assert row.acr == "urn:bastion:mfa"
+
+
+async def test_acr_values_without_a_second_factor_get_the_password_acr(harness: Harness) -> None:
+    """acr_values is a voluntary claim (Core §3.1.2.1): an account without TOTP is not sent round in circles."""
+    await harness.user("alice@example.com")
+    client_id = await add_client(harness.app, first_party=True)
+    _, answer = await to_code(harness, client_id, "alice@example.com", acr_values="urn:bastion:mfa")
+    assert (await code_row(harness, answer["code"])).acr == "urn:bastion:pwd"
+
+
+async def test_prompt_login_in_the_same_instant_still_asks(harness: Harness) -> None:
+    """A sign-in made before the request, even in the same second, does not satisfy prompt=login."""
+    await harness.user("alice@example.com")
+    client_id = await add_client(harness.app, first_party=True)
+    browser = Browser(harness.client)
+    await to_code(harness, client_id, "alice@example.com", browser=browser)
+    harness.clock.advance(seconds=0.001)
+    _, challenge = pkce()
+    forced = await browser.start(authorize_query(client_id, challenge, prompt="login"))
+    assert "sign-in" in forms_of(forced.text)
 
 
 async def test_par_is_required_when_the_client_says_so(harness: Harness) -> None:
