@@ -212,3 +212,39 @@ async def test_a_client_that_does_not_answer_does_not_stop_the_logout(harness: H
     assert done.status_code == 303
     assert query_of(done.headers["location"]) == {}
     assert await rows(harness, select(BrowserSession)) == []
+
+
+def _typed_signer(harness: Harness) -> Any:
+    signer = harness.app.state.oauth.signer
+    if "typ" not in inspect.signature(signer.sign).parameters:
+        pytest.skip("needs the typed TokenSigner of the keys branch")
+    return signer
+
+
+async def test_an_id_token_hint_names_the_client(harness: Harness) -> None:
+    """RP-Initiated §2: the hint's aud is the client; its post_logout_redirect_uri is then honoured."""
+    signer = _typed_signer(harness)
+    client_id, browser = await _signed_in(harness)
+    (row,) = await rows(harness, select(BrowserSession))
+    now = int(harness.clock.now().timestamp())
+    hint = signer.sign({"sub": str(row.user_id)}, now=now, ttl_seconds=600, typ="JWT", audience=client_id)
+    page = await browser.get(
+        "/oauth2/logout?" + urlencode({"id_token_hint": hint, "post_logout_redirect_uri": SIGNED_OUT, "state": "s"})
+    )
+    assert page.status_code == 200
+    done = await browser.submit(page, "logout")
+    assert done.headers["location"] == SIGNED_OUT + "?state=s"
+
+
+async def test_a_hint_that_is_not_an_id_token_or_for_another_client_is_refused(harness: Harness) -> None:
+    signer = _typed_signer(harness)
+    client_id, browser = await _signed_in(harness)
+    other = await add_client(harness.app)
+    (row,) = await rows(harness, select(BrowserSession))
+    now = int(harness.clock.now().timestamp())
+    access = signer.sign({"sub": str(row.user_id)}, now=now, ttl_seconds=600, typ="at+jwt", audience=client_id)
+    theirs = signer.sign({"sub": str(row.user_id)}, now=now, ttl_seconds=600, typ="JWT", audience=other)
+    for hint, extra in ((access, {}), (theirs, {"client_id": client_id})):
+        page = await browser.get("/oauth2/logout?" + urlencode({"id_token_hint": hint, **extra}))
+        assert page.status_code == 400
+    assert len(await rows(harness, select(BrowserSession))) == 1
