@@ -8,7 +8,6 @@ CSRF-protected), V10.4.1 (post_logout_redirect_uri compared exactly).
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import threading
 import uuid
@@ -154,8 +153,6 @@ async def test_back_channel_logout_tells_the_clients_of_that_session(
 ) -> None:
     """Back-Channel Logout 1.0 §2.4-§2.5: a logout token to each client with a grant of the session."""
     signer = harness.app.state.oauth.signer
-    if "typ" not in inspect.signature(signer.sign).parameters:
-        pytest.skip("needs the typed TokenSigner of the keys branch")
     uri, received = receiver
     client_id, browser = await _signed_in(harness, backchannel_logout_uri=uri)
     quiet = await add_client(harness.app, first_party=True)  # registered no back-channel URI
@@ -215,10 +212,7 @@ async def test_a_client_that_does_not_answer_does_not_stop_the_logout(harness: H
 
 
 def _typed_signer(harness: Harness) -> Any:
-    signer = harness.app.state.oauth.signer
-    if "typ" not in inspect.signature(signer.sign).parameters:
-        pytest.skip("needs the typed TokenSigner of the keys branch")
-    return signer
+    return harness.app.state.oauth.signer
 
 
 async def test_an_id_token_hint_names_the_client(harness: Harness) -> None:
