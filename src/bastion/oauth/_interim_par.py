@@ -26,6 +26,11 @@ _TAKE = compare_and_set(
 )
 
 
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
+
+
 async def take_pushed(tx: Transaction, client_id: str, request_uri: str, *, now: object) -> dict[str, str] | None:
+    if not request_uri.startswith(REQUEST_URI_PREFIX) or len(request_uri) > 256:
+        return None
     row = await claim(tx, _TAKE, {"uri_hash": hash_token(request_uri), "client_id": client_id, "now": now})
     return None if row is None else dict(row.parameters)

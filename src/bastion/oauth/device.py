@@ -10,7 +10,6 @@ and the device's polling at the token endpoint (``oauth/token.py``) picks it up.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import Update, bindparam, select
@@ -23,9 +22,11 @@ from bastion.oauth.models import OAuthClient, OAuthDeviceCode
 from bastion.oauth.service import OAuthService
 from bastion.uow import UnitOfWork
 
-__all__ = ["DeviceRequest", "decide", "normalize_user_code", "pending"]
+__all__ = ["DeviceRequest", "decide", "display_user_code", "normalize_user_code", "pending"]
 
-_CODE = re.compile(r"[A-Z0-9]{4,8}(?:-[A-Z0-9]{4,8})?")
+# As the "tokens" helper's rfc8628 makes them (its normalise_user_code replaces these at merge).
+USER_CODE_ALPHABET = frozenset("BCDFGHJKLMNPQRSTVWXZ")
+USER_CODE_LENGTH = 8
 _PENDING = (
     select(OAuthDeviceCode.user_code, OAuthDeviceCode.scopes, OAuthClient.name)
     .join(OAuthClient, OAuthClient.id == OAuthDeviceCode.client_id)
@@ -64,11 +65,16 @@ class DeviceRequest:
 
 
 def normalize_user_code(text: str) -> str | None:
-    """The code as stored (``XXXX-XXXX``, upper case), however it was typed; None if it cannot be one."""
-    code = "".join(text.split()).upper()
-    if "-" not in code and len(code) == 8:
-        code = f"{code[:4]}-{code[4:]}"
-    return code if _CODE.fullmatch(code) else None
+    """The code as stored (upper case, no dash or spaces), however it was typed; None if it cannot be one."""
+    code = "".join(text.split()).replace("-", "").upper()
+    if len(code) != USER_CODE_LENGTH or not set(code) <= USER_CODE_ALPHABET:
+        return None
+    return code
+
+
+def display_user_code(code: str) -> str:
+    """``BCDFGHJK`` as the user reads it on the device: ``BCDF-GHJK``."""
+    return f"{code[:4]}-{code[4:]}"
 
 
 async def pending(db: Queries, oauth: OAuthService, user_code: str) -> DeviceRequest | None:

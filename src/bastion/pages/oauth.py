@@ -467,7 +467,8 @@ async def device_page(request: Request) -> Response:
     except OAuthError as exc:
         return _refused(request, exc)
     code = device.normalize_user_code(params.get("user_code", ""))
-    return _render(request, "device.html", "Connect a device", user_code=code or "", device_client=None)
+    shown = device.display_user_code(code) if code else ""
+    return _render(request, "device.html", "Connect a device", user_code=shown, device_client=None)
 
 
 @router.post("/oauth2/device/verify", dependencies=[Depends(DEVICE_BY_ADDRESS)])
@@ -481,7 +482,7 @@ async def device_verify(request: Request) -> Response:
     code = device.normalize_user_code(form.get("user_code", ""))
     async with unit_of_work(request) as uow:
         pending = await device.pending(uow.db, oauth, code) if code else None
-        if pending is None:
+        if code is None or pending is None:
             return _render(request, "device.html", "Connect a device", status=400, user_code="", device_client=None,
                            error="That code is not valid or has expired. Check the code on your device.")  # fmt: skip
         browser = await current_browser_session(request, uow.db)
@@ -489,8 +490,9 @@ async def device_verify(request: Request) -> Response:
         return _redirect("/oauth2/sign-in?next=" + quote(f"/oauth2/device/verify?user_code={code}", safe=""))
     words = [describe_scope(scope) for scope in pending.scopes]
     return _render(
-        request, "device.html", "Connect a device", user_code=code, device_client=pending.client_name, scopes=words
-    )
+        request, "device.html", "Connect a device", user_code=device.display_user_code(code),
+        device_client=pending.client_name, scopes=words,
+    )  # fmt: skip
 
 
 @router.post("/oauth2/device/decision", dependencies=[Depends(DEVICE_BY_ADDRESS)])

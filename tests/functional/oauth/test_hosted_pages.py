@@ -13,6 +13,7 @@ revoke consents).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import re
@@ -36,7 +37,7 @@ from harness import PASSWORD, Harness
 
 @pytest.fixture
 def harness_settings() -> dict[str, Any]:
-    return {"auth": {"lockout_threshold": 3, "login_rate_per_account": "5/minute"}}
+    return {"auth": {"lockout_threshold": 3, "login_rate_per_account": "5/minute", "mfa_rate_per_ip": "30/minute"}}
 
 
 async def _sign_in_page(harness: Harness, **extra: str) -> tuple[Browser, httpx.Response]:
@@ -356,11 +357,11 @@ async def test_the_device_page(harness: Harness, decision: str) -> None:
     """RFC 8628 §3.3: enter the code, sign in, see the client and scopes, decide once."""
     alice = await harness.user("alice@example.com")
     client_id = await add_client(harness.app, grant_types=["urn:ietf:params:oauth:grant-type:device_code"])
-    await _device_code(harness, client_id, "BDFH-JKLM")
+    await _device_code(harness, client_id, "BDFHJKLM")
     browser = Browser(harness.client)
     page = await browser.get("/oauth2/device/verify", params={"user_code": "bdfhjklm"})
     assert forms_of(page.text)["device"].fields["user_code"] == "BDFH-JKLM"
-    wrong = await browser.submit(page, "device", user_code="ZZZZ-ZZZZ")
+    wrong = await browser.submit(page, "device", user_code="ZZZZ-ZZZB")
     assert wrong.status_code == 400
     to_sign_in = await browser.submit(page, "device")
     assert to_sign_in.status_code == 303
@@ -461,3 +462,19 @@ def test_only_a_bare_origin_can_join_form_action(origin: str) -> None:
     policy = dict(headers)[b"content-security-policy"].decode()
     assert "form-action 'self' https://app.example;" in policy
     assert origin not in policy
+
+
+async def test_a_device_code_is_decided_once_however_many_race(harness: Harness) -> None:
+    """Ten decisions posted at once for one user code: exactly one is recorded."""
+    await harness.user("alice@example.com")
+    client_id = await add_client(harness.app, grant_types=["urn:ietf:params:oauth:grant-type:device_code"])
+    await _device_code(harness, client_id, "BDFHJKLM")
+    browser = Browser(harness.client)
+    signed_in = await browser.sign_in(await browser.get("/oauth2/sign-in"), "alice@example.com", PASSWORD)
+    assert signed_in.status_code == 200
+    asked = await browser.submit(await browser.get("/oauth2/device/verify?user_code=BDFH-JKLM"), "device")
+    decisions = ["allow", "deny"] * 5
+    answers = await asyncio.gather(*(browser.submit(asked, "device-decision", decision=d) for d in decisions))
+    assert sorted(a.status_code for a in answers) == [200] + [400] * 9
+    (row,) = await rows(harness, select(OAuthDeviceCode))
+    assert (row.approved_at is None) != (row.denied_at is None)
