@@ -28,9 +28,9 @@ from sqlalchemy import bindparam, select, update
 
 from bastion.audit import EventTag, record_event
 from bastion.db.database import Transaction
-from bastion.oauth._interim_clients import Client, get_client
 from bastion.oauth.authorize import PageError
 from bastion.oauth.browser import BrowserSessionRow, end_browser_session
+from bastion.oauth.clients import Client, get_client
 from bastion.oauth.models import OAuthClient, OAuthGrant
 from bastion.oauth.service import OAuthService
 from bastion.security import InvalidToken
