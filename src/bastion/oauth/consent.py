@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bastion.access import Permission, Principal, require
+from bastion.access.errors import PermissionDenied
 from bastion.audit import EventTag, record_event
 from bastion.db.database import Queries
 from bastion.http.problems import NotFound
@@ -127,17 +128,24 @@ def _oauth(request: Request) -> OAuthService:
     return service
 
 
+def _account(caller: Principal) -> uuid.UUID:
+    """The caller's own account; a client acting as itself (client credentials) has none."""
+    if caller.user_id is None:
+        raise PermissionDenied
+    return caller.user_id
+
+
 @router.get("/consents")
 async def my_consents(caller: Reader, request: Request) -> list[ConsentInfo]:
     """The clients the caller consented to, with the scopes allowed."""
-    return await list_consents(request.app.state.db, caller.user_id)
+    return await list_consents(request.app.state.db, _account(caller))
 
 
 @router.delete("/consents/{client_id}", status_code=204)
 async def withdraw_consent(client_id: str, caller: Keeper, request: Request) -> Response:
     """Withdraw a consent: the client's grants for the caller, and their tokens, are revoked."""
     async with unit_of_work(request) as uow:
-        if not await withdraw(uow, _oauth(request), caller.user_id, client_id[:64]):
+        if not await withdraw(uow, _oauth(request), _account(caller), client_id[:64]):
             raise NotFound
     return Response(status_code=204)
 
