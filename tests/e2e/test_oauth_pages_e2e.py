@@ -1,6 +1,7 @@
 """The hosted sign-in pages against a real ``bastion serve``: over HTTP/2 with
 httpx, and once end to end in Chromium with a password and a TOTP code,
-ending at the client's redirect URI with a code.
+ending at the client's redirect URI with a code, then signing out
+(RP-initiated logout) back to the client.
 
 Chromium enforces the page policy, including ``form-action`` on the
 redirect that ends each form post (the sign-in and consent pages name the
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "tangerine-orbit-cascade-91"
 REDIRECT_URI = "https://rp.example/callback"
+SIGNED_OUT = "https://rp.example/signed-out"
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # RFC 7636 Appendix B
 SETTINGS = {
     # Cheap hashing: the browser, not Argon2id, is under test.
@@ -93,7 +95,7 @@ def _add_client(server: Served, client_id: str) -> None:
             {
                 "id": client_id, "name": "Relying Party", "secret_hash": None, "public": True,
                 "first_party": False, "token_endpoint_auth_method": "none", "redirect_uris": [REDIRECT_URI],
-                "post_logout_redirect_uris": [], "grant_types": ["authorization_code"],
+                "post_logout_redirect_uris": [SIGNED_OUT], "grant_types": ["authorization_code"],
                 "scopes": ["openid", "email"], "jwks": None, "jwks_uri": None, "require_par": False,
                 "require_dpop": False, "id_token_alg": "EdDSA", "access_token_alg": "EdDSA",
                 "backchannel_logout_uri": None, "claims": {}, "created_at": dt.datetime.now(dt.UTC),
@@ -215,8 +217,15 @@ def test_a_browser_signs_in_with_totp_and_lands_on_the_client_with_a_code(server
     assert cookies["__Host-bastion"]["secure"]
     assert cookies["__Host-bastion"]["httpOnly"]
     assert cookies["__Host-bastion"]["sameSite"] == "Lax"
+    # RP-initiated logout: confirmed on Bastion's page, then back at the client with its state.
+    logout = urlencode({"client_id": "rp-browser", "post_logout_redirect_uri": SIGNED_OUT, "state": "bye"})
+    page.goto(f"{server.url}/oauth2/logout?{logout}")
+    page.click("#logout button")
+    page.wait_for_url(SIGNED_OUT + "?state=bye")
+    assert "__Host-bastion" not in {c["name"] for c in context.cookies(server.url)}
     context.close()
-    assert len(landed) == 1
+    assert len(landed) == 2
+    assert landed[1] == SIGNED_OUT + "?state=bye"
     sent = {k: v[0] for k, v in parse_qs(urlsplit(landed[0]).query).items()}
     assert set(sent) == {"code", "state", "iss"}
     assert sent["state"] == "s-browser"
