@@ -478,3 +478,17 @@ async def test_a_device_code_is_decided_once_however_many_race(harness: Harness)
     assert sorted(a.status_code for a in answers) == [200] + [400] * 9
     (row,) = await rows(harness, select(OAuthDeviceCode))
     assert (row.approved_at is None) != (row.denied_at is None)
+
+
+async def test_a_client_name_is_escaped(harness: Harness) -> None:
+    """A registered name is data, never markup (Jinja2 autoescape), on the sign-in and consent pages."""
+    await harness.user("alice@example.com")
+    client_id = await add_client(harness.app, name='<script>alert(1)</script>"')
+    _, challenge = pkce()
+    browser = Browser(harness.client)
+    page = await browser.start(authorize_query(client_id, challenge, login_hint='"><img src=x onerror=alert(1)>'))
+    consent = await browser.sign_in(page, "alice@example.com", PASSWORD)
+    for html in (page.text, consent.text):
+        assert "<script>alert" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img" not in page.text
