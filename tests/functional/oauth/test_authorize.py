@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
+from bastion.audit.models import AuditEvent
 from bastion.oauth.models import OAuthCode, OAuthConsent, OAuthPushedRequest
 from bastion.security import hash_token
 from factories.hosted import REDIRECT_URI, Browser, add_client, authorize_query, forms_of, pkce, query_of
@@ -77,6 +78,9 @@ async def test_sign_in_consent_and_code(harness: Harness) -> None:
     assert row.session_id is not None
     assert row.expires_at - row.created_at == dt.timedelta(seconds=harness.settings.oauth.code_ttl)
     assert row.used_at is None
+    events = [(e.tag, e.outcome, e.details) for e in await rows(harness, select(AuditEvent))]
+    assert ("auth:login", "success", {"mfa": False}) in events
+    assert ("oauth:consent", "success", {"client_id": client_id, "scopes": ["openid", "email"]}) in events
 
 
 async def test_consent_is_remembered_per_client_and_scopes(harness: Harness) -> None:

@@ -140,6 +140,7 @@ async def test_a_forged_sign_in_is_refused_before_anything_happens(
     fields["password"] = PASSWORD
     assert (await harness.client.post("/oauth2/sign-in", data=fields, headers=headers)).status_code == 403
     assert await rows(harness, select(BrowserSession)) == []
+    assert [e.tag for e in await rows(harness, select(AuditEvent)) if e.tag.startswith("auth:login")] == []
 
 
 async def test_a_token_of_another_browser_is_refused(harness: Harness) -> None:

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import insert, select
 from test_authorize import rows, to_code
 
+from bastion.audit.models import AuditEvent
 from bastion.oauth.models import BrowserSession, OAuthGrant
 from bastion.sessions.models import Session
 from factories.hosted import Browser, add_client, forms_of, query_of
@@ -53,6 +54,10 @@ async def test_logout_asks_then_ends_the_browser_session_and_its_session(harness
     assert await rows(harness, select(BrowserSession)) == []
     (session,) = await rows(harness, select(Session).where(Session.id == before.session_id))
     assert session.revoked_at is not None
+    assert session.revoke_reason == "logout"
+    tags = [e.tag for e in await rows(harness, select(AuditEvent))]
+    assert "oauth:logout" in tags
+    assert "auth:session:revoke" in tags
     # The browser is signed out: the next authorization asks again.
     again = await harness.client.get("/oauth2/logout")
     assert "logout" not in forms_of(again.text)
