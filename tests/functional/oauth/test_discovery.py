@@ -66,3 +66,23 @@ async def test_jwks_has_public_keys_only(harness: Harness) -> None:
     for key in keys:
         assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & key.keys()
         assert key["kid"]
+
+
+def test_each_endpoint_brings_only_what_it_implements(harness: Harness) -> None:
+    from bastion.oauth.rfc8414 import discovery_document
+
+    oauth = harness.app.state.oauth
+    bare = discovery_document(oauth, {"/oauth2/jwks"})
+    assert bare["grant_types_supported"] == []
+    assert "token_endpoint" not in bare
+    assert "backchannel_logout_supported" not in bare
+    full = discovery_document(
+        oauth,
+        {"/oauth2/jwks", "/oauth2/authorize", "/oauth2/token", "/oauth2/device", "/oauth2/logout", "/oauth2/register"},
+    )
+    assert full["grant_types_supported"] == [
+        "authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"
+    ]  # fmt: skip
+    assert full["token_endpoint"] == oauth.url("/oauth2/token")
+    assert full["backchannel_logout_supported"] is True
+    assert "registration_endpoint" not in full  # served, but registration is off
