@@ -43,6 +43,10 @@ class EventTag(StrEnum):
     OAUTH_CLIENT_CREATE = "oauth:client:create"
     OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
     OAUTH_CLIENT_DELETE = "oauth:client:delete"
+    # Sign-in with other providers (Bastion as an OAuth client).
+    OAUTH_PROVIDER_SIGN_IN = "oauth:provider:sign_in"
+    OAUTH_IDENTITY_LINK = "oauth:identity:link"
+    OAUTH_IDENTITY_UNLINK = "oauth:identity:unlink"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 
