@@ -134,6 +134,9 @@ async def test_jwks_uri_must_be_https_in_prod(make_settings: Any) -> None:
     with pytest.raises(InvalidClientMetadata, match="https"):
         prod_registry.validate(dataclasses.replace(WEB_APP, jwks_uri="http://keys.example/jwks"))
     assert prod_registry.validate(dataclasses.replace(WEB_APP, jwks_uri="https://keys.example/jwks")).jwks_uri
+    for private in ("https://169.254.169.254/jwks", "https://[::1]/jwks", "https://10.0.0.1/jwks"):
+        with pytest.raises(InvalidClientMetadata, match="private"):
+            prod_registry.validate(dataclasses.replace(WEB_APP, jwks_uri=private))
 
 
 async def test_defaults_and_derived_method(harness: Harness) -> None:
