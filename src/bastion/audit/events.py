@@ -48,6 +48,10 @@ class EventTag(StrEnum):
     OAUTH_PROVIDER_SIGN_IN = "oauth:provider:sign_in"
     OAUTH_IDENTITY_LINK = "oauth:identity:link"
     OAUTH_IDENTITY_UNLINK = "oauth:identity:unlink"
+    OAUTH_CONSENT = "oauth:consent"
+    OAUTH_CONSENT_REVOKE = "oauth:consent:revoke"
+    OAUTH_LOGOUT = "oauth:logout"
+    OAUTH_DEVICE_DECISION = "oauth:device:decision"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 

@@ -50,6 +50,14 @@ access_log = structlog.get_logger("bastion.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json(?:\s*;\s*charset=\"?utf-8\"?)?", re.I)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The OAuth endpoints and the hosted pages' forms take form bodies (RFC 6749
+# §3.2, HTML forms); everything else takes JSON only.
+_FORM_TYPE = re.compile(r"application/x-www-form-urlencoded(?:\s*;\s*charset=\"?utf-8\"?)?", re.I)
+_FORM_PATHS = ("/oauth2/",)
+# An origin a hosted page may post its form to beside its own (``allow_form_action``):
+# a scheme and host, no path, nothing that could end a CSP directive.
+_FORM_ORIGIN = re.compile(r"(?:https?://[A-Za-z0-9.\-\[\]:]{1,300}|[a-z][a-z0-9+.\-]{0,63}:)")
+FORM_ACTION_KEY = "bastion.form_action"
 
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 # HTML (the hosted pages, bastion.pages): scripts, styles and requests to this
@@ -146,7 +154,8 @@ class SpineMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = _merge_headers(message.get("headers", []), extra)
+                form_action = scope["state"].get(FORM_ACTION_KEY, ())
+                message["headers"] = _merge_headers(message.get("headers", []), extra, form_action)
             elif method == "HEAD" and message.get("body"):
                 # RFC 9110 §9.3.2: the GET answer's headers, no content. HTTP/2
                 # treats content after a HEAD answer as a protocol error.
@@ -158,7 +167,8 @@ class SpineMiddleware:
             if method == "HEAD":
                 scope["method"] = "GET"
             if method in _BODY_METHODS:
-                receive = await self._checked_body(headers, receive)
+                forms = scope["path"].startswith(_FORM_PATHS)
+                receive = await self._checked_body(headers, receive, forms=forms)
             await self.app(scope, receive, send_with_headers)
         except Problem as problem:
             if http1 and isinstance(problem, RequestTimeout | PayloadTooLarge):
@@ -201,8 +211,8 @@ class SpineMiddleware:
             if ip != client[0] and headers.get("x-forwarded-proto") in ("http", "https"):
                 scope["scheme"] = headers["x-forwarded-proto"]
 
-    async def _checked_body(self, headers: dict[str, str], receive: Receive) -> Receive:
-        """Read the whole body within the limits and check it is sane JSON.
+    async def _checked_body(self, headers: dict[str, str], receive: Receive, *, forms: bool = False) -> Receive:
+        """Read the whole body within the limits and check it is sane JSON (or, with ``forms``, a form).
 
         Raises a Problem before the application sees a byte of a bad body.
         """
@@ -216,6 +226,8 @@ class SpineMiddleware:
         if body is None:
             return _replay(b"", disconnected=True)
         if body:
+            if forms and _FORM_TYPE.fullmatch(headers.get("content-type", "").strip()):
+                return _replay(body)  # parsed strictly by bastion.oauth.forms
             if not _JSON_TYPE.fullmatch(headers.get("content-type", "").strip()):
                 raise UnsupportedMediaType
             self._check_json(body)
@@ -299,15 +311,35 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
 
 
+def allow_form_action(scope: Scope, origin: str) -> None:
+    """Let this response's page post its form to ``origin`` too (``form-action``).
+
+    Chromium applies ``form-action`` to every redirect that follows a form
+    post, so the sign-in and consent pages, whose posts end in a redirect to
+    the client, name the client's redirect origin. Set on the request's
+    scope by Bastion's own code, never read from a response header, so no
+    handler's headers can loosen the policy; ``origin`` must be a bare
+    origin or scheme, or nothing is added.
+    """
+    if _FORM_ORIGIN.fullmatch(origin):
+        scope.setdefault("state", {})[FORM_ACTION_KEY] = (*scope["state"].get(FORM_ACTION_KEY, ()), origin)
+
+
 def _merge_headers(
-    headers: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
+    headers: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]], form_action: Iterable[str] = ()
 ) -> list[tuple[bytes, bytes]]:
     # Our security and server headers win over anything a handler set; the
     # page policy for HTML, the API policy for everything else.
     names = {name for name, _ in extra} | {b"content-security-policy"}
     kept = [(n, v) for n, v in headers if n.lower() not in names]
     html = any(n.lower() == b"content-type" and v.lower().startswith(b"text/html") for n, v in kept)
-    return [*kept, *extra, (b"content-security-policy", PAGE_CSP if html else API_CSP)]
+    policy = PAGE_CSP if html else API_CSP
+    allowed = [origin for origin in form_action if _FORM_ORIGIN.fullmatch(origin)]
+    if html and allowed:
+        policy = policy.replace(
+            b"form-action 'self'", b" ".join([b"form-action 'self'", *(o.encode() for o in allowed)])
+        )
+    return [*kept, *extra, (b"content-security-policy", policy)]
 
 
 async def _send_problem(send: Send, problem: Problem, request_id: str) -> None:

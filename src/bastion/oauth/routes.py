@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from bastion.oauth import federation, rfc7591, rfc8414
+from bastion.oauth import consent, federation, rfc7591, rfc8414
 from bastion.oauth.errors import OAuthError, oauth_error_response
 
 __all__ = ["install"]
 
 # Each spec module adds its router here (rfc8414.router, token.router, …).
-ROUTERS: tuple[APIRouter, ...] = (rfc8414.router, rfc7591.router, federation.router)
+ROUTERS: tuple[APIRouter, ...] = (rfc8414.router, rfc7591.router, federation.router, consent.router)
 
 
 async def _on_oauth_error(request: Request, exc: Exception) -> Response:

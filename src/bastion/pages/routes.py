@@ -32,7 +32,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
 
 
 @cache
-def _templates() -> jinja2.Environment:
+def templates() -> jinja2.Environment:
     """Jinja2 and its templates, loaded when a page is first asked for (~11 MiB a worker need not hold)."""
     import jinja2
 
@@ -54,7 +54,7 @@ _assets = {name: files("bastion.pages").joinpath("assets", name).read_bytes() fo
 
 def _page(request: Request, template: str, title: str) -> HTMLResponse:
     service = request.app.state.settings.auth.service_name
-    html = _templates().get_template(template).render(title=title, service=service, assets=ASSETS)
+    html = templates().get_template(template).render(title=title, service=service, assets=ASSETS)
     return HTMLResponse(html)
 
 
