@@ -8,10 +8,11 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,16 @@ class Served:
     process: subprocess.Popen[bytes]
     port: int
     data: Path
+    _printed: list[bytes] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    def drain(self) -> None:
+        """Read what the server prints as it prints it: a full pipe (64 KiB of access
+        log, a few hundred requests) would otherwise block the server in its logger."""
+        assert self.process.stdout is not None
+        stream = self.process.stdout
+        self._reader = threading.Thread(target=lambda: self._printed.extend(iter(stream.readline, b"")), daemon=True)
+        self._reader.start()
 
     @property
     def url(self) -> str:
@@ -58,6 +69,9 @@ class Served:
 
     def output(self) -> str:
         """What the server printed (after it stopped)."""
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+            return b"".join(self._printed).decode(errors="replace")
         assert self.process.stdout is not None
         return self.process.stdout.read().decode(errors="replace")
 
@@ -80,6 +94,7 @@ def serve(data: Path, *, port: int | None = None, **settings: str) -> Iterator[S
         stderr=subprocess.STDOUT,
     )
     served = Served(process, port, data)
+    served.drain()
     try:
         wait_until_serving(served)
         yield served

@@ -283,14 +283,25 @@ async function o4w_userinfo_dpop (cmd) {
 
 // --- main ------------------------------------------------------------------
 
-function describe (err) {
+async function describe (err) {
   const out = { ok: false, error: err?.name ?? 'Error', message: String(err?.message ?? err) }
   if (err?.code) out.code = err.code
   if (err?.error) out.oauth_error = err.error
   if (err?.error_description) out.error_description = err.error_description
   if (err?.status) out.status = err.status
-  if (err?.cause instanceof Response) out.status = err.cause.status
-  else if (err?.cause && typeof err.cause === 'object') {
+  if (err instanceof oauth.WWWAuthenticateChallengeError) {
+    // The challenge (RFC 6750 §3, RFC 9449 §7.1) and, for a 401 from the token
+    // endpoint, the RFC 6749 §5.2 body the library did not need to read.
+    out.challenges = err.cause.map((c) => ({ scheme: c.scheme, ...c.parameters }))
+    const challenged = out.challenges.find((c) => c.error)
+    if (challenged) out.oauth_error = challenged.error
+    try {
+      const body = await err.response.json()
+      if (body?.error && !out.oauth_error) out.oauth_error = body.error
+    } catch {}
+  } else if (err?.cause instanceof Response) {
+    out.status = err.cause.status
+  } else if (err?.cause && typeof err.cause === 'object') {
     const { error, error_description: description } = err.cause
     if (error && !out.oauth_error) out.oauth_error = error
     if (description && !out.error_description) out.error_description = description
@@ -305,5 +316,5 @@ try {
   if (!op) throw new Error(`unknown op ${cmd.op}`)
   process.stdout.write(JSON.stringify({ ok: true, ...(await op(cmd)) }) + '\n')
 } catch (err) {
-  process.stdout.write(JSON.stringify(describe(err)) + '\n')
+  process.stdout.write(JSON.stringify(await describe(err)) + '\n')
 }
