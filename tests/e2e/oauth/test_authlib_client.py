@@ -24,7 +24,7 @@ import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.jwk import KeySet, OKPKey
@@ -66,6 +66,23 @@ def validated_id_token(op: Provider, token: dict[str, Any], client_id: str, nonc
     )
     claims.validate(now=int(time.time()), leeway=5)
     return dict(decoded.claims)
+
+
+class ShortLivedAssertion(PrivateKeyJWT):  # type: ignore[misc]
+    """Authlib's private_key_jwt with a one-minute assertion: its default (an hour) is more than
+    Bastion takes (at most five minutes, RFC 7523 §3 item 4 lets the server bound exp)."""
+
+    def sign(self, auth: Any, token_endpoint: str) -> str:
+        return str(
+            private_key_jwt_sign(
+                auth.client_secret,
+                client_id=auth.client_id,
+                token_endpoint=token_endpoint,
+                alg=self.alg,
+                header=self.headers,
+                expires_in=60,
+            )
+        )
 
 
 def rp(op: Provider, created: dict[str, Any], **more: Any) -> AsyncOAuth2Client:
@@ -153,16 +170,16 @@ async def test_client_credentials_with_private_key_jwt(op: Provider, tmp_path_fa
         options=("--jwks-file", str(jwks)),
     )
     # RFC 7523 §3 with aud the issuer exactly (what Bastion requires).
-    auth = PrivateKeyJWT(op.issuer, alg="EdDSA", headers={"kid": "authlib-1"})
+    auth = ShortLivedAssertion(op.issuer, alg="EdDSA", headers={"kid": "authlib-1"})
     async with AsyncOAuth2Client(
         created["client_id"], key, token_endpoint_auth_method=auth, scope="me:read", verify=op.served.tls()
     ) as client:
         token = await client.fetch_token(found["token_endpoint"], grant_type="client_credentials")
         assert token["access_token"]
-        # The same assertion twice is a replay; Authlib makes a new jti each time, so a second call succeeds.
+        # Authlib makes a new jti for each assertion: a second grant works too.
         assert (await client.fetch_token(found["token_endpoint"], grant_type="client_credentials"))["access_token"]
     # An assertion for the token endpoint's URL instead of the issuer: refused.
-    wrong_aud = PrivateKeyJWT(found["token_endpoint"], alg="EdDSA", headers={"kid": "authlib-1"})
+    wrong_aud = ShortLivedAssertion(found["token_endpoint"], alg="EdDSA", headers={"kid": "authlib-1"})
     async with AsyncOAuth2Client(
         created["client_id"], key, token_endpoint_auth_method=wrong_aud, scope="me:read", verify=op.served.tls()
     ) as client:
@@ -187,3 +204,22 @@ def test_the_token_endpoint_error_shape(op: Provider) -> None:
         )
         assert duplicated.status_code == 400
         assert duplicated.json()["error"] == "invalid_request"
+
+
+async def test_authlib_default_hour_long_assertion_is_refused(
+    op: Provider, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Authlib's own default assertion lives an hour: more than Bastion's five minutes, refused."""
+    found = metadata(op)
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "authlib-2", "alg": "EdDSA", "use": "sig"})
+    jwks = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    created = op.client(
+        redirect_uris=(), grants=("client_credentials",), scopes=("me:read",), options=("--jwks-file", str(jwks))
+    )
+    auth = PrivateKeyJWT(op.issuer, alg="EdDSA", headers={"kid": "authlib-2"})
+    async with AsyncOAuth2Client(
+        created["client_id"], key, token_endpoint_auth_method=auth, scope="me:read", verify=op.served.tls()
+    ) as client:
+        with pytest.raises(OAuthError, match="invalid_client"):
+            await client.fetch_token(found["token_endpoint"], grant_type="client_credentials")
