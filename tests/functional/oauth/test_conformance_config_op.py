@@ -129,6 +129,8 @@ async def test_oidcc_discovery_endpoint_verification(suite: Suite) -> None:
         "client_secret_basic", "client_secret_post", "private_key_jwt", "none",
     }  # fmt: skip
     assert config["authorization_response_iss_parameter_supported"] is True  # RFC 9207 §3
+    # acr_values (OpenID Core §3.1.2.1) step up to the second factor: say which (oidcc-ensure-request-with-acr-values).
+    assert config["acr_values_supported"] == ["urn:bastion:pwd", "urn:bastion:mfa"]
     assert config.get("response_modes_supported", ["query"]) == ["query"]
 
 
