@@ -294,7 +294,7 @@ class Bench:
         non2xx = row.figures.get("non2xx", 0)
         if not row.note and non2xx and non2xx > 0.01 * row.figures["requests"]:
             row.note = f"{non2xx} non-2xx of {row.figures['requests']} {row.figures['statuses']}"
-        print(f"  {row.system:<11}{row.scenario:<36}{row.figures.get('rps', 0):>10.1f}  {row.ratio_text()}", flush=True)
+        print(f"  {row.system:<14}{row.scenario:<36}{row.figures.get('rps', 0):>10.1f}  {row.ratio_text()}", flush=True)
         return row
 
     # --- bounds --------------------------------------------------------------
