@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from bastion.access import public
 from bastion.access.guard import every_route
+from bastion.oauth.authorize import ACR_VALUES_SUPPORTED
 from bastion.oauth.clients import AUTH_METHODS, DEVICE_CODE, TOKEN_ALGORITHMS
 from bastion.oauth.scopes import scopes_supported
 from bastion.oauth.service import OAuthService
@@ -92,6 +93,7 @@ def discovery_document(oauth: OAuthService, paths: set[str]) -> dict[str, Any]:
     }
     if "authorization_endpoint" in endpoints:
         document["prompt_values_supported"] = ["none", "login", "consent"]
+        document["acr_values_supported"] = list(ACR_VALUES_SUPPORTED)
     if "token_endpoint" in endpoints:
         document["dpop_signing_alg_values_supported"] = list(TOKEN_ALGORITHMS)
     if "pushed_authorization_request_endpoint" in endpoints:

@@ -35,6 +35,8 @@ async def test_discovery_issuer_is_public_url_and_lists_only_existing_endpoints(
     assert document["response_types_supported"] == ["code"]
     assert document["response_modes_supported"] == ["query"]
     assert document["code_challenge_methods_supported"] == ["S256"]
+    # OpenID Core §3.1.2.1 acr_values: the step-up the authorization endpoint honours.
+    assert document["acr_values_supported"] == ["urn:bastion:pwd", "urn:bastion:mfa"]
     assert document["subject_types_supported"] == ["public"]
     assert document["authorization_response_iss_parameter_supported"] is True
     assert "RS256" in document["id_token_signing_alg_values_supported"]
