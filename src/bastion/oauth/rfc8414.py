@@ -137,4 +137,4 @@ async def oauth_authorization_server(request: Request) -> Response:
 async def jwks(request: Request) -> Response:
     """The public keys tokens are signed with (RFC 7517 §5), every published one of every algorithm."""
     oauth: OAuthService = request.app.state.oauth
-    return _cacheable(oauth.signer.public_jwks(), JWKS_MAX_AGE)
+    return _cacheable(oauth.signer.public_jwks(now=oauth.now()), JWKS_MAX_AGE)
