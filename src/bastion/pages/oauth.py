@@ -263,7 +263,7 @@ async def sign_in(request: Request) -> Response:
             user = await oauth.identity.authenticate(uow, email, form.get("password", ""))
             if user.totp_enabled:
                 token = await oauth.identity.start_mfa(uow, user)
-                page = _render(
+                page: Response = _render(
                     request, "second_factor.html", "Two-step verification", ask=ask, next=next_, mfa_token=token
                 )
             else:
@@ -339,9 +339,9 @@ async def provider_signed_in(request: Request) -> Response:
             taken = await take_hosted_sign_in(request, uow, oauth)
             user = await oauth.identity.by_id(uow.db, taken.user_id) if taken is not None else None
             if taken is None or user is None or user.disabled:
-                page = error_page(request, "This sign-in has expired or was already completed. Start again.")
-                end_provider_flow(page)
-                return page
+                refused = error_page(request, "This sign-in has expired or was already completed. Start again.")
+                end_provider_flow(refused)
+                return refused
             ask = await _pending(uow, oauth, taken.resume) if taken.resume is not None else None
             if user.totp_enabled:
                 # Never skipped: the provider is one factor. The flow cookie stays for the amr (second_factor).
