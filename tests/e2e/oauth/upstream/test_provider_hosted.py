@@ -236,21 +236,27 @@ async def test_a_totp_account_goes_through_the_second_factor(
 async def test_a_password_sign_in_after_an_unfinished_provider_one_claims_a_password(
     harness: Harness, upstream: dict[str, Upstream], browser_for: Any
 ) -> None:
-    """The amr names the first factor actually used: a provider step left unfinished does not leak into it."""
-    secret, _ = await harness.with_totp("totp@example.com")
-    [user] = await _rows(harness, select(User))
+    """The amr names the first factor actually used: a provider step left unfinished does not leak into it,
+    not even with its cookie put back by hand before the second factor of another account."""
+    await harness.with_totp("linked@example.com")
+    secret, _ = await harness.with_totp("other@example.com")
+    linked = (await _rows(harness, select(User).where(User.email == "linked@example.com")))[0]
     account = new_account_id()
     upstream["first"].add_account(account, email="someone-else@example.com")
-    await _link(harness, upstream["first"], account, user.id)
+    await _link(harness, upstream["first"], account, linked.id)
     provider: ProviderBrowser = browser_for(account)
     client_id = await add_client(harness.app)
     harness.client.cookies.clear()
     pages, page = await _sign_in_page(harness, client_id)
-    abandoned = await pages.follow(await _to_callback(harness, provider, _links(page)["first"]))
+    back = await _to_callback(harness, provider, _links(page)["first"])
+    abandoned = await pages.follow(back)
     assert "second-factor" in forms_of(abandoned.text)
 
     pages, page = await _sign_in_page(harness, client_id)
-    consent = await pages.sign_in(page, "totp@example.com", PASSWORD, code=harness.totp(secret))
+    second = await pages.submit(page, "sign-in", email="other@example.com", password=PASSWORD)
+    assert BROWSER_COOKIE not in harness.client.cookies  # the password step ended the provider flow
+    harness.client.cookies.set(BROWSER_COOKIE, back.cookies[BROWSER_COOKIE])
+    consent = await pages.follow(await pages.submit(second, "second-factor", code=harness.totp(secret)))
     done = await pages.follow(await pages.submit(consent, "consent", decision="allow"))
     code = await _code_row(harness, done.headers["location"])
     assert code.amr == ["pwd", "otp"]
