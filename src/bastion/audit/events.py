@@ -40,6 +40,14 @@ class EventTag(StrEnum):
     KEY_ROTATE = "admin:keys:rotate"
     KEY_REMOVE = "admin:keys:remove"
     KEYS_REWRAP = "admin:keys:rewrap"
+    OAUTH_TOKEN = "oauth:token"
+    OAUTH_CODE_REUSE = "oauth:code:reuse_detected"
+    OAUTH_REFRESH_REUSE = "oauth:refresh:reuse_detected"
+    OAUTH_DPOP_REPLAY = "oauth:dpop:replay"
+    OAUTH_GRANT_REVOKE = "oauth:grant:revoke"
+    OAUTH_TOKEN_REVOKE = "oauth:token:revoke"
+    OAUTH_DEVICE_AUTHORIZE = "oauth:device:authorize"
+    OAUTH_PUSHED_REQUEST = "oauth:par"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 

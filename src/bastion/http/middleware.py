@@ -68,6 +68,8 @@ API_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
     (b"cache-control", b"no-store"),
 )
+# OAuth 2.0 endpoints take form bodies (RFC 6749 §3.2), parsed strictly by bastion.oauth.forms.
+FORM_PATHS = ("/oauth2/",)
 # Replaces granian's `server: granian`: no server software or version (V13.4.6).
 SERVER_HEADER = (b"server", b"bastion")
 # A body over the limit is read and discarded up to this many times the limit
@@ -158,7 +160,7 @@ class SpineMiddleware:
             if method == "HEAD":
                 scope["method"] = "GET"
             if method in _BODY_METHODS:
-                receive = await self._checked_body(headers, receive)
+                receive = await self._checked_body(headers, receive, forms=scope["path"].startswith(FORM_PATHS))
             await self.app(scope, receive, send_with_headers)
         except Problem as problem:
             if http1 and isinstance(problem, RequestTimeout | PayloadTooLarge):
@@ -201,8 +203,9 @@ class SpineMiddleware:
             if ip != client[0] and headers.get("x-forwarded-proto") in ("http", "https"):
                 scope["scheme"] = headers["x-forwarded-proto"]
 
-    async def _checked_body(self, headers: dict[str, str], receive: Receive) -> Receive:
-        """Read the whole body within the limits and check it is sane JSON.
+    async def _checked_body(self, headers: dict[str, str], receive: Receive, *, forms: bool = False) -> Receive:
+        """Read the whole body within the limits and check it is sane JSON
+        (or, with ``forms``, a form: ``oauth.forms`` parses it strictly).
 
         Raises a Problem before the application sees a byte of a bad body.
         """
@@ -216,7 +219,10 @@ class SpineMiddleware:
         if body is None:
             return _replay(b"", disconnected=True)
         if body:
-            if not _JSON_TYPE.fullmatch(headers.get("content-type", "").strip()):
+            content_type = headers.get("content-type", "").strip()
+            if forms and content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
+                return _replay(body)
+            if not _JSON_TYPE.fullmatch(content_type):
                 raise UnsupportedMediaType
             self._check_json(body)
         return _replay(body)

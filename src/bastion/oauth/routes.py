@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
+from bastion.oauth import oidc, resource, token
 from bastion.oauth.errors import OAuthError, oauth_error_response
 
 __all__ = ["install"]
 
 # Each spec module adds its router here (rfc8414.router, token.router, …).
-ROUTERS: tuple[APIRouter, ...] = ()
+ROUTERS: tuple[APIRouter, ...] = (token.router, oidc.router)
 
 
 async def _on_oauth_error(request: Request, exc: Exception) -> Response:
@@ -21,5 +22,7 @@ async def _on_oauth_error(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Add the OAuth endpoints and their error handler to ``app``."""
     app.add_exception_handler(OAuthError, _on_oauth_error)
+    # Bastion's API accepts OAuth access tokens through access's hook (access sits below oauth).
+    app.state.delegated_tokens = resource.delegated_principal
     for router in ROUTERS:
         app.include_router(router)

@@ -1,0 +1,132 @@
+"""OAuth clients, and the codes and device approvals the hosted pages would make.
+
+Clients are rows as registration leaves them; a code is the row
+``/oauth2/authorize`` inserts once the user has signed in and consented
+(its hash, its PKCE challenge, how the user signed in), so the token
+endpoint can be tested without the hosted pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import insert, update
+
+from bastion.db import transaction
+from bastion.oauth._clients_stub import hash_client_secret  # TEMPORARY: the clients helper's hashing at merge
+from bastion.oauth.models import OAuthClient, OAuthCode, OAuthDeviceCode
+from bastion.security import hash_token, token_urlsafe
+
+REDIRECT_URI = "https://rp.example/callback"
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+ALL_GRANTS = (
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+)
+
+
+async def create_client(
+    app: FastAPI,
+    *,
+    public: bool = False,
+    grant_types: Sequence[str] = ALL_GRANTS,
+    scopes: Sequence[str] = ("openid", "email", "offline_access", "records:*", "me:read"),
+    redirect_uris: Sequence[str] = (REDIRECT_URI,),
+    require_dpop: bool = False,
+    alg: str = "EdDSA",
+    claims: dict[str, str] | None = None,
+) -> tuple[str, str | None]:
+    """A registered client: its id, and its secret (None for a public client)."""
+    client_id = f"client-{uuid.uuid4().hex[:12]}"
+    secret = None if public else token_urlsafe(32)
+    async with transaction(app.state.db) as tx:
+        await tx.execute(
+            insert(OAuthClient).values(
+                id=client_id,
+                name="Test client",
+                secret_hash=hash_client_secret(secret) if secret else None,
+                public=public,
+                first_party=False,
+                token_endpoint_auth_method="none" if public else "client_secret_basic",
+                redirect_uris=list(redirect_uris),
+                post_logout_redirect_uris=[],
+                grant_types=list(grant_types),
+                scopes=list(scopes),
+                require_par=False,
+                require_dpop=require_dpop,
+                id_token_alg=alg,
+                access_token_alg=alg,
+                claims=claims or {},
+                created_at=app.state.clock.now(),
+            )
+        )
+    return client_id, secret
+
+
+async def set_client_scopes(app: FastAPI, client_id: str, scopes: Sequence[str]) -> None:
+    """An admin's change of the client's registered scopes."""
+    async with transaction(app.state.db) as tx:
+        await tx.execute(update(OAuthClient).where(OAuthClient.id == client_id).values(scopes=list(scopes)))
+
+
+def basic(client_id: str, secret: str | None) -> dict[str, str]:
+    """``client_secret_basic`` (RFC 6749 §2.3.1)."""
+    raw = f"{client_id}:{secret}".encode()
+    return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+async def create_code(
+    app: FastAPI,
+    client_id: str,
+    user_id: uuid.UUID,
+    *,
+    scopes: Sequence[str] = ("openid", "email", "records:*"),
+    redirect_uri: str = REDIRECT_URI,
+    challenge: str = CHALLENGE,
+    nonce: str | None = "n-0S6_WzA2Mj",
+    amr: Sequence[str] = ("pwd",),
+    dpop_jkt: str | None = None,
+    ttl: int = 60,
+    **extra: Any,
+) -> str:
+    """An authorization code as /oauth2/authorize issues it after sign-in and consent."""
+    code = token_urlsafe(32)
+    now = app.state.clock.now()
+    async with transaction(app.state.db) as tx:
+        await tx.execute(
+            insert(OAuthCode).values(
+                code_hash=hash_token(code),
+                client_id=client_id,
+                user_id=user_id,
+                session_id=None,
+                redirect_uri=redirect_uri,
+                scopes=list(scopes),
+                code_challenge=challenge,
+                nonce=nonce,
+                auth_time=now,
+                amr=list(amr),
+                acr=None,
+                dpop_jkt=dpop_jkt,
+                created_at=now,
+                expires_at=now + dt.timedelta(seconds=ttl),
+                **extra,
+            )
+        )
+    return code
+
+
+async def decide_device(app: FastAPI, user_code: str, user_id: uuid.UUID, *, approve: bool = True) -> None:
+    """What the device verification page does when the user approves (or denies) ``user_code``."""
+    now = app.state.clock.now()
+    values = {"user_id": user_id, "approved_at": now} if approve else {"denied_at": now}
+    async with transaction(app.state.db) as tx:
+        changed = await tx.execute(update(OAuthDeviceCode).where(OAuthDeviceCode.user_code == user_code).values(values))
+    assert changed == 1
