@@ -27,7 +27,7 @@ from fastapi import Request
 from sqlalchemy import bindparam, select
 
 from bastion.access.models import Role, UserRole
-from bastion.access.permissions import Permission, grants
+from bastion.access.permissions import OWN_ACCOUNT, Permission, grants
 from bastion.access.principal import Principal
 from bastion.access.principals import Remembered
 from bastion.db import transaction
@@ -108,7 +108,8 @@ async def _base(oauth: OAuthService, db: Queries, grant_id: uuid.UUID) -> Rememb
         if live.disabled is not False:
             raise InvalidToken
         roles = frozenset(row.role for row in rows if row.role is not None)
-        permissions = frozenset(p for row in rows if row.permissions for p in row.permissions)
+        # Every user holds their own account (``permissions.OWN_ACCOUNT``); of it, a token may be granted me:read.
+        permissions = OWN_ACCOUNT | {p for row in rows if row.permissions for p in row.permissions}
     principal = Principal(
         user_id=live.user_id,
         roles=roles,

@@ -5,13 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from bastion.oauth import oidc, resource, token
+from bastion.oauth import oidc, resource, rfc7009, rfc7662, rfc8628, rfc9126, token
 from bastion.oauth.errors import OAuthError, oauth_error_response
 
 __all__ = ["install"]
 
 # Each spec module adds its router here (rfc8414.router, token.router, …).
-ROUTERS: tuple[APIRouter, ...] = (token.router, oidc.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    token.router,
+    oidc.router,
+    rfc9126.router,
+    rfc7009.router,
+    rfc7662.router,
+    rfc8628.router,
+)
 
 
 async def _on_oauth_error(request: Request, exc: Exception) -> Response:
