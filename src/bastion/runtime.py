@@ -58,7 +58,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
             parallelism=passwords.parallelism,
         )
     )
-    signer = TokenSigner(keys.signing, issuer=auth.issuer, audience=auth.audience)
+    # One issuer for every token Bastion signs: its public URL (issue #13 §4).
+    signer = TokenSigner(keys.signing_keyrings(), issuer=auth.public_url)
     identity = IdentityService(
         auth,
         clock=clock,

@@ -180,9 +180,11 @@ class PasswordSettings(Section):
 
 class AuthSettings(Section):
     service_name: str = Field("Bastion", min_length=1, max_length=64)
+    # Also the issuer (``iss``) of every token Bastion signs, exactly as written
+    # (RFC 8414 §2: discovery's issuer is compared byte for byte).
     public_url: str = "https://127.0.0.1:8443"
     registration: Literal["open", "invite", "closed"] = "open"
-    issuer: str = "bastion"
+    # ``aud`` of the access tokens of Bastion's own API (RFC 9068 §3).
     audience: str = "bastion-api"
     access_token_ttl: int = Field(600, ge=60, le=3600)
     refresh_token_ttl: int = Field(30 * 86400, ge=3600)

@@ -43,6 +43,8 @@ def test_init_creates_a_private_data_dir_and_is_idempotent(tmp_path: Path) -> No
         "master.key",
         "keys/encryption.json",
         "keys/signing.json",
+        "keys/signing-rs256.json",
+        "keys/signing-es256.json",
         "keys/hmac.json",
         "tls/server.key",
     ):
@@ -54,6 +56,42 @@ def test_init_creates_a_private_data_dir_and_is_idempotent(tmp_path: Path) -> No
     code, _, _ = run("init", "--data-dir", str(data))
     assert code == 0
     assert fingerprint(data) == before  # never overwrites keys, certs or config
+
+
+def test_v13_3_1_an_install_older_than_rs256_and_es256_gains_their_keyrings(tmp_path: Path) -> None:
+    """ASVS V13.3.1: an install from before the RS256 and ES256 keyrings starts
+    (here: any command opening the keystore) and gets both made, each with its
+    one active key, while every key it had is left exactly as it was."""
+    data = tmp_path / "data"
+    assert run("init", "--data-dir", str(data))[0] == 0
+    for added in ("signing-rs256", "signing-es256"):
+        (data / "keys" / f"{added}.json").unlink()
+    before = fingerprint(data / "keys")
+    code, out, err = run("keys", "list", "--data-dir", str(data))
+    assert code == 0, err
+    after = fingerprint(data / "keys")
+    assert {name: after[name] for name in before} == before
+    assert sorted(set(after) - set(before)) == ["signing-es256.json", "signing-rs256.json"]
+    for added in ("signing-rs256", "signing-es256"):
+        assert stat.S_IMODE((data / "keys" / f"{added}.json").stat().st_mode) == 0o600
+        assert added in out
+    assert run("keys", "list", "--data-dir", str(data))[0] == 0
+    assert fingerprint(data / "keys") == after  # made once, never replaced
+
+
+def test_keys_rotate_signing_rotates_every_signing_algorithm(tmp_path: Path) -> None:
+    """`bastion keys rotate signing` is one rotation of the whole JWKS: a new key for
+    EdDSA, RS256 and ES256 alike, the others untouched."""
+    data = tmp_path / "data"
+    assert run("init", "--data-dir", str(data))[0] == 0
+    before = fingerprint(data / "keys")
+    code, out, err = run("keys", "rotate", "signing", "--data-dir", str(data))
+    assert code == 0, err
+    after = fingerprint(data / "keys")
+    changed = sorted(name for name in after if after[name] != before[name])
+    assert changed == ["signing-es256.json", "signing-rs256.json", "signing.json"]
+    for purpose in ("signing", "signing-rs256", "signing-es256"):
+        assert f"new active {purpose} key" in out
 
 
 def test_data_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,8 @@ from bastion.cli.common import CommandError, DataDir, one_line_errors, out
 if TYPE_CHECKING:
     from bastion.audit import EventTag
     from bastion.data.tables import Plan
+    from bastion.secrets import Keyrings
+    from bastion.security import Keyring
     from bastion.settings import Settings
 
 collections = typer.Typer(help="Collections declared in bastion.toml.", no_args_is_help=True)
@@ -87,7 +89,7 @@ def list_keys(data_dir: DataDir = None) -> None:
         sealed = asyncio.run(count_all(settings, rings))
     table = Table("purpose", "kid", "created", "status", "values", title="Bastion keystore")
     for purpose in KEY_PURPOSES:
-        for info in getattr(rings, purpose).kids():
+        for info in rings.purpose(purpose).kids():
             colour = "green" if info.status == "active" else "dim"
             values = str(sealed.pop(info.kid, 0)) if purpose == "encryption" else ""
             table.add_row(purpose, info.kid, info.created_at.isoformat(), f"[{colour}]{info.status}[/]", values)
@@ -106,13 +108,17 @@ def rotate(
         with one_line_errors():
             raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate (hmac would change every blind index)")
     from bastion.audit import EventTag
-    from bastion.secrets import open_keyrings
+    from bastion.secrets import SIGNING_PURPOSES, open_keyrings
 
     settings = _settings(data_dir)
+    # "signing" means every signing algorithm's keyring: one rotation of the JWKS.
+    purposes = SIGNING_PURPOSES if purpose == "signing" else (purpose,)
     with one_line_errors():
-        kid = getattr(open_keyrings(settings), purpose).rotate()
-        asyncio.run(_audit(settings, EventTag.KEY_ROTATE, {"purpose": purpose, "kid": kid}))
-    out.print(f"[green]new active {purpose} key:[/] {kid}", highlight=False)
+        rings = open_keyrings(settings)
+        for name in purposes:
+            kid = rings.purpose(name).rotate()
+            asyncio.run(_audit(settings, EventTag.KEY_ROTATE, {"purpose": name, "kid": kid}))
+            out.print(f"[green]new active {name} key:[/] {kid}", highlight=False)
     if purpose == "encryption":
         out.print("run `bastion keys rewrap` to move existing values to it")
 
@@ -173,9 +179,21 @@ def remove(
         rings = open_keyrings(settings)
         if purpose == "encryption" and (left := asyncio.run(count_all(settings, rings))[kid]):
             raise CommandError(f"{left} sealed values are still under {kid}; run `bastion keys rewrap` first")
-        getattr(rings, purpose).remove(kid)
-        asyncio.run(_audit(settings, EventTag.KEY_REMOVE, {"purpose": purpose, "kid": kid}))
-    out.print(f"[green]removed {purpose} key[/] {kid}", highlight=False)
+        keyring = _holding(rings, purpose, kid)
+        keyring.remove(kid)
+        asyncio.run(_audit(settings, EventTag.KEY_REMOVE, {"purpose": keyring.purpose, "kid": kid}))
+    out.print(f"[green]removed {keyring.purpose} key[/] {kid}", highlight=False)
+
+
+def _holding(rings: Keyrings, purpose: str, kid: str) -> Keyring:
+    """The keyring of ``purpose`` holding ``kid``; "signing" looks in every signing keyring."""
+    from bastion.secrets import SIGNING_PURPOSES
+
+    for name in SIGNING_PURPOSES if purpose == "signing" else (purpose,):
+        keyring = rings.purpose(name)
+        if any(info.kid == kid for info in keyring.kids()):
+            return keyring
+    raise CommandError(f"no {purpose} key {kid} (see `bastion keys list`)")
 
 
 async def _audit(settings: Settings, tag: EventTag, details: dict[str, object]) -> None:

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from bastion.security.aead import BlindIndex, Encryptor, aad_for
 from bastion.security.errors import InvalidCiphertext, InvalidToken, KeyringError, SecurityError
-from bastion.security.jose import ALLOWED_ALGORITHMS, TokenSigner
+from bastion.security.jose import (
+    ALLOWED_ALGORITHMS,
+    FOREIGN_ALGORITHMS,
+    KEYRING_PURPOSES,
+    TokenSigner,
+    jwk_thumbprint,
+    s256,
+    verify_dpop_proof,
+    verify_jwt_with_jwks,
+)
 from bastion.security.keys import KeyInfo, Keyring, KeyStatus, MasterKey, check_key_file_permissions
 from bastion.security.passwords import Argon2Params, PasswordHasher
 from bastion.security.random import constant_time_equals, hash_token, token_bytes, token_urlsafe
@@ -22,6 +31,8 @@ from bastion.security.totp import (
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
+    "FOREIGN_ALGORITHMS",
+    "KEYRING_PURPOSES",
     "Argon2Params",
     "BlindIndex",
     "Encryptor",
@@ -39,12 +50,16 @@ __all__ = [
     "check_key_file_permissions",
     "constant_time_equals",
     "hash_token",
+    "jwk_thumbprint",
     "new_recovery_codes",
     "new_totp_secret",
     "normalize_recovery_code",
+    "s256",
     "token_bytes",
     "token_urlsafe",
     "totp_at",
     "totp_uri",
+    "verify_dpop_proof",
+    "verify_jwt_with_jwks",
     "verify_totp",
 ]

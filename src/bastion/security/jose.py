@@ -1,45 +1,89 @@
-"""Signed JWTs (RFC 7519) with EdDSA over Ed25519 (RFC 8037), on top of joserfc.
+"""Signed JWTs (RFC 7519): EdDSA over Ed25519 (RFC 8037), RS256 and ES256 (RFC 7518 §3), on joserfc.
 
 Verification follows the JWT Best Current Practices (RFC 8725): the header is
 parsed here first and checked against a strict policy before joserfc sees the
-token, with an explicit algorithm allowlist (§3.1), keys taken only from the
-"signing" keyring and never from the token (§3.10: no ``jwk``, ``jku``,
-``x5u``, ``x5c``, ``x5t``), explicit typing (§3.11), and issuer and audience
-checks (§3.8, §3.9). Every failure raises the same :class:`InvalidToken`.
+token, with an explicit algorithm allowlist (§3.1), duplicate JSON members
+refused (§3.2 in spirit: two parsers must not read two tokens), keys taken
+only from our keyrings (or, for tokens signed by others, from the JWKS the
+caller trusts) and never from the token (§3.10: no ``jwk``, ``jku``, ``x5u``,
+``x5c``, ``x5t``), explicit typing (§3.11: an ID token, ``typ`` "JWT", is
+never accepted where an access token, ``typ`` "at+jwt", is expected), and
+issuer and audience checks (§3.8, §3.9). Every failure raises the same
+:class:`InvalidToken`.
+
+Three entry points:
+
+- :class:`TokenSigner` signs and verifies Bastion's own tokens (access
+  tokens, ID tokens, logout tokens) with the keyrings "signing" (EdDSA),
+  "signing-rs256" and "signing-es256".
+- :func:`verify_jwt_with_jwks` verifies a token signed by someone else (a
+  client's ``private_key_jwt`` assertion, RFC 7523; another provider's ID
+  token) with a key of the JWK Set the caller got for that party.
+- :func:`verify_dpop_proof` verifies a DPoP proof (RFC 9449 §4.3), whose
+  key is the public ``jwk`` of its own header, by design.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import time
+from collections.abc import Collection, Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwa import EdDSAAlgorithm
-from joserfc.jwk import OKPKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 from bastion.security.errors import InvalidToken, KeyringError
 from bastion.security.keys import Keyring
 from bastion.security.random import token_urlsafe
 
-__all__ = ["ALLOWED_ALGORITHMS", "TokenSigner"]
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "FOREIGN_ALGORITHMS",
+    "KEYRING_PURPOSES",
+    "TokenSigner",
+    "jwk_thumbprint",
+    "s256",
+    "verify_dpop_proof",
+    "verify_jwt_with_jwks",
+]
 
-ALLOWED_ALGORITHMS: tuple[str, ...] = ("EdDSA",)
+# What Bastion signs with, and the keyring purpose holding each algorithm's keys.
+KEYRING_PURPOSES: Mapping[str, str] = {"EdDSA": "signing", "RS256": "signing-rs256", "ES256": "signing-es256"}
+ALLOWED_ALGORITHMS: tuple[str, ...] = tuple(KEYRING_PURPOSES)
+# What others may sign with (client assertions, provider ID tokens, DPoP
+# proofs): asymmetric only, never "none" nor an HMAC (whose "key" an attacker
+# would pick from our public keys, RFC 8725 §2.1).
+FOREIGN_ALGORITHMS: tuple[str, ...] = ("EdDSA", "RS256", "PS256", "ES256", "ES384")
 
-_ALG = "EdDSA"
-_TYP = "JWT"
+_KTY = {"EdDSA": "OKP", "RS256": "RSA", "PS256": "RSA", "ES256": "EC", "ES384": "EC"}
+_CRV = {"EdDSA": "Ed25519", "ES256": "P-256", "ES384": "P-384"}
 # Allowlist rather than denylist: anything else (jwk, jku, x5u, x5c, x5t, crit,
 # b64, zip, …) lets the token steer its own verification, so it is refused.
 _ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
+_DPOP_HEADERS = frozenset({"alg", "typ", "jwk"})
+_DPOP_TYP = "dpop+jwt"
+# Members of a private JWK (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _SIGNER_CLAIMS = frozenset({"iss", "aud", "iat", "nbf", "exp", "jti"})
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+")
+# A header of ours is ~80 characters and a DPoP header with an RSA-4096 key
+# ~800; a token carries at most a few claims. Bigger is refused before parsing.
+_MAX_HEADER_CHARS = 2048
+_MAX_TOKEN_CHARS = 16 * 1024
+_MIN_RSA_BITS = 2048
 # Verified tokens remembered at most; the memory is emptied when full.
 _REMEMBERED_TOKENS = 10_000
+
+_Key = OKPKey | RSAKey | ECKey
 
 
 class _EdDSA(EdDSAAlgorithm):
@@ -51,11 +95,14 @@ class _EdDSA(EdDSAAlgorithm):
 
 
 class _Registry(JWSRegistry):
-    def __init__(self, algorithms: tuple[str, ...]) -> None:
-        super().__init__(algorithms=algorithms)
-        # Only the algorithms Bastion supports exist in this registry, so nothing
-        # else (none, HS256, RS256, ES256…) can be selected, even by mistake.
-        self.algorithms = {_ALG: _EdDSA()}
+    def __init__(self, algorithms: Collection[str]) -> None:
+        super().__init__(algorithms=list(algorithms))
+        # _split has bounded the header already; joserfc's own 512-byte
+        # bound would refuse a DPoP header carrying an RSA key.
+        self.max_header_length = _MAX_HEADER_CHARS
+        # Only the named algorithms exist in this registry, so nothing else
+        # (none, HS256, …) can be selected, even by mistake.
+        self.algorithms = {name: _EdDSA() if name == "EdDSA" else JWSRegistry.algorithms[name] for name in algorithms}
 
 
 def _okp_key(kid: str, seed: bytes, *, private: bool) -> OKPKey:
@@ -67,8 +114,18 @@ def _okp_key(kid: str, seed: bytes, *, private: bool) -> OKPKey:
     private_key = Ed25519PrivateKey.from_private_bytes(seed)
     return OKPKey.import_key(
         private_key if private else private_key.public_key(),
-        {"kid": kid, "use": "sig", "key_ops": ["sign" if private else "verify"], "alg": _ALG},
+        {"kid": kid, "use": "sig", "key_ops": ["sign" if private else "verify"], "alg": "EdDSA"},
     )
+
+
+def _keyring_key(alg: str, kid: str, material: bytes, *, private: bool) -> _Key:
+    """The JWK of a keyring entry for ``alg``: sign-only if private, verify-only if public."""
+    if alg == "EdDSA":
+        return _okp_key(kid, material, private=private)
+    loaded = serialization.load_der_private_key(material, password=None)
+    params = {"kid": kid, "use": "sig", "key_ops": ["sign" if private else "verify"], "alg": alg}
+    cls: type[RSAKey] | type[ECKey] = RSAKey if alg == "RS256" else ECKey
+    return cls.import_key(loaded if private else loaded.public_key(), params)  # type: ignore[arg-type]
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -91,56 +148,245 @@ def _decode_segment(segment: str) -> Any:
     return json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
 
 
-class TokenSigner:
-    """Issue and verify JWTs for one issuer and audience with the "signing" keyring.
+def _split(token: str, allowed_headers: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a compact JWS, both strictly parsed; InvalidToken if malformed.
 
-    New tokens are signed with the active key; tokens signed with a retired
-    key keep verifying until they expire. The clock is always passed in.
+    joserfc re-parses the payload with the lenient json module; refusing
+    duplicate members and NaN here first means both readings agree.
+    """
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidToken
+    segments = token.split(".")
+    if len(segments) != 3 or len(segments[0]) > _MAX_HEADER_CHARS:
+        raise InvalidToken
+    header = _decode_segment(segments[0])
+    claims = _decode_segment(segments[1])
+    if not isinstance(header, dict) or not isinstance(claims, dict) or not header.keys() <= allowed_headers:
+        raise InvalidToken
+    if not isinstance(header.get("alg"), str):
+        raise InvalidToken
+    return header, claims
+
+
+def _typ_matches(header: Mapping[str, Any], typ: str) -> bool:
+    """RFC 7515 §4.1.9: a media type, compared case-insensitively, "application/" optional."""
+    value = header.get("typ")
+    if not isinstance(value, str):
+        return False
+    value = value.lower()
+    return value.removeprefix("application/") == typ.lower()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def s256(value: str) -> str:
+    """``BASE64URL(SHA256(ASCII(value)))``: the PKCE S256 challenge (RFC 7636 §4.2), also
+    DPoP's ``ath`` (RFC 9449 §4.2). (An ID token's ``at_hash`` is its left half, OIDC Core §3.1.3.6.)"""
+    return _b64(hashlib.sha256(value.encode("ascii")).digest())
+
+
+# RFC 7638 §3.2: the required members of each key type, in lexicographic order.
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The RFC 7638 JWK SHA-256 thumbprint, base64url: what DPoP binds a token to (RFC 9449 §6).
+
+    Only public key types are accepted (RSA, EC, OKP); ValueError otherwise.
+    """
+    members = _THUMBPRINT_MEMBERS.get(str(jwk.get("kty")))
+    if members is None or not all(isinstance(jwk.get(name), str) for name in members):
+        raise ValueError("not a public RSA, EC or OKP JWK")
+    text = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"), sort_keys=True)
+    return _b64(hashlib.sha256(text.encode("utf-8")).digest())
+
+
+def _foreign_key(jwk: Any, alg: str) -> _Key:
+    """Import a public JWK someone else gave us, for ``alg`` only; InvalidToken if unfit.
+
+    A private member means the party mishandles its keys (or tries to make us
+    use a symmetric one); a key that says it is for another use or algorithm
+    is not used for this one (RFC 7517 §4.2-4.4).
+    """
+    if not isinstance(jwk, dict) or _PRIVATE_MEMBERS & jwk.keys():
+        raise InvalidToken
+    if jwk.get("kty") != _KTY[alg]:
+        raise InvalidToken
+    if alg in _CRV and jwk.get("crv") != _CRV[alg]:
+        raise InvalidToken
+    if jwk.get("use", "sig") != "sig" or jwk.get("alg", alg) != alg:
+        raise InvalidToken
+    if "key_ops" in jwk and (not isinstance(jwk["key_ops"], list) or "verify" not in jwk["key_ops"]):
+        raise InvalidToken
+    cls: type[_Key] = {"OKP": OKPKey, "RSA": RSAKey, "EC": ECKey}[_KTY[alg]]  # type: ignore[assignment]
+    key = cls.import_key({name: value for name, value in jwk.items() if name not in ("key_ops", "use", "alg")})
+    if isinstance(key, RSAKey) and key.raw_value.key_size < _MIN_RSA_BITS:
+        raise InvalidToken
+    return key
+
+
+def _check_times(claims: Mapping[str, Any], now: int, leeway: int, *, exp_required: bool = True) -> None:
+    """exp (required), nbf and iat (if present) against ``now`` (RFC 7519 §4.1.4, §4.1.5, §4.1.6)."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if value is None:
+            if name == "exp" and exp_required:
+                raise InvalidToken
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidToken
+    if "exp" in claims and claims["exp"] <= now - leeway:
+        raise InvalidToken
+    if claims.get("nbf", now) > now + leeway or claims.get("iat", now) > now + leeway:
+        raise InvalidToken
+
+
+def _check_algorithms(algorithms: Collection[str], allowed: Collection[str]) -> frozenset[str]:
+    # Callers may narrow the allowlist, never widen it (ASVS V9.1.2).
+    chosen = frozenset(algorithms)
+    if not chosen or not chosen <= set(allowed):
+        raise ValueError(f"algorithms must be a non-empty subset of {tuple(allowed)}")
+    return chosen
+
+
+def verify_jwt_with_jwks(
+    token: str,
+    jwks: Mapping[str, Any],
+    *,
+    algorithms: Collection[str],
+    typ: str | None,
+    now: int,
+    leeway: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Verify a JWT signed by another party with a key of ``jwks``; (header, claims) or InvalidToken.
+
+    For client assertions (RFC 7523 §3) and other providers' ID tokens (OIDC
+    Core §3.1.3.7). The RFC 8725 header policy applies: ``alg`` from
+    ``algorithms`` (a subset of :data:`FOREIGN_ALGORITHMS`), no header but
+    ``alg``, ``kid`` and ``typ``; ``typ`` must match when given (None: not
+    checked, as many providers send none). The key is the JWKS entry with the
+    header's ``kid``; without a ``kid`` only a set with exactly one key fit for
+    ``alg`` is usable. ``exp`` is required, ``nbf`` and ``iat`` checked when
+    present. ``iss``, ``aud``, ``sub``, ``jti`` and ``nonce`` are the caller's.
+    """
+    allowed = _check_algorithms(algorithms, FOREIGN_ALGORITHMS)
+    try:
+        header, claims = _split(token, _ALLOWED_HEADERS)
+        alg = header["alg"]
+        if alg not in allowed or (typ is not None and not _typ_matches(header, typ)):
+            raise InvalidToken
+        keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
+        if not isinstance(keys, list):
+            raise InvalidToken
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken
+        if kid is None:
+            candidates = [k for k in keys if isinstance(k, dict) and k.get("kty") == _KTY[alg] and "kid" not in k]
+            candidates = candidates or [k for k in keys if isinstance(k, dict) and k.get("kty") == _KTY[alg]]
+        else:
+            candidates = [k for k in keys if isinstance(k, dict) and k.get("kid") == kid]
+        if len(candidates) != 1:
+            raise InvalidToken
+        key = _foreign_key(candidates[0], alg)
+        jws.deserialize_compact(token, key, algorithms=[alg], registry=_Registry([alg]))
+        _check_times(claims, now, leeway)
+        return header, claims
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise InvalidToken from None
+
+
+def verify_dpop_proof(proof: str, *, algorithms: Collection[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Check a DPoP proof's form and signature (RFC 9449 §4.3 steps 2-7); (header, claims, jkt).
+
+    The header must be exactly ``typ`` "dpop+jwt", an allowed asymmetric
+    ``alg`` and a public ``jwk`` (no private member); the signature must verify
+    with that key. ``jkt`` is its RFC 7638 thumbprint. Checking ``htm``,
+    ``htu``, ``iat``, ``ath``, ``jti`` replay and ``nonce`` is the caller's
+    (it knows the request and keeps the replay cache).
+    """
+    allowed = _check_algorithms(algorithms, FOREIGN_ALGORITHMS)
+    try:
+        header, claims = _split(proof, _DPOP_HEADERS)
+        alg = header["alg"]
+        if alg not in allowed or header.get("typ") != _DPOP_TYP or not isinstance(header.get("jwk"), dict):
+            raise InvalidToken
+        key = _foreign_key(header["jwk"], alg)
+        jws.deserialize_compact(proof, key, algorithms=[alg], registry=_Registry([alg]))
+        return header, claims, jwk_thumbprint(header["jwk"])
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise InvalidToken from None
+
+
+class TokenSigner:
+    """Issue and verify Bastion's JWTs, for one issuer, with one keyring per algorithm.
+
+    ``keyrings`` maps an algorithm of :data:`ALLOWED_ALGORITHMS` to its keyring
+    (``KEYRING_PURPOSES``). New tokens are signed with the algorithm's active
+    key; tokens signed with a retired key keep verifying until they expire.
+    The clock is always passed in.
     """
 
     def __init__(
         self,
-        keyring: Keyring,
+        keyrings: Mapping[str, Keyring],
         *,
         issuer: str,
-        audience: str,
-        algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS,
         leeway_seconds: int = 0,
         key_check_seconds: float = 1.0,
     ) -> None:
-        if keyring.purpose != "signing":
-            raise ValueError("TokenSigner needs the 'signing' keyring")
-        # Callers may narrow the allowlist, never widen it (ASVS V9.1.2).
-        if not algorithms or not set(algorithms) <= set(ALLOWED_ALGORITHMS):
-            raise ValueError(f"algorithms must be a non-empty subset of {ALLOWED_ALGORITHMS}")
+        _check_algorithms(keyrings.keys(), ALLOWED_ALGORITHMS)
+        for alg, keyring in keyrings.items():
+            if keyring.purpose != KEYRING_PURPOSES[alg]:
+                raise ValueError(f"{alg} needs the {KEYRING_PURPOSES[alg]!r} keyring")
         if leeway_seconds < 0:
             raise ValueError("leeway_seconds must not be negative")
-        self._keyring = keyring
+        self._keyrings = dict(keyrings)
         self._issuer = issuer
-        self._audience = audience
-        self._algorithms = algorithms
         self._leeway = leeway_seconds
-        self._registry = _Registry(algorithms=algorithms)
-        # Derived from the keyring as it was at generation ``_generation``:
-        # parsed keys per kid, and tokens whose signature verified. All of it
-        # is dropped when the keyring changes, so a removed key (a leaked
+        self._registry = _Registry(self._keyrings)
+        # Derived from the keyrings as they were at generations ``_generations``:
+        # parsed keys per (alg, kid), and tokens whose signature verified. All
+        # of it is dropped when any keyring changes, so a removed key (a leaked
         # one) verifies nothing from then on, remembered tokens included.
-        self._private_keys: dict[str, OKPKey] = {}
-        self._public_keys: dict[str, OKPKey] = {}
-        self._verified: dict[str, dict[str, Any]] = {}
-        self._generation = keyring.generation
-        # Another process (`bastion keys remove`) changes the file, not this
-        # object: look at the file at most this often (a stat, off the
-        # signature path).
+        self._private_keys: dict[tuple[str, str], _Key] = {}
+        self._public_keys: dict[tuple[str, str], _Key] = {}
+        # token -> (alg, typ, claims) of a token whose signature and issuer verified.
+        self._verified: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        self._generations = self._generations_now()
+        # Another process (`bastion keys rotate|revoke`) changes the file, not
+        # this object: look at the files at most this often (a stat each, off
+        # the signature path).
         self._key_check_seconds = key_check_seconds
         self._next_key_check = 0.0
 
-    def sign(self, claims: dict[str, Any], *, now: int, ttl_seconds: int) -> str:
-        """Return a JWT of ``claims`` valid from ``now`` for ``ttl_seconds``.
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        return tuple(self._keyrings)
+
+    def sign(
+        self,
+        claims: dict[str, Any],
+        *,
+        now: int,
+        ttl_seconds: int,
+        typ: str = "at+jwt",
+        alg: str = "EdDSA",
+        audience: str | list[str] | None = None,
+    ) -> str:
+        """Return a JWT of ``claims`` valid from ``now`` for ``ttl_seconds``, signed with ``alg``.
 
         ``claims`` must contain ``sub`` and must not contain the claims the
-        signer sets itself: ``iss``, ``aud``, ``iat``, ``nbf``, ``exp`` and a
-        random ``jti``.
+        signer sets itself: ``iss`` (the issuer), ``aud`` (``audience``, when
+        given), ``iat``, ``nbf``, ``exp`` and a random ``jti``. The header is
+        ``{alg, kid, typ}`` (RFC 8725 §3.11: "at+jwt" for access tokens, RFC
+        9068 §2.1; "JWT" for ID tokens; "logout+jwt" for logout tokens).
         """
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
@@ -148,106 +394,132 @@ class TokenSigner:
             raise ValueError(f"claims {sorted(_SIGNER_CLAIMS & claims.keys())} are set by the signer")
         if "sub" not in claims:
             raise ValueError("claims must contain 'sub'")
-        payload = {
-            **claims,
-            "iss": self._issuer,
-            "aud": self._audience,
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl_seconds,
-            "jti": token_urlsafe(16),
-        }
-        kid = self._keyring.active_kid
-        header = {"alg": _ALG, "kid": kid, "typ": _TYP}
-        if kid not in self._private_keys:
-            self._private_keys[kid] = _okp_key(kid, self._keyring.secret(kid), private=True)
-        return jwt.encode(header, payload, self._private_keys[kid], registry=self._registry)
+        if alg not in self._keyrings:
+            raise ValueError(f"alg must be one of {self.algorithms}")
+        self._current()
+        payload = {**claims, "iss": self._issuer}
+        if audience is not None:
+            payload["aud"] = audience
+        payload.update({"iat": now, "nbf": now, "exp": now + ttl_seconds, "jti": token_urlsafe(16)})
+        kid = self._keyrings[alg].active_kid
+        header = {"alg": alg, "kid": kid, "typ": typ}
+        # Parsed once per kid: an RSA key takes milliseconds to load, its signature ~1.2 ms more.
+        key = self._private_keys.get((alg, kid))
+        if key is None:
+            key = self._private_keys[alg, kid] = _keyring_key(alg, kid, self._keyrings[alg].secret(kid), private=True)
+        return jwt.encode(header, payload, key, algorithms=[alg], registry=self._registry)
 
-    def verify(self, token: str, *, now: int) -> dict[str, Any]:
+    def verify(
+        self,
+        token: str,
+        *,
+        now: int,
+        typ: str = "at+jwt",
+        audience: str | None = None,
+        algorithms: Collection[str] | None = None,
+    ) -> dict[str, Any]:
         """Return the claims of ``token`` if it is acceptable at ``now``, else raise InvalidToken.
 
+        Acceptable: signed by a key of our keyrings with an algorithm of
+        ``algorithms`` (default: every one we sign with), ``typ`` as given,
+        ``iss`` ours, ``sub``, ``exp``, ``iat`` and ``jti`` present, within its
+        lifetime, and ``aud`` containing ``audience``. With ``audience=None``
+        the ``aud`` claim is not checked: the caller must then check it (e.g.
+        an ``id_token_hint``, whose audience is the client it names).
+
         A token whose signature verified once is remembered (the exact
-        string, so nothing unverified can match), and only its time claims
-        are checked again: the signature check was a third of an
+        string, so nothing unverified can match); its algorithm, type,
+        audience and time claims are checked again on every call, the
+        signature is not: the signature check was a third of an
         authenticated request. A remembered verification holds only while
-        the keyring is unchanged (``_current``): once a key is removed, here
-        or by another process, its tokens are refused within
+        the keyrings are unchanged (``_current``): once a key is removed,
+        here or by another process, its tokens are refused within
         ``key_check_seconds``.
         """
+        allowed = self._keyrings.keys() if algorithms is None else algorithms
         self._current()
         try:
-            claims = self._verified.get(token)
-            if claims is None:
-                claims = self._verify(token, now)
+            remembered = self._verified.get(token)
+            if remembered is None:
+                remembered = self._verify(token, now)
                 if len(self._verified) >= _REMEMBERED_TOKENS:
                     self._verified.clear()
-                self._verified[token] = claims
-            else:
-                self._check_times(claims, now)
+                self._verified[token] = remembered
+            alg, token_typ, claims = remembered
+            if alg not in allowed or token_typ.removeprefix("application/") != typ.lower():
+                raise InvalidToken
+            if audience is not None:
+                aud = claims.get("aud")
+                if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+                    raise InvalidToken
+            _check_times(claims, now, self._leeway)
             return dict(claims)
-        except (JoseError, KeyringError, ValueError, TypeError):
+        except (JoseError, KeyringError, ValueError, TypeError, KeyError):
             raise InvalidToken from None
+
+    def header_kid(self, token: str) -> str | None:
+        """The ``kid`` of a token's header, unverified (for logs and key choice only), or None."""
+        try:
+            header, _ = _split(token, _ALLOWED_HEADERS)
+        except (InvalidToken, ValueError, TypeError):
+            return None
+        kid = header.get("kid")
+        return kid if isinstance(kid, str) else None
+
+    def public_jwks(self) -> dict[str, Any]:
+        """Return the JWK Set (RFC 7517 §5) of every verification key of every algorithm, public parts only."""
+        self._current()
+        return {
+            "keys": [
+                self._public_key(alg, info.kid).as_dict(private=False)
+                for alg, keyring in self._keyrings.items()
+                for info in keyring.kids()
+            ]
+        }
+
+    def _generations_now(self) -> tuple[int, ...]:
+        return tuple(keyring.generation for keyring in self._keyrings.values())
 
     def _current(self) -> None:
         """Forget what was derived from keys that may no longer be there."""
         now = time.monotonic()
         if now >= self._next_key_check:
             self._next_key_check = now + self._key_check_seconds
-            self._keyring.refresh()
-        if self._keyring.generation != self._generation:
-            self._generation = self._keyring.generation
+            for keyring in self._keyrings.values():
+                keyring.refresh()
+        generations = self._generations_now()
+        if generations != self._generations:
+            self._generations = generations
             self._private_keys.clear()
             self._public_keys.clear()
             self._verified.clear()
 
-    def public_jwks(self) -> dict[str, Any]:
-        """Return the JWK Set (RFC 7517 §5) of every verification key, without private parts."""
-        return {"keys": [self._public_key(info.kid).as_dict(private=False) for info in self._keyring.kids()]}
-
-    def _verify(self, token: str, now: int) -> dict[str, Any]:
-        segments = token.split(".")
-        if len(segments) != 3:
+    def _verify(self, token: str, now: int) -> tuple[str, str, dict[str, Any]]:
+        header, _ = _split(token, _ALLOWED_HEADERS)
+        alg, kid, typ = header["alg"], header.get("kid"), header.get("typ")
+        if alg not in self._keyrings or not isinstance(kid, str) or not isinstance(typ, str):
             raise InvalidToken
-        header = _decode_segment(segments[0])
-        # joserfc re-parses the payload with the lenient json module; refusing
-        # duplicate members and NaN here first means both readings agree.
-        _decode_segment(segments[1])
-        if not isinstance(header, dict) or not header.keys() <= _ALLOWED_HEADERS:
-            raise InvalidToken
-        if header.get("alg") not in self._algorithms or header.get("typ") != _TYP:
-            raise InvalidToken
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            raise InvalidToken
-        key = self._public_key(kid)
+        key = self._public_key(alg, kid)
         if key.get("use") != "sig" or "verify" not in (key.get("key_ops") or ()):
             raise InvalidToken
-        claims = jwt.decode(token, key, algorithms=self._algorithms, registry=self._registry).claims
-        self._check_claims(claims, now)
-        return claims
-
-    def _check_claims(self, claims: dict[str, Any], now: int) -> None:
+        claims = jwt.decode(token, key, algorithms=[alg], registry=self._registry).claims
         jwt.JWTClaimsRegistry(
             now=now,
             leeway=self._leeway,
             iss={"essential": True, "value": self._issuer},
-            aud={"essential": True, "value": self._audience},
             sub={"essential": True},
             exp={"essential": True},
             iat={"essential": True},
             jti={"essential": True},
         ).validate(claims)
+        return alg, typ.lower(), claims
 
-    def _check_times(self, claims: dict[str, Any], now: int) -> None:
-        """The time claims of a token verified before (every other claim was, and cannot change)."""
-        if claims["exp"] <= now - self._leeway:
-            raise InvalidToken
-        if claims.get("nbf", now) > now + self._leeway or claims["iat"] > now + self._leeway:
-            raise InvalidToken
-
-    def _public_key(self, kid: str) -> OKPKey:
+    def _public_key(self, alg: str, kid: str) -> _Key:
         # Cached per kid (material for a kid never changes); only kids the
-        # keyring knows are cached, so forged kids cannot grow the cache.
-        if kid not in self._public_keys:
-            self._public_keys[kid] = _okp_key(kid, self._keyring.secret(kid), private=False)
-        return self._public_keys[kid]
+        # keyring of that algorithm knows are cached, so forged kids cannot
+        # grow the cache, nor pick a key of another algorithm.
+        key = self._public_keys.get((alg, kid))
+        if key is None:
+            key = _keyring_key(alg, kid, self._keyrings[alg].secret(kid), private=False)
+            self._public_keys[alg, kid] = key
+        return key

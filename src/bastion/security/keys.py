@@ -14,6 +14,11 @@ and kid, so a wrapped key copied to another entry or file fails to unwrap.
 Exactly one key is active (used for new work); retired keys stay to decrypt
 and verify what they produced before a rotation.
 
+What a key is depends on the purpose (``_MATERIAL``): 32 random bytes for
+"encryption" and "hmac", an Ed25519 seed for "signing" (EdDSA), and a private
+key in PKCS#8 DER for "signing-rs256" (RSA 2048) and "signing-es256" (P-256).
+Material of the wrong kind for its purpose is refused at load.
+
 A running server sees a rotation made by another process (``bastion keys
 rotate``) at once: the keyring re-reads its file whenever the file has been
 replaced, which costs one ``stat`` per use.
@@ -29,12 +34,14 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -257,8 +264,9 @@ class Keyring:
     def secret(self, kid: str) -> bytes:
         """Return the key material of ``kid``; KeyringError if the keyring has no such key.
 
-        For the "signing" purpose this is a raw Ed25519 private key (32-byte
-        seed, RFC 8032 §5.1.5); for every other purpose, 32 random bytes.
+        For "signing" this is a raw Ed25519 private key (32-byte seed, RFC
+        8032 §5.1.5); for "signing-rs256" and "signing-es256" a PKCS#8 DER
+        private key (RFC 5958); for every other purpose, 32 random bytes.
         """
         for _ in range(2):
             for info, secret in self._entries:
@@ -347,7 +355,7 @@ def _new_entry(purpose: str, existing: list[tuple[KeyInfo, bytes]]) -> tuple[Key
     kid = token_urlsafe(8)
     while kid in taken:
         kid = token_urlsafe(8)
-    secret = Ed25519PrivateKey.generate().private_bytes_raw() if purpose == "signing" else token_bytes(_KEY_BYTES)
+    secret = _material(purpose).generate()
     return KeyInfo(kid=kid, created_at=datetime.now(UTC).replace(microsecond=0), status="active"), secret
 
 
@@ -376,10 +384,61 @@ def _parse_document(document: Any, purpose: str, wrap_key: bytes) -> list[tuple[
             raise ValueError("malformed kid")
         wrapped = base64.urlsafe_b64decode(item["wrapped"])
         secret = _open(wrap_key, wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], _wrap_aad(purpose, kid))
-        if len(secret) != _KEY_BYTES:
-            raise ValueError("key material has the wrong length")
+        _material(purpose).check(secret)
         entries.append((KeyInfo(kid=kid, created_at=created_at, status=status), secret))
     kids = [info.kid for info, _ in entries]
     if len(set(kids)) != len(kids) or [info.status for info, _ in entries].count("active") != 1:
         raise ValueError("keyring needs unique kids and exactly one active key")
     return entries
+
+
+@dataclass(frozen=True)
+class _Material:
+    """How keys of one purpose are made and what their stored bytes must be."""
+
+    generate: Callable[[], bytes]
+    check: Callable[[bytes], None]  # ValueError if the bytes are not such a key
+
+
+def _random_bytes() -> bytes:
+    return token_bytes(_KEY_BYTES)
+
+
+def _check_random_bytes(secret: bytes) -> None:
+    if len(secret) != _KEY_BYTES:
+        raise ValueError("key material has the wrong length")
+
+
+def _pkcs8(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _check_rsa(secret: bytes) -> None:
+    key = serialization.load_der_private_key(secret, password=None)
+    # RFC 7518 §3.3: 2048 bits at least.
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < _RSA_BITS:
+        raise ValueError("not an RSA key of 2048 bits or more")
+
+
+def _check_p256(secret: bytes) -> None:
+    key = serialization.load_der_private_key(secret, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not a P-256 key")
+
+
+_RSA_BITS = 2048
+_RANDOM = _Material(_random_bytes, _check_random_bytes)
+_MATERIAL: dict[str, _Material] = {
+    "signing": _Material(lambda: Ed25519PrivateKey.generate().private_bytes_raw(), _check_random_bytes),
+    # 65537 is the only public exponent worth using (RFC 8017 §A.1.1 leaves it open; everyone uses F4).
+    "signing-rs256": _Material(
+        lambda: _pkcs8(rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS)), _check_rsa
+    ),
+    "signing-es256": _Material(lambda: _pkcs8(ec.generate_private_key(ec.SECP256R1())), _check_p256),
+}
+
+
+def _material(purpose: str) -> _Material:
+    return _MATERIAL.get(purpose, _RANDOM)

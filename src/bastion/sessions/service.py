@@ -1,6 +1,9 @@
 """Sessions, access tokens and rotating refresh tokens.
 
-A session is one sign-in on one device. Its refresh tokens form a rotation
+A session is one sign-in on one device. Its access tokens are JWTs in the
+RFC 9068 profile: ``typ`` "at+jwt", ``iss`` the issuer (``auth.public_url``),
+``aud`` ``auth.audience``, ``client_id`` :data:`SESSION_CLIENT_ID`, ``sub`` the
+user, plus ``sid`` (the session) and ``amr``. Its refresh tokens form a rotation
 family (draft-ietf-oauth-security-topics §4.14.2): each is single-use and
 replaced on every refresh, and presenting one that was already used means a
 copy is in someone else's hands, so the whole session is revoked.
@@ -63,6 +66,14 @@ _REVOKE = (
 )
 _NEW_TOKEN = insert(RefreshToken)
 _SESSION = select(Session).where(Session.id == bindparam("session_id"))
+
+
+# RFC 9068 §2.2 makes ``client_id`` required in a JWT access token. A
+# session's token was issued to Bastion's own API clients (the sign-in API, the
+# hosted pages), not to a registered OAuth client, so it names this reserved
+# id; ``bastion.oauth.clients`` never issues it, and a token carrying any other
+# client_id is not a session token.
+SESSION_CLIENT_ID = "bastion"
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,11 @@ class SessionService:
         that loads the roles).
         """
         try:
-            claims = self.signer.verify(access_token, now=int(self.clock.now().timestamp()))
+            claims = self.signer.verify(
+                access_token, now=int(self.clock.now().timestamp()), typ="at+jwt", audience=self.settings.audience
+            )
+            if claims.get("client_id") != SESSION_CLIENT_ID:
+                raise InvalidSession  # an OAuth client's access token: not a session's
             return uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
         except (InvalidToken, KeyError, ValueError):
             raise InvalidSession from None
@@ -196,8 +211,15 @@ class SessionService:
         refresh = token_urlsafe(32)
         await tx.execute(_NEW_TOKEN, {"session_id": session_id, "token_hash": hash_token(refresh), "created_at": now})
         access = self.signer.sign(
-            {"sub": str(user_id), "sid": str(session_id), "amr": ["pwd", "otp"] if mfa else ["pwd"]},
+            {
+                "sub": str(user_id),
+                "client_id": SESSION_CLIENT_ID,
+                "sid": str(session_id),
+                "amr": ["pwd", "otp"] if mfa else ["pwd"],
+            },
             now=int(now.timestamp()),
             ttl_seconds=self.settings.access_token_ttl,
+            typ="at+jwt",
+            audience=self.settings.audience,
         )
         return TokenPair(access_token=access, refresh_token=refresh, expires_in=self.settings.access_token_ttl)

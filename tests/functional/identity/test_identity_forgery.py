@@ -78,36 +78,36 @@ def es256_zero(token: str, harness: Harness) -> str:
     return assemble({**header, "alg": "ES256"}, payload, b64(bytes(64)))  # r = s = 0
 
 
+def resign(
+    token: str,
+    harness: Harness,
+    *,
+    signer: TokenSigner | None = None,
+    shift: int = 0,
+    ttl: int = 60,
+    typ: str = "at+jwt",
+    audience: str | None = "bastion-api",
+    **changes: object,
+) -> str:
+    """The token's claims signed again by a real signer (ours unless given), with changes."""
+    _, payload, _ = parts(token)
+    claims = {name: payload[name] for name in ("sub", "sid", "client_id")} | changes
+    return (signer or harness.app.state.sessions.signer).sign(
+        claims, now=int(harness.clock.now().timestamp()) + shift, ttl_seconds=ttl, typ=typ, audience=audience
+    )
+
+
 def other_issuer(token: str, harness: Harness) -> str:
-    signer = TokenSigner(harness.app.state.keys.signing, issuer="evil", audience="bastion-api")
-    _, payload, _ = parts(token)
-    return signer.sign(
-        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()), ttl_seconds=60
-    )
-
-
-def other_audience(token: str, harness: Harness) -> str:
-    signer = TokenSigner(harness.app.state.keys.signing, issuer="bastion", audience="another-api")
-    _, payload, _ = parts(token)
-    return signer.sign(
-        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()), ttl_seconds=60
-    )
+    evil = TokenSigner(harness.app.state.keys.signing_keyrings(), issuer="https://evil.example")
+    return resign(token, harness, signer=evil)
 
 
 def not_yet_valid(token: str, harness: Harness) -> str:
-    signer = harness.app.state.sessions.signer
-    _, payload, _ = parts(token)
-    return signer.sign(
-        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()) + 3600, ttl_seconds=600
-    )
+    return resign(token, harness, shift=3600, ttl=600)
 
 
 def expired(token: str, harness: Harness) -> str:
-    signer = harness.app.state.sessions.signer
-    _, payload, _ = parts(token)
-    return signer.sign(
-        {"sub": payload["sub"], "sid": payload["sid"]}, now=int(harness.clock.now().timestamp()) - 700, ttl_seconds=600
-    )
+    return resign(token, harness, shift=-700, ttl=600)
 
 
 def embedded_jwk(token: str, harness: Harness) -> str:
@@ -132,7 +132,22 @@ FORGERIES: dict[str, Callable[[str, Harness], str]] = {
     "tampered expiry": with_claims(exp=4102444800),
     "ES256 r=s=0": es256_zero,
     "wrong issuer": other_issuer,
-    "wrong audience": other_audience,
+    "old issuer": lambda t, h: resign(t, h, signer=TokenSigner(h.app.state.keys.signing_keyrings(), issuer="bastion")),
+    "wrong audience": lambda t, h: resign(t, h, audience="another-api"),
+    "no audience": lambda t, h: resign(t, h, audience=None),
+    # RFC 8725 §3.11: same key, same issuer, same claims, but an ID token's typ.
+    "ID token as access token": lambda t, h: resign(t, h, typ="JWT"),
+    "logout token as access token": lambda t, h: resign(t, h, typ="logout+jwt"),
+    # An OAuth client's access token is not a session's, even with a sid.
+    "another client_id": lambda t, h: resign(t, h, client_id="some-oauth-client"),
+    "RS256 signed by us": lambda t, h: h.app.state.sessions.signer.sign(
+        {"sub": parts(t)[1]["sub"], "sid": parts(t)[1]["sid"], "client_id": "bastion"},
+        now=int(h.clock.now().timestamp()),
+        ttl_seconds=60,
+        alg="RS256",
+        audience="bastion-api",
+        typ="JWT",
+    ),
     "not yet valid": not_yet_valid,
     "expired": expired,
 }

@@ -18,7 +18,15 @@ from joserfc import jws
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeyParameters, OKPKey
 
-from bastion.security import ALLOWED_ALGORITHMS, InvalidToken, Keyring, MasterKey, TokenSigner, jose
+from bastion.security import (
+    ALLOWED_ALGORITHMS,
+    KEYRING_PURPOSES,
+    InvalidToken,
+    Keyring,
+    MasterKey,
+    TokenSigner,
+    jose,
+)
 from bastion.security.jose import _okp_key, _Registry
 
 NOW = 1_700_000_000
@@ -77,7 +85,7 @@ class Server:
     attacker: Ed25519PrivateKey
 
     def header(self, drop: tuple[str, ...] = (), **changes: Any) -> dict[str, Any]:
-        header = {"alg": "EdDSA", "kid": self.kid, "typ": "JWT", **changes}
+        header = {"alg": "EdDSA", "kid": self.kid, "typ": "at+jwt", **changes}
         return {k: v for k, v in header.items() if k not in drop}
 
     def claims(self, drop: tuple[str, ...] = (), **changes: Any) -> dict[str, Any]:
@@ -100,9 +108,21 @@ class Server:
         return self.key.public_key().public_bytes_raw()
 
 
+def rings(signing_keyring: Keyring) -> dict[str, Keyring]:
+    """Every algorithm's keyring, next to the given "signing" one."""
+    keys_dir = signing_keyring._path.parent
+    master = MasterKey.generate()
+    others = {
+        alg: Keyring.load_or_create(keys_dir / "other-algs", purpose, master)
+        for alg, purpose in KEYRING_PURPOSES.items()
+        if alg != "EdDSA"
+    }
+    return {"EdDSA": signing_keyring, **others}
+
+
 @pytest.fixture
 def signer(signing_keyring: Keyring) -> TokenSigner:
-    return TokenSigner(signing_keyring, issuer=ISSUER, audience=AUDIENCE)
+    return TokenSigner(rings(signing_keyring), issuer=ISSUER)
 
 
 @pytest.fixture
@@ -150,10 +170,12 @@ def test_v9_1_1_rfc8037_a4_signature_verifies_with_our_key_and_registry() -> Non
 
 def test_v9_1_1_signed_token_round_trips(signer: TokenSigner, signing_keyring: Keyring) -> None:
     """ASVS V9.1.1: the signer sets the registered claims and header itself."""
-    token = signer.sign({"sub": "user-1", "sid": "s-9", "roles": ["admin"]}, now=NOW, ttl_seconds=300)
+    token = signer.sign(
+        {"sub": "user-1", "sid": "s-9", "roles": ["admin"]}, now=NOW, ttl_seconds=300, audience=AUDIENCE
+    )
     header = json.loads(unb64(token.split(".")[0]))
-    assert header == {"alg": "EdDSA", "kid": signing_keyring.active_kid, "typ": "JWT"}
-    claims = signer.verify(token, now=NOW)
+    assert header == {"alg": "EdDSA", "kid": signing_keyring.active_kid, "typ": "at+jwt"}
+    claims = signer.verify(token, now=NOW, audience=AUDIENCE)
     assert claims.pop("jti")
     assert claims == {
         "sub": "user-1",
@@ -205,7 +227,7 @@ def test_v9_2_1_a_remembered_verification_still_expires_and_is_bounded(signer: T
 
 def test_v9_2_1_leeway_tolerates_bounded_clock_skew(signing_keyring: Keyring) -> None:
     """ASVS V9.2.1: with a 30 s leeway a token issued 20 s "in the future" passes, 31 s does not."""
-    signer = TokenSigner(signing_keyring, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=30)
+    signer = TokenSigner(rings(signing_keyring), issuer=ISSUER, leeway_seconds=30)
     assert signer.verify(signer.sign({"sub": "u"}, now=NOW + 20, ttl_seconds=60), now=NOW)
     with pytest.raises(InvalidToken):
         signer.verify(signer.sign({"sub": "u"}, now=NOW + 31, ttl_seconds=60), now=NOW)
@@ -223,7 +245,7 @@ def test_v13_3_4_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(
 
     assert json.loads(unb64(old_token.split(".")[0]))["kid"] == old_kid
     assert json.loads(unb64(new_token.split(".")[0]))["kid"] == new_kid
-    other_instance = TokenSigner(Keyring.load(keys_dir, "signing", master), issuer=ISSUER, audience=AUDIENCE)
+    other_instance = TokenSigner({"EdDSA": Keyring.load(keys_dir, "signing", master)}, issuer=ISSUER)
     for verifier in (signer, other_instance):
         assert verifier.verify(old_token, now=NOW)["sub"] == "u"
         assert verifier.verify(new_token, now=NOW)["sub"] == "u"
@@ -236,7 +258,7 @@ def test_v9_1_1_a_removed_signing_key_verifies_nothing_even_what_was_remembered(
     process, as `bastion keys remove` does, a running signer refuses the tokens
     it signed, those it had verified and remembered included; the new key's
     tokens still pass."""
-    signer = TokenSigner(signing_keyring, issuer=ISSUER, audience=AUDIENCE, key_check_seconds=0)
+    signer = TokenSigner({"EdDSA": signing_keyring}, issuer=ISSUER, key_check_seconds=0)
     leaked = signing_keyring.active_kid
     token = signer.sign({"sub": "u"}, now=NOW, ttl_seconds=600)
     assert signer.verify(token, now=NOW)["sub"] == "u"
@@ -270,8 +292,10 @@ def test_v9_1_3_public_jwks_lists_every_key_without_private_parts(
     """ASVS V9.1.3: the published JWKS holds the public keys of all kids, verify-only."""
     signing_keyring.rotate()
     jwks = signer.public_jwks()
-    assert [key["kid"] for key in jwks["keys"]] == [info.kid for info in signing_keyring.kids()]
-    for key in jwks["keys"]:
+    eddsa = [key for key in jwks["keys"] if key["alg"] == "EdDSA"]
+    assert [key["kid"] for key in eddsa] == [info.kid for info in signing_keyring.kids()]
+    assert sorted(key["alg"] for key in jwks["keys"]) == ["ES256", "EdDSA", "EdDSA", "RS256"]
+    for key in eddsa:
         assert "d" not in key
         assert key["kty"] == "OKP"
         assert key["crv"] == "Ed25519"
@@ -284,9 +308,7 @@ def test_v9_1_3_public_jwks_lists_every_key_without_private_parts(
 def test_v9_1_1_tokens_from_another_keyring_are_refused(signer: TokenSigner, keys_dir: Path) -> None:
     """ASVS V9.1.1: a token signed by another deployment's keyring does not verify here."""
     stranger = TokenSigner(
-        Keyring.load_or_create(keys_dir / "other", "signing", MasterKey.generate()),
-        issuer=ISSUER,
-        audience=AUDIENCE,
+        {"EdDSA": Keyring.load_or_create(keys_dir / "other", "signing", MasterKey.generate())}, issuer=ISSUER
     )
     with pytest.raises(InvalidToken):
         signer.verify(stranger.sign({"sub": "u"}, now=NOW, ttl_seconds=60), now=NOW)
@@ -362,7 +384,11 @@ FORGERIES: dict[str, Forgery] = {
     "V9.1.3-b64-false-unencoded-payload": lambda s: s.sign(s.header(b64=False, crit=["b64"])),
     "V9.1.3-unknown-header": lambda s: s.sign(s.header(foo="bar")),
     # V9.2.2: explicitly typed as a plain JWT from this issuer.
-    "V9.2.2-typ-other": lambda s: s.sign(s.header(typ="at+jwt")),
+    # RFC 8725 §3.11: an ID token (typ JWT) is never an access token.
+    "V9.2.2-typ-JWT-id-token": lambda s: s.sign(s.header(typ="JWT")),
+    "V9.2.2-typ-logout": lambda s: s.sign(s.header(typ="logout+jwt")),
+    "V9.2.2-typ-dpop": lambda s: s.sign(s.header(typ="dpop+jwt")),
+    "V9.2.2-typ-not-a-string": lambda s: s.sign(s.header(typ=["at+jwt"])),
     "V9.2.2-typ-missing": lambda s: s.sign(s.header(drop=("typ",))),
     # V9.1.1: the signature covers header and payload exactly.
     "V9.1.1-signature-stripped": lambda s: s.sign().rsplit(".", 1)[0],
@@ -374,7 +400,7 @@ FORGERIES: dict[str, Forgery] = {
     ),
     "V9.1.1-signed-by-attacker-with-server-kid": lambda s: forge(s.header(), s.claims(), s.attacker),
     "V9.1.1-payload-tampered": lambda s: _with_claims(s.sign(), s.claims(sub="admin")),
-    "V9.1.1-header-reencoded": lambda s: _with_header(s.sign(), {"typ": "JWT", "alg": "EdDSA", "kid": s.kid}),
+    "V9.1.1-header-reencoded": lambda s: _with_header(s.sign(), {"typ": "at+jwt", "alg": "EdDSA", "kid": s.kid}),
     "V9.1.1-four-segments": lambda s: s.sign() + ".e30",
     "V9.1.1-jwe-shaped": lambda s: s.sign() + ".e30.e30",
     # V9.2.1: validity window.
@@ -409,7 +435,7 @@ FORGERIES: dict[str, Forgery] = {
     "V11.2.5-header-padded": lambda s: s.sign().replace(".", "=.", 1),
     "V11.2.5-header-standard-base64-alphabet": lambda s: "+/" + s.sign(),
     "V11.2.5-header-duplicate-alg": lambda s: s.sign(
-        header=f'{{"alg":"none","alg":"EdDSA","kid":"{s.kid}","typ":"JWT"}}'
+        header=f'{{"alg":"none","alg":"EdDSA","kid":"{s.kid}","typ":"at+jwt"}}'
     ),
     "V11.2.5-payload-duplicate-sub": lambda s: s.sign(claims=json.dumps(s.claims())[:-1] + ',"sub":"admin"}'),
     "V11.2.5-oversized": lambda s: s.sign(claims=s.claims(pad="A" * 200_000)),
@@ -421,9 +447,9 @@ def test_v9_forged_or_invalid_tokens_are_refused(server: Server, forgery: Forger
     """ASVS V9.1.1, V9.1.2, V9.1.3, V9.2.1, V9.2.2, V9.2.3, V11.2.5: each case builds
     a real forged or invalid token (the case id names the requirement) and every
     one raises the same opaque InvalidToken."""
-    assert server.signer.verify(server.sign(), now=NOW)["sub"] == "user-1"  # the baseline passes
+    assert server.signer.verify(server.sign(), now=NOW, audience=AUDIENCE)["sub"] == "user-1"  # the baseline passes
     with pytest.raises(InvalidToken) as caught:
-        server.signer.verify(forgery(server), now=NOW)
+        server.signer.verify(forgery(server), now=NOW, audience=AUDIENCE)
     assert str(caught.value) == ""
 
 
@@ -437,7 +463,9 @@ def test_v9_1_3_key_not_marked_for_verification_is_refused(server: Server, param
     key_ops contains "verify" (RFC 7517 §4.2, §4.3). Keys from the keyring are
     always built that way, so this planted key stands in for a misbuilt one."""
     token = server.sign()
-    server.signer._public_keys[server.kid] = OKPKey.import_key(server.key.public_key(), {"kid": server.kid, **params})
+    server.signer._public_keys["EdDSA", server.kid] = OKPKey.import_key(
+        server.key.public_key(), {"kid": server.kid, **params}
+    )
     with pytest.raises(InvalidToken):
         server.signer.verify(token, now=NOW)
 
@@ -445,17 +473,22 @@ def test_v9_1_3_key_not_marked_for_verification_is_refused(server: Server, param
 # --- configuration and misuse ------------------------------------------------
 
 
-@pytest.mark.parametrize("algorithms", [(), ("none",), ("HS256",), ("EdDSA", "RS256")])
+@pytest.mark.parametrize("algorithms", [(), ("none",), ("HS256",), ("EdDSA", "PS256")])
 def test_v9_1_2_allowlist_can_only_be_narrowed(signing_keyring: Keyring, algorithms: tuple[str, ...]) -> None:
     """ASVS V9.1.2: callers cannot add algorithms (or "none") to the allowlist."""
+    keyrings = dict.fromkeys(algorithms, signing_keyring)
     with pytest.raises(ValueError, match="subset"):
-        TokenSigner(signing_keyring, issuer=ISSUER, audience=AUDIENCE, algorithms=algorithms)
+        TokenSigner(keyrings, issuer=ISSUER)
 
 
-def test_v11_1_2_signer_refuses_keys_of_another_purpose(encryption_keyring: Keyring) -> None:
-    """ASVS V11.1.2: only the "signing" keyring may sign."""
-    with pytest.raises(ValueError, match="signing"):
-        TokenSigner(encryption_keyring, issuer=ISSUER, audience=AUDIENCE)
+@pytest.mark.parametrize("alg", ["EdDSA", "RS256", "ES256"])
+def test_v11_1_2_signer_refuses_keys_of_another_purpose(
+    encryption_keyring: Keyring, signing_keyring: Keyring, alg: str
+) -> None:
+    """ASVS V11.1.2: each algorithm signs only with its own keyring."""
+    wrong = encryption_keyring if alg == "EdDSA" else signing_keyring
+    with pytest.raises(ValueError, match="keyring"):
+        TokenSigner({alg: wrong}, issuer=ISSUER)
 
 
 @pytest.mark.parametrize(
@@ -481,4 +514,4 @@ def test_sign_refuses_claims_the_signer_owns(
 
 def test_negative_leeway_is_refused(signing_keyring: Keyring) -> None:
     with pytest.raises(ValueError, match="leeway"):
-        TokenSigner(signing_keyring, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=-1)
+        TokenSigner({"EdDSA": signing_keyring}, issuer=ISSUER, leeway_seconds=-1)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.security import (
@@ -290,6 +292,55 @@ def test_v11_6_1_signing_material_is_an_ed25519_private_key(signing_keyring: Key
     seed = signing_keyring.secret(signing_keyring.active_kid)
     assert len(seed) == 32
     assert Ed25519PrivateKey.from_private_bytes(seed).private_bytes_raw() == seed
+
+
+def test_v11_6_1_rs256_and_es256_material_is_pkcs8_der(keys_dir: Path, master: MasterKey) -> None:
+    """ASVS V11.6.1: "signing-rs256" holds RSA-2048 and "signing-es256" P-256 private
+    keys, stored as PKCS#8 DER (RFC 5958), and they survive a reload unchanged."""
+    rsa_ring = Keyring.load_or_create(keys_dir, "signing-rs256", master)
+    ec_ring = Keyring.load_or_create(keys_dir, "signing-es256", master)
+    rsa_key = serialization.load_der_private_key(rsa_ring.secret(rsa_ring.active_kid), password=None)
+    ec_key = serialization.load_der_private_key(ec_ring.secret(ec_ring.active_kid), password=None)
+    assert isinstance(rsa_key, rsa.RSAPrivateKey)
+    assert rsa_key.key_size == 2048
+    assert rsa_key.public_key().public_numbers().e == 65537
+    assert isinstance(ec_key, ec.EllipticCurvePrivateKey)
+    assert isinstance(ec_key.curve, ec.SECP256R1)
+    for ring in (rsa_ring, ec_ring):
+        der = ring.secret(ring.active_kid)
+        assert der.startswith(b"0\x82") or der.startswith(b"0\x81")  # a DER SEQUENCE
+        assert Keyring.load(keys_dir, ring.purpose, master).secret(ring.active_kid) == der
+
+
+@pytest.mark.parametrize(
+    ("purpose", "planted"),
+    [
+        ("signing-rs256", lambda: bytes(32)),
+        ("signing-rs256", lambda: _der(ec.generate_private_key(ec.SECP256R1()))),
+        ("signing-rs256", lambda: _der(rsa.generate_private_key(public_exponent=65537, key_size=1024))),  # noqa: S505 - the weak key under test
+        ("signing-es256", lambda: _der(ec.generate_private_key(ec.SECP384R1()))),
+        ("signing-es256", lambda: _der(rsa.generate_private_key(public_exponent=65537, key_size=2048))),
+        ("signing", lambda: bytes(31)),
+        ("encryption", lambda: _der(ec.generate_private_key(ec.SECP256R1()))),
+    ],
+    ids=["rs256-random-bytes", "rs256-ec-key", "rs256-rsa-1024", "es256-p384", "es256-rsa", "ed-31-bytes", "aes-der"],
+)
+def test_v11_2_5_material_of_the_wrong_kind_is_refused(
+    keys_dir: Path, master: MasterKey, purpose: str, planted: Any
+) -> None:
+    """ASVS V11.2.5, V11.6.1: each purpose's material is checked at load, so a key of
+    another kind or size (correctly wrapped, as a bug or an operator could write it)
+    fails closed instead of signing with a weak key."""
+    ring = Keyring.load_or_create(keys_dir, purpose, master)
+    ring._save([(ring.kids()[0], planted())], replace=True)
+    with pytest.raises(KeyringError, match="corrupt"):
+        Keyring.load(keys_dir, purpose, master)
+
+
+def _der(key: Any) -> bytes:
+    return bytes(
+        key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
 
 
 def test_unknown_kid_is_a_keyring_error_that_does_not_echo_it(encryption_keyring: Keyring) -> None:
