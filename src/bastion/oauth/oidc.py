@@ -29,7 +29,7 @@ from bastion.identity.models import User
 from bastion.oauth._clients_stub import get_client
 from bastion.oauth.errors import json_response
 from bastion.oauth.resource import bearer_error
-from bastion.oauth.rfc9068 import Authentication, sign
+from bastion.oauth.rfc9068 import Authentication
 from bastion.oauth.service import OAuthService
 
 __all__ = ["ID_TOKEN_TYP", "USER_FIELDS", "id_token", "router", "user_claims"]
@@ -97,8 +97,7 @@ async def id_token(
         claims["amr"] = list(authentication.amr)
     if authentication.acr:
         claims["acr"] = authentication.acr
-    return sign(
-        oauth.signer,
+    return oauth.signer.sign(
         claims,
         now=oauth.now(),
         ttl_seconds=oauth.config.id_token_ttl,

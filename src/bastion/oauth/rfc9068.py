@@ -22,12 +22,13 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from bastion.oauth.service import OAuthService
-from bastion.security import InvalidToken, TokenSigner
+from bastion.security import InvalidToken
+from bastion.sessions.service import SESSION_CLIENT_ID
 
-__all__ = ["ACCESS_TOKEN_TYP", "Authentication", "issue_access_token", "sign", "verify_access_token"]
+__all__ = ["ACCESS_TOKEN_TYP", "GRANT_CLAIM", "Authentication", "issue_access_token", "verify_access_token"]
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a JOSE typ, not a secret
 # The claim naming the grant a token was issued under (Bastion's own API tokens carry "sid" instead).
@@ -41,37 +42,6 @@ class Authentication:
     auth_time: dt.datetime | None
     amr: Sequence[str]
     acr: str | None
-
-
-def sign(
-    signer: TokenSigner,
-    claims: dict[str, Any],
-    *,
-    now: int,
-    ttl_seconds: int,
-    typ: str,
-    alg: str,
-    audience: str | None,
-) -> str:
-    """``signer.sign`` with the ``typ``, ``alg`` and ``audience`` of the token kind.
-
-    TEMPORARY fallback, DELETE when the keys helper's TokenSigner is merged:
-    the old signer signs EdDSA only, with ``typ`` JWT and its fixed audience.
-    """
-    flexible = cast(Any, signer)
-    try:
-        return str(flexible.sign(claims, now=now, ttl_seconds=ttl_seconds, typ=typ, alg=alg, audience=audience))
-    except TypeError:
-        return str(flexible.sign(claims, now=now, ttl_seconds=ttl_seconds))
-
-
-def verify(signer: TokenSigner, token: str, *, now: int, typ: str, audience: str | None) -> dict[str, Any]:
-    """``signer.verify`` for a token kind (same TEMPORARY fallback as ``sign``)."""
-    flexible = cast(Any, signer)
-    try:
-        return dict(flexible.verify(token, now=now, typ=typ, audience=audience))
-    except TypeError:
-        return dict(flexible.verify(token, now=now))
 
 
 def issue_access_token(
@@ -101,8 +71,7 @@ def issue_access_token(
             claims["acr"] = authentication.acr
     if jkt is not None:
         claims["cnf"] = {"jkt": jkt}
-    return sign(
-        oauth.signer,
+    return oauth.signer.sign(
         claims,
         now=oauth.now(),
         ttl_seconds=oauth.config.access_token_ttl,
@@ -119,8 +88,9 @@ def verify_access_token(oauth: OAuthService, token: str) -> dict[str, Any] | Non
     (sessions) verify too but carry no ``gid``: None tells the caller to
     treat them as such.
     """
-    claims = verify(oauth.signer, token, now=oauth.now(), typ=ACCESS_TOKEN_TYP, audience=oauth.settings.auth.audience)
-    if GRANT_CLAIM not in claims:
+    claims = oauth.signer.verify(token, now=oauth.now(), typ=ACCESS_TOKEN_TYP, audience=oauth.settings.auth.audience)
+    # Bastion's own (session) tokens: client_id "bastion" (sessions.SESSION_CLIENT_ID), no gid.
+    if GRANT_CLAIM not in claims or claims.get("client_id") == SESSION_CLIENT_ID:
         return None
     if not isinstance(claims.get("client_id"), str) or not isinstance(claims.get("scope"), str):
         raise InvalidToken

@@ -33,13 +33,12 @@ from fastapi import Request
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bastion import security
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.db.database import Transaction
 from bastion.oauth.errors import OAuthError
 from bastion.oauth.models import OAuthReplay
 from bastion.oauth.service import OAuthService
-from bastion.security import BlindIndex, InvalidToken, hash_token
+from bastion.security import BlindIndex, InvalidToken, hash_token, s256, verify_dpop_proof
 from bastion.uow import origin_of
 
 __all__ = ["DPOP_ALGORITHMS", "Proof", "check_proof", "current_nonce", "normalise_htu"]
@@ -108,9 +107,7 @@ async def check_proof(
     if len(headers) != 1 or len(headers[0]) > 4096:  # §4.3 steps 1 and 2
         raise _invalid("Send exactly one DPoP proof.")
     try:
-        verified: tuple[dict[str, Any], dict[str, Any], str] = security.verify_dpop_proof(  # type: ignore[attr-defined]
-            headers[0], algorithms=DPOP_ALGORITHMS
-        )
+        verified = verify_dpop_proof(headers[0], algorithms=DPOP_ALGORITHMS)
     except InvalidToken:
         raise _invalid("The DPoP proof is invalid.") from None
     _, claims, jkt = verified
@@ -125,7 +122,7 @@ async def check_proof(
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI:
         raise _invalid("The DPoP proof has no valid jti.")
-    if access_token is not None and claims.get("ath") != security.s256(access_token):  # type: ignore[attr-defined]
+    if access_token is not None and claims.get("ath") != s256(access_token):
         raise _invalid("The DPoP proof is not bound to this access token.")
     if oauth.config.dpop_nonce and claims.get("nonce") not in (
         current_nonce(request, oauth),

@@ -47,14 +47,13 @@ from bastion.http.throttle import Throttle
 from bastion.identity.models import User
 from bastion.oauth import oidc, rfc9449
 from bastion.oauth._clients_stub import Client, authenticate_client
-from bastion.oauth._security_stub import s256
 from bastion.oauth.errors import OAuthError, json_response
 from bastion.oauth.forms import Params, read_form
 from bastion.oauth.models import OAuthCode, OAuthDeviceCode, OAuthGrant, OAuthRefreshToken
 from bastion.oauth.rfc9068 import Authentication, issue_access_token
 from bastion.oauth.scopes import OPENID_SCOPES, parse_scopes
 from bastion.oauth.service import OAuthService
-from bastion.security import constant_time_equals, hash_token, token_urlsafe
+from bastion.security import constant_time_equals, hash_token, s256, token_urlsafe
 from bastion.uow import UnitOfWork, unit_of_work
 
 __all__ = ["DEVICE_CODE", "TOKEN_THROTTLE", "oauth_unit_of_work", "revoke_grants", "router"]
