@@ -130,3 +130,49 @@ async def decide_device(app: FastAPI, user_code: str, user_id: uuid.UUID, *, app
     async with transaction(app.state.db) as tx:
         changed = await tx.execute(update(OAuthDeviceCode).where(OAuthDeviceCode.user_code == user_code).values(values))
     assert changed == 1
+
+
+class DPoPKey:
+    """A client's DPoP key pair, making proofs as a client library does (RFC 9449 §4.2)."""
+
+    def __init__(self, alg: str = "ES256") -> None:
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+        self.alg = alg
+        if alg == "ES256":
+            self.key: Any = ECKey.generate_key("P-256")
+        elif alg == "EdDSA":
+            self.key = OKPKey.generate_key("Ed25519")
+        else:
+            self.key = RSAKey.generate_key(2048)
+        self.public = self.key.as_dict(private=False)
+
+    @property
+    def jkt(self) -> str:
+        from bastion.security import jwk_thumbprint
+
+        return jwk_thumbprint(self.public)
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        access_token: str | None = None,
+        nonce: str | None = None,
+        iat: int | None = None,
+        jti: str | None = None,
+        now: int,
+    ) -> str:
+        from joserfc import jwt
+
+        from bastion.security import s256
+
+        claims: dict[str, Any] = {"htm": method, "htu": url, "iat": now if iat is None else iat}
+        claims["jti"] = jti or token_urlsafe(16)
+        if access_token is not None:
+            claims["ath"] = s256(access_token)
+        if nonce is not None:
+            claims["nonce"] = nonce
+        header = {"typ": "dpop+jwt", "alg": self.alg, "jwk": self.public}
+        return str(jwt.encode(header, claims, self.key, algorithms=[self.alg]))

@@ -268,6 +268,9 @@ async def _refresh_token(ex: _Exchange) -> dict[str, Any]:
     found = await ex.db.one(_REFRESH, {"token_hash": hash_token(presented)})
     if found is None or found.client_id != ex.client.id:  # §6: bound to the client it was issued to
         raise OAuthError("invalid_grant", "The refresh token is invalid, expired or revoked.")
+    # Before the claim: without its key, a stolen bound token cannot even be spent (RFC 9449 §5).
+    if found.dpop_jkt is not None and ex.jkt != found.dpop_jkt:
+        raise OAuthError("invalid_dpop_proof", "This refresh token is bound to another DPoP key.")
     # Of two racing refreshes one wins; the other is the reuse it cannot be told from.
     if await claim(ex.db, _CLAIM_REFRESH, {"token_id": found.token_id, "now": now}) is None:
         if found.revoked_at is None:
@@ -284,8 +287,6 @@ async def _refresh_token(ex: _Exchange) -> dict[str, Any]:
         raise OAuthError("invalid_grant", "The refresh token is invalid, expired or revoked.")
     if found.revoked_at is not None or found.expires_at <= now or found.user_id is None or found.disabled is not False:
         raise OAuthError("invalid_grant", "The refresh token is invalid, expired or revoked.")
-    if found.dpop_jkt is not None and ex.jkt != found.dpop_jkt:
-        raise OAuthError("invalid_dpop_proof", "This refresh token is bound to another DPoP key.")
     scopes = list(found.scopes)
     if "scope" in ex.params:
         asked = parse_scopes(ex.params["scope"])
