@@ -4,7 +4,9 @@ with only the scopes registered for it, and nothing of any user's."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from bastion.audit.models import AuditEvent
@@ -83,3 +85,18 @@ async def test_grants_share_one_standing_grant_and_each_is_audited(harness: Harn
     assert await db.value(select(func.count()).select_from(OAuthGrant)) == 1
     events = await db.value(select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "oauth:token"))
     assert events == 5
+
+
+class TestThrottle:
+    @pytest.fixture
+    def harness_settings(self) -> dict[str, Any]:
+        return {"oauth": {"token_rate_per_ip": "3/minute"}}
+
+    async def test_the_token_endpoint_is_throttled_per_address_before_any_work(self, harness: Harness) -> None:
+        """V2.4.1: a client guessing secrets or codes runs out of attempts."""
+        client_id, secret = await create_client(harness.app)
+        statuses = [(await token_request(harness, client_id, "wrong", GRANT)).status_code for _ in range(3)]
+        assert statuses == [401, 401, 401]
+        throttled = await token_request(harness, client_id, secret, GRANT)
+        assert throttled.status_code == 429
+        assert "retry-after" in throttled.headers

@@ -81,7 +81,7 @@ async def test_a_proof_is_used_once(harness: Harness) -> None:
     assert (await harness.client.get(path, headers=headers)).status_code == 200
     assert (await harness.client.get(path, headers=headers)).status_code == 401
     events = await harness.app.state.db.value(
-        select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "oauth:dpop:replay")
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "oauth:dpop_replay")
     )
     assert events == 1
 

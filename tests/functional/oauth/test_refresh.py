@@ -59,7 +59,7 @@ async def test_a_reused_refresh_token_revokes_the_grant_and_every_token_of_it(ha
     [grant] = await harness.app.state.db.all(select(OAuthGrant))
     assert grant.revoke_reason == "refresh_reuse"
     events = await harness.app.state.db.value(
-        select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "oauth:refresh:reuse_detected")
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "oauth:refresh_reuse_detected")
     )
     assert events == 1
 

@@ -135,7 +135,7 @@ async def test_a_reused_code_revokes_the_grant_issued_from_it(harness: Harness) 
     assert refresh.status_code == 400
     assert refresh.json()["error"] == "invalid_grant"
     reuse = await harness.app.state.db.value(
-        select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "oauth:code:reuse_detected")
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.tag == "oauth:code_reuse_detected")
     )
     assert reuse == 1
 
