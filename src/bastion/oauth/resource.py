@@ -109,7 +109,9 @@ async def _base(oauth: OAuthService, db: Queries, grant_id: uuid.UUID) -> Rememb
             raise InvalidToken
         roles = frozenset(row.role for row in rows if row.role is not None)
         # Every user holds their own account (``permissions.OWN_ACCOUNT``); of it, a token may be granted me:read.
-        permissions = OWN_ACCOUNT | {p for row in rows if row.permissions for p in row.permissions}
+        held = OWN_ACCOUNT | {p for row in rows if row.permissions for p in row.permissions}
+        # And never beyond what the client is registered for now (an admin may narrow it).
+        permissions = _narrowed(tuple(live.client_scopes or ()), frozenset(held))
     principal = Principal(
         user_id=live.user_id,
         roles=roles,

@@ -192,3 +192,34 @@ class TestNonce:
             **proof_header(harness, key, "GET", path, access_token=token, nonce=nonce),
         }
         assert (await harness.client.get(path, headers=headers)).status_code == 200
+
+
+async def test_a_bound_token_as_bearer_is_refused_by_every_route_that_takes_a_credential(harness: Harness) -> None:
+    """RFC 9449 §7.1 on the whole API: every route reading a credential refuses it (401), on both listeners.
+
+    Checked route by route from the app itself, so a route added later is checked too.
+    """
+    import re
+    import uuid
+
+    from bastion.access import requirement_of
+    from bastion.access.guard import every_route
+
+    key = DPoPKey()
+    _, _, body = await bound_token(harness, key)
+    bearer = harness.bearer(body["access_token"])
+    admin = harness.admin_client
+    assert admin is not None
+    probed = 0
+    for route in every_route(harness.app):
+        requirement = requirement_of(route)
+        if requirement in (None, "public") or "*" in route.methods:
+            continue
+        path = re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: "notes" if m[1] == "name" else str(uuid.uuid4()), route.path)
+        for method in sorted(set(route.methods) - {"HEAD", "OPTIONS"}):
+            for listener in (harness.client, admin):
+                kwargs: dict[str, Any] = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
+                response = await listener.request(method, path, headers=bearer, **kwargs)
+                assert response.status_code in (401, 404), f"{method} {path}: {response.status_code}"
+                probed += response.status_code == 401
+    assert probed > 10  # the routes were there to refuse it

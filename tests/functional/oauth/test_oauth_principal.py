@@ -91,3 +91,17 @@ async def test_revoke_grants_needs_a_filter(harness: Harness) -> None:
         with pytest.raises(ValueError, match="at least one filter"):
             await revoke_grants(tx, reason="everything")
         assert await revoke_grants(tx, grant_id=uuid.uuid4(), reason="none such") == 0
+
+
+async def test_narrowing_the_client_narrows_its_users_tokens_at_the_next_request(harness: Harness) -> None:
+    from factories.oauth import set_client_scopes
+
+    user = await harness.user("alice@example.com")
+    client_id, secret = await create_client(harness.app, scopes=("records:*",))
+    code = await create_code(harness.app, client_id, user.id, scopes=("records:*",))
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": VERIFIER}
+    bearer = harness.bearer((await token_request(harness, client_id, secret, form)).json()["access_token"])
+    assert (await harness.client.get(harness.records("things"), headers=bearer)).status_code == 200
+    await set_client_scopes(harness.app, client_id, ("records:notes:list",))
+    assert (await harness.client.get(harness.records("things"), headers=bearer)).status_code == 403
+    assert (await harness.client.get(harness.records("notes"), headers=bearer)).status_code == 200
