@@ -18,9 +18,10 @@ from fastapi import FastAPI
 from sqlalchemy import insert, update
 
 from bastion.db import transaction
-from bastion.oauth._clients_stub import hash_client_secret  # TEMPORARY: the clients helper's hashing at merge
+from bastion.oauth.clients import ClientMetadata, ClientRegistry
 from bastion.oauth.models import OAuthClient, OAuthCode, OAuthDeviceCode
 from bastion.security import hash_token, token_urlsafe
+from factories import unit_of_work
 
 REDIRECT_URI = "https://rp.example/callback"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
@@ -37,38 +38,30 @@ async def create_client(
     app: FastAPI,
     *,
     public: bool = False,
-    grant_types: Sequence[str] = ALL_GRANTS,
+    grant_types: Sequence[str] | None = None,
     scopes: Sequence[str] = ("openid", "email", "offline_access", "records:*", "me:read"),
     redirect_uris: Sequence[str] = (REDIRECT_URI,),
     require_dpop: bool = False,
     alg: str = "EdDSA",
     claims: dict[str, str] | None = None,
 ) -> tuple[str, str | None]:
-    """A registered client: its id, and its secret (None for a public client)."""
-    client_id = f"client-{uuid.uuid4().hex[:12]}"
-    secret = None if public else token_urlsafe(32)
-    async with transaction(app.state.db) as tx:
-        await tx.execute(
-            insert(OAuthClient).values(
-                id=client_id,
-                name="Test client",
-                secret_hash=hash_client_secret(secret) if secret else None,
-                public=public,
-                first_party=False,
-                token_endpoint_auth_method="none" if public else "client_secret_basic",
-                redirect_uris=list(redirect_uris),
-                post_logout_redirect_uris=[],
-                grant_types=list(grant_types),
-                scopes=list(scopes),
-                require_par=False,
-                require_dpop=require_dpop,
-                id_token_alg=alg,
-                access_token_alg=alg,
-                claims=claims or {},
-                created_at=app.state.clock.now(),
-            )
-        )
-    return client_id, secret
+    """A client registered as the CLI and the admin API register one: its id, and its secret (None if public)."""
+    if grant_types is None:
+        grant_types = tuple(grant for grant in ALL_GRANTS if not (public and grant == "client_credentials"))
+    metadata = ClientMetadata(
+        name="Test client",
+        redirect_uris=tuple(redirect_uris),
+        public=public,
+        grant_types=tuple(grant_types),
+        scopes=tuple(scopes),
+        require_dpop=require_dpop,
+        id_token_alg=alg,
+        access_token_alg=alg,
+        claims=claims or {},
+    )
+    async with unit_of_work(app) as uow:
+        client, secret = await ClientRegistry.of(app.state).create(uow, metadata)
+    return client.id, secret
 
 
 async def set_client_scopes(app: FastAPI, client_id: str, scopes: Sequence[str]) -> None:

@@ -29,6 +29,9 @@ class Permission(StrEnum):
     ADMIN_SESSIONS_WRITE = "admin:sessions:write"
     ADMIN_COLLECTIONS_READ = "admin:collections:read"
     ADMIN_COLLECTIONS_WRITE = "admin:collections:write"
+    # The admin plane is never an OAuth scope (bastion.oauth.scopes.GRANTABLE_PERMISSIONS).
+    ADMIN_OAUTH_CLIENTS_READ = "admin:oauth-clients:read"
+    ADMIN_OAUTH_CLIENTS_WRITE = "admin:oauth-clients:write"
 
 
 ALL = "*"

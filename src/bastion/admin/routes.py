@@ -1,4 +1,4 @@
-"""``/admin/api/v1/…``: users, roles, API keys, sessions and collections.
+"""``/admin/api/v1/…``: users, roles, API keys, sessions, collections and OAuth clients.
 
 Every route needs an admin permission from a session signed in with two
 factors. The network guard serves ``/admin/*`` on the admin listener only.
@@ -10,7 +10,7 @@ thin: every change goes through a domain service, which writes the audit event.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,8 +19,9 @@ from bastion.access import Permission, Principal, require_mfa
 from bastion.access.routes import info
 from bastion.access.schemas import ApiKeyInfo, Scope
 from bastion.data.service import DataService
-from bastion.http.problems import NotFound
+from bastion.http.problems import NotFound, ValidationFailed
 from bastion.identity.throttle import restore_sign_in
+from bastion.oauth.clients import CLAIM_FIELDS, ClientMetadata, ClientRegistry, InvalidClientMetadata, get_client
 from bastion.settings import CollectionSettings
 from bastion.uow import origin_of, unit_of_work
 
@@ -194,3 +195,99 @@ async def delete_collection(
         name, None, force=force, origin=origin_of(request), actor_id=caller.user_id
     )
     return CollectionChanges(changes=[change.description for change in plan.changes])
+
+
+OAuthClientsRead = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_OAUTH_CLIENTS_READ))]
+OAuthClientsWrite = Annotated[Principal, Depends(require_mfa(Permission.ADMIN_OAUTH_CLIENTS_WRITE))]
+ClientId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Uri = Annotated[str, Field(min_length=1, max_length=2048)]
+_NO_CLIENT: dict[int | str, dict[str, Any]] = {404: {"description": "No such client"}}
+
+
+class OAuthClientBody(BaseModel):
+    """A client to register: the command line's options, and custom claims (claim -> user field)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    redirect_uris: list[Uri] = Field([], max_length=16)
+    public: bool = False
+    token_endpoint_auth_method: str | None = Field(None, max_length=32)
+    grant_types: list[Annotated[str, Field(max_length=64)]] = Field([], max_length=8)
+    scopes: list[Annotated[str, Field(max_length=128)]] = Field([], max_length=64)
+    first_party: bool = False
+    jwks: dict[str, Any] | None = None
+    jwks_uri: Uri | None = None
+    require_par: bool = False
+    require_dpop: bool = False
+    id_token_alg: str = Field("RS256", max_length=16)
+    access_token_alg: str = Field("RS256", max_length=16)
+    backchannel_logout_uri: Uri | None = None
+    post_logout_redirect_uris: list[Uri] = Field([], max_length=16)
+    claims: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=64)]] = Field(
+        {}, max_length=16, description=f"Custom claims: claim name -> one of {', '.join(CLAIM_FIELDS)}"
+    )
+
+
+def _created(client: dict[str, Any], secret: str | None) -> dict[str, Any]:
+    return {**client, **({"client_secret": secret} if secret is not None else {})}
+
+
+@router.get("/oauth/clients")
+async def list_oauth_clients(request: Request, caller: OAuthClientsRead) -> list[dict[str, Any]]:
+    clients = await ClientRegistry.of(request.app.state).list(request.app.state.db)
+    return [client.describe() for client in clients]
+
+
+@router.post("/oauth/clients", status_code=201, responses={422: {"description": "Invalid metadata"}})
+async def create_oauth_client(body: OAuthClientBody, request: Request, caller: OAuthClientsWrite) -> dict[str, Any]:
+    """Register a client; the answer carries its ``client_secret`` this once."""
+    metadata = ClientMetadata(
+        **{
+            **body.model_dump(exclude={"redirect_uris", "grant_types", "scopes", "post_logout_redirect_uris"}),
+            "redirect_uris": tuple(body.redirect_uris),
+            "grant_types": tuple(body.grant_types),
+            "scopes": tuple(body.scopes),
+            "post_logout_redirect_uris": tuple(body.post_logout_redirect_uris),
+        }
+    )
+    try:
+        async with unit_of_work(request) as uow:
+            client, secret = await ClientRegistry.of(request.app.state).create(uow, metadata, actor_id=caller.user_id)
+    except InvalidClientMetadata as refused:
+        raise ValidationFailed(refused.message, extra={"error": refused.error}) from None
+    return _created(client.describe(), secret)
+
+
+@router.get("/oauth/clients/{client_id}", responses=_NO_CLIENT)
+async def show_oauth_client(client_id: ClientId, request: Request, caller: OAuthClientsRead) -> dict[str, Any]:
+    client = await get_client(request.app.state.db, client_id)
+    if client is None:
+        raise NotFound
+    return client.describe()
+
+
+@router.post(
+    "/oauth/clients/{client_id}/rotate-secret",
+    responses={**_NO_CLIENT, 422: {"description": "The client has no secret"}},
+)
+async def rotate_oauth_client_secret(
+    client_id: ClientId, request: Request, caller: OAuthClientsWrite
+) -> dict[str, Any]:
+    """A new secret, shown this once; the old one stops working at once."""
+    try:
+        async with unit_of_work(request) as uow:
+            secret = await ClientRegistry.of(request.app.state).rotate_secret(uow, client_id, actor_id=caller.user_id)
+    except InvalidClientMetadata as refused:
+        raise ValidationFailed(refused.message, extra={"error": refused.error}) from None
+    if secret is None:
+        raise NotFound
+    return {"client_id": client_id, "client_secret": secret}
+
+
+@router.delete("/oauth/clients/{client_id}", status_code=204, responses=_NO_CLIENT)
+async def delete_oauth_client(client_id: ClientId, request: Request, caller: OAuthClientsWrite) -> Response:
+    """Delete a client, and with it its grants, consents and every token issued to it."""
+    async with unit_of_work(request) as uow:
+        if not await ClientRegistry.of(request.app.state).delete(uow, client_id, actor_id=caller.user_id):
+            raise NotFound
+    return Response(status_code=204)

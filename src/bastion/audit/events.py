@@ -40,6 +40,9 @@ class EventTag(StrEnum):
     KEY_ROTATE = "admin:keys:rotate"
     KEY_REMOVE = "admin:keys:remove"
     KEYS_REWRAP = "admin:keys:rewrap"
+    OAUTH_CLIENT_CREATE = "oauth:client:create"
+    OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
+    OAUTH_CLIENT_DELETE = "oauth:client:delete"
     # No "code:" or "token:" inside a tag: the log redactor would hide what follows as a secret.
     OAUTH_TOKEN = "oauth:token"
     OAUTH_CODE_REUSE = "oauth:code_reuse_detected"

@@ -22,6 +22,7 @@ from bastion.cli.identity import sessions, users
 from bastion.cli.mail import mail as mail_commands
 from bastion.cli.network import ca as ca_commands
 from bastion.cli.network import firewall as firewall_commands
+from bastion.cli.oauth import oauth as oauth_commands
 
 if TYPE_CHECKING:
     from bastion.settings import Settings
@@ -49,6 +50,7 @@ app.add_typer(firewall_commands, name="firewall")
 app.add_typer(data_commands.collections, name="collections")
 app.add_typer(data_commands.keys, name="keys")
 app.add_typer(mail_commands, name="mail")
+app.add_typer(oauth_commands, name="oauth")
 
 
 def _print_version(value: bool) -> None:

@@ -9,13 +9,15 @@ id), ``aud`` (the ``client_id``), ``exp``, ``iat``, ``auth_time``, ``nonce``
 
 Claims by scope (§5.4): ``email`` gives ``email`` and ``email_verified``;
 ``profile`` has nothing more to give (Bastion keeps no names). A client's
-``claims`` map, set by an admin, adds claims from allowlisted user fields.
+``claims`` map, set by an admin, adds claims from the user fields
+``clients.CLAIM_FIELDS`` allows (``email``, ``email_verified``, ``roles``,
+``mfa_enabled``), never over a registered claim.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -23,10 +25,11 @@ from sqlalchemy import bindparam, select
 from starlette.responses import Response
 
 from bastion.access import Principal, authenticated
+from bastion.access.models import UserRole
 from bastion.db.database import Queries
 from bastion.http.throttle import Throttle
 from bastion.identity.models import User
-from bastion.oauth._clients_stub import get_client
+from bastion.oauth.clients import CLAIM_FIELDS, get_client
 from bastion.oauth.errors import json_response
 from bastion.oauth.resource import bearer_error
 from bastion.oauth.rfc9068 import Authentication
@@ -35,18 +38,19 @@ from bastion.oauth.service import OAuthService
 __all__ = ["ID_TOKEN_TYP", "USER_FIELDS", "id_token", "router", "user_claims"]
 
 ID_TOKEN_TYP = "JWT"  # noqa: S105 - a JOSE typ, not a secret
-_USER = select(User.email, User.email_verified_at, User.created_at, User.totp_enabled, User.disabled).where(
+_USER = select(User.email, User.email_verified_at, User.totp_enabled, User.disabled).where(
     User.id == bindparam("user_id")
 )
+_ROLES = select(UserRole.role).where(UserRole.user_id == bindparam("user_id")).order_by(UserRole.role)
 # The user fields an admin may map into a client's claims (the rest is credentials and counters).
-USER_FIELDS = frozenset({"email", "email_verified", "created_at", "mfa"})
+USER_FIELDS = frozenset(CLAIM_FIELDS)
 USERINFO_THROTTLE = Throttle("oauth-userinfo", lambda s: s.oauth.token_rate_per_ip)
 
 router = APIRouter(tags=["oauth"])
 
 
 async def user_claims(
-    db: Queries, user_id: uuid.UUID, scopes: Sequence[str], extra: dict[str, str]
+    db: Queries, user_id: uuid.UUID, scopes: Sequence[str], extra: Mapping[str, str]
 ) -> dict[str, Any] | None:
     """The claims of ``scopes`` (§5.4) and the client's ``extra`` map; None when the user is gone or disabled."""
     user = await db.one(_USER, {"user_id": user_id})
@@ -55,9 +59,10 @@ async def user_claims(
     fields: dict[str, Any] = {
         "email": user.email,
         "email_verified": user.email_verified_at is not None,
-        "created_at": int(user.created_at.timestamp()),
-        "mfa": bool(user.totp_enabled),
+        "mfa_enabled": bool(user.totp_enabled),
     }
+    if "roles" in extra.values():
+        fields["roles"] = [row.role for row in await db.all(_ROLES, {"user_id": user_id})]
     claims: dict[str, Any] = {"sub": str(user_id)}
     if "email" in scopes:
         claims["email"], claims["email_verified"] = fields["email"], fields["email_verified"]
@@ -79,7 +84,7 @@ async def id_token(
     *,
     client_id: str,
     alg: str,
-    extra: dict[str, str],
+    extra: Mapping[str, str],
     user_id: uuid.UUID,
     scopes: Sequence[str],
     nonce: str | None,
@@ -124,7 +129,7 @@ async def userinfo(caller: Annotated[Principal, Depends(authenticated)], request
     if caller.user_id is None:
         raise bearer_error(request, "insufficient_scope", "This token acts for no user.", status=403)
     db = request.app.state.db
-    extra: dict[str, str] = {}
+    extra: Mapping[str, str] = {}
     scopes: tuple[str, ...] = ("openid", "email")
     if caller.client_id is not None:
         if "openid" not in caller.scopes:

@@ -26,9 +26,9 @@ from bastion.access import public
 from bastion.audit import EventTag, record_event
 from bastion.db.database import Queries
 from bastion.http.throttle import Throttle
-from bastion.oauth._clients_stub import authenticate_client
 from bastion.oauth.forms import read_form
 from bastion.oauth.models import OAuthGrant, OAuthRefreshToken
+from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.rfc9068 import GRANT_CLAIM, verify_access_token
 from bastion.oauth.service import OAuthService
 from bastion.oauth.token import oauth_unit_of_work, revoke_grants

@@ -22,10 +22,10 @@ from bastion.access import public
 from bastion.db.database import Queries
 from bastion.http.throttle import Throttle
 from bastion.identity.models import User
-from bastion.oauth._clients_stub import authenticate_client
 from bastion.oauth.errors import json_response
 from bastion.oauth.forms import read_form
 from bastion.oauth.models import OAuthGrant, OAuthRefreshToken
+from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.rfc9068 import GRANT_CLAIM, verify_access_token
 from bastion.oauth.service import OAuthService
 from bastion.oauth.token import oauth_unit_of_work

@@ -26,10 +26,10 @@ from starlette.responses import Response
 from bastion.access import public
 from bastion.audit import EventTag, record_event
 from bastion.http.throttle import Throttle
-from bastion.oauth._clients_stub import authenticate_client
 from bastion.oauth.errors import OAuthError, json_response
 from bastion.oauth.forms import read_form
 from bastion.oauth.models import OAuthDeviceCode
+from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.scopes import parse_scopes
 from bastion.oauth.service import OAuthService
 from bastion.oauth.token import DEVICE_CODE, oauth_unit_of_work

@@ -27,10 +27,11 @@ from bastion.audit import EventTag, record_event
 from bastion.db.claims import claim, compare_and_set
 from bastion.db.database import Transaction
 from bastion.http.throttle import Throttle
-from bastion.oauth._clients_stub import authenticate_client, redirect_uri_matches
+from bastion.oauth.clients import redirect_uri_matches
 from bastion.oauth.errors import OAuthError, json_response
 from bastion.oauth.forms import read_form
 from bastion.oauth.models import OAuthPushedRequest
+from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.scopes import parse_scopes
 from bastion.oauth.service import OAuthService
 from bastion.oauth.token import oauth_unit_of_work

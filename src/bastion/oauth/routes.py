@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from bastion.oauth import oidc, resource, rfc7009, rfc7662, rfc8628, rfc9126, token
+from bastion.oauth import oidc, resource, rfc7009, rfc7591, rfc7662, rfc8414, rfc8628, rfc9126, token
 from bastion.oauth.errors import OAuthError, oauth_error_response
 
 __all__ = ["install"]
 
 # Each spec module adds its router here (rfc8414.router, token.router, …).
 ROUTERS: tuple[APIRouter, ...] = (
+    rfc8414.router,
+    rfc7591.router,
     token.router,
     oidc.router,
     rfc9126.router,

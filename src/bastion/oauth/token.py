@@ -46,10 +46,11 @@ from bastion.db.database import Transaction
 from bastion.http.throttle import Throttle
 from bastion.identity.models import User
 from bastion.oauth import oidc, rfc9449
-from bastion.oauth._clients_stub import Client, authenticate_client
+from bastion.oauth.clients import Client
 from bastion.oauth.errors import OAuthError, json_response
 from bastion.oauth.forms import Params, read_form
 from bastion.oauth.models import OAuthCode, OAuthDeviceCode, OAuthGrant, OAuthRefreshToken
+from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.rfc9068 import Authentication, issue_access_token
 from bastion.oauth.scopes import OPENID_SCOPES, parse_scopes
 from bastion.oauth.service import OAuthService

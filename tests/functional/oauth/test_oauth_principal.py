@@ -18,8 +18,10 @@ from factories.oauth import REDIRECT_URI, VERIFIER, create_client, create_code
 from harness import Harness
 
 
-async def tokens_for(harness: Harness, user: Any, scopes: tuple[str, ...]) -> dict[str, Any]:
-    client_id, secret = await create_client(harness.app, scopes=scopes)
+async def tokens_for(
+    harness: Harness, user: Any, scopes: tuple[str, ...], *, registered: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    client_id, secret = await create_client(harness.app, scopes=registered or scopes)
     code = await create_code(harness.app, client_id, user.id, scopes=scopes)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": VERIFIER}
     response = await token_request(harness, client_id, secret, form)
@@ -54,9 +56,11 @@ async def test_the_token_loses_what_the_user_loses_at_the_next_request(harness: 
 
 
 async def test_an_admin_token_never_reaches_the_admin_plane(harness: Harness) -> None:
-    """Only permission scopes are grantable: a code carrying admin:* gives nothing of it."""
+    """Only permission scopes are grantable: even a code row carrying admin:* (which registration and
+    /oauth2/authorize refuse) gives nothing of it."""
     admin = await harness.user("root@example.com", roles=("admin",))
-    bearer = harness.bearer((await tokens_for(harness, admin, ("records:*", "admin:users:read", "*")))["access_token"])
+    scopes = ("records:*", "admin:users:read", "*")
+    bearer = harness.bearer((await tokens_for(harness, admin, scopes, registered=("records:*",)))["access_token"])
     assert (await harness.client.get(harness.records("notes"), headers=bearer)).status_code == 200
     assert (await harness.admin_client.get("/admin/api/v1/users", headers=bearer)).status_code in (401, 403)
 

