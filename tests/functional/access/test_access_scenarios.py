@@ -208,6 +208,7 @@ class Probe:
             "user_id": str(uuid.uuid4()),
             "session_id": str(uuid.uuid4()),
             "key_id": "0" * 16,
+            "client_id": "no-such-client",
         }
 
         def value(match: re.Match[str]) -> str:
