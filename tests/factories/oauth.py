@@ -87,6 +87,7 @@ async def create_code(
     nonce: str | None = "n-0S6_WzA2Mj",
     amr: Sequence[str] = ("pwd",),
     dpop_jkt: str | None = None,
+    session_id: uuid.UUID | None = None,
     ttl: int = 60,
     **extra: Any,
 ) -> str:
@@ -99,7 +100,7 @@ async def create_code(
                 code_hash=hash_token(code),
                 client_id=client_id,
                 user_id=user_id,
-                session_id=None,
+                session_id=session_id,
                 redirect_uri=redirect_uri,
                 scopes=list(scopes),
                 code_challenge=challenge,

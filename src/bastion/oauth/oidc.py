@@ -74,7 +74,23 @@ async def user_claims(
 
 # Claims a client's map must not override: what identifies the token and the sign-in.
 _PROTECTED = frozenset(
-    {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "auth_time", "nonce", "acr", "amr", "azp", "at_hash", "cnf"}
+    {
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "auth_time",
+        "nonce",
+        "acr",
+        "amr",
+        "azp",
+        "at_hash",
+        "cnf",
+        "sid",
+    }
 )
 
 
@@ -89,11 +105,18 @@ async def id_token(
     scopes: Sequence[str],
     nonce: str | None,
     authentication: Authentication,
+    session_id: uuid.UUID | None = None,
 ) -> str | None:
-    """An ID token (§2) for ``client_id``; None when the user can no longer sign in."""
+    """An ID token (§2) for ``client_id``; None when the user can no longer sign in.
+
+    ``sid`` names the sign-in session (OpenID Back-Channel Logout 1.0 §2.1),
+    the one its logout tokens will name.
+    """
     claims = await user_claims(db, user_id, scopes, extra)
     if claims is None:
         return None
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     if authentication.auth_time is not None:
         claims["auth_time"] = int(authentication.auth_time.timestamp())
     if nonce is not None:

@@ -109,6 +109,7 @@ _REFRESH = (
         OAuthGrant.amr,
         OAuthGrant.acr,
         OAuthGrant.dpop_jkt,
+        OAuthGrant.session_id,
         OAuthGrant.revoked_at,
         OAuthGrant.expires_at,
         User.disabled,
@@ -258,7 +259,15 @@ async def _authorization_code(ex: _Exchange) -> dict[str, Any]:
     bound = ex.jkt if ex.client.public else None
     await _new_grant(ex, grant_id, found.user_id, found.scopes, authentication, session_id=found.session_id, jkt=bound)
     return await _tokens(
-        ex, grant_id, found.user_id, found.scopes, authentication, nonce=found.nonce, refresh=True, id_token=True
+        ex,
+        grant_id,
+        found.user_id,
+        found.scopes,
+        authentication,
+        nonce=found.nonce,
+        refresh=True,
+        id_token=True,
+        session_id=found.session_id,
     )
 
 
@@ -296,7 +305,15 @@ async def _refresh_token(ex: _Exchange) -> dict[str, Any]:
         scopes = asked
     authentication = Authentication(found.auth_time, found.amr or [], found.acr)
     return await _tokens(
-        ex, found.grant_id, found.user_id, scopes, authentication, nonce=None, refresh=True, id_token=True
+        ex,
+        found.grant_id,
+        found.user_id,
+        scopes,
+        authentication,
+        nonce=None,
+        refresh=True,
+        id_token=True,
+        session_id=found.session_id,
     )
 
 
@@ -397,6 +414,7 @@ async def _tokens(
     nonce: str | None,
     refresh: bool,
     id_token: bool,
+    session_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """The token response (RFC 6749 §5.1; OpenID Connect Core §3.1.3.3)."""
     client, oauth = ex.client, ex.oauth
@@ -433,6 +451,7 @@ async def _tokens(
             scopes=scopes,
             nonce=nonce,
             authentication=authentication,
+            session_id=session_id,
         )
         if signed is None:
             raise OAuthError("invalid_grant", "The user can no longer sign in.")

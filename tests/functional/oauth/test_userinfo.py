@@ -114,3 +114,29 @@ async def test_userinfo_with_a_dpop_bound_token(harness: Harness) -> None:
 
 def _now(harness: Harness) -> int:
     return int(harness.clock.now().timestamp())
+
+
+async def test_the_id_token_names_the_sign_in_session_and_logout_ends_its_grant(harness: Harness) -> None:
+    """Back-Channel Logout 1.0 §2.1: ``sid`` is the session its logout token will name."""
+    import uuid
+
+    user = await harness.user("alice@example.com")
+    session = await harness.sign_in(user)
+    sid = harness.app.state.oauth.signer.verify(session["access_token"], now=_now(harness))["sid"]
+    client_id, secret = await create_client(harness.app)
+    code = await create_code(harness.app, client_id, user.id, session_id=uuid.UUID(sid))
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": VERIFIER}
+    body = (await token_request(harness, client_id, secret, form)).json()
+    claims = harness.app.state.oauth.signer.verify(body["id_token"], now=_now(harness), typ="JWT", audience=client_id)
+    assert claims["sid"] == sid
+    refreshed = await token_request(
+        harness, client_id, secret, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    )
+    again = harness.app.state.oauth.signer.verify(
+        refreshed.json()["id_token"], now=_now(harness), typ="JWT", audience=client_id
+    )
+    assert again["sid"] == sid
+    async with transaction(harness.app.state.db) as tx:
+        assert await revoke_grants(tx, session_id=uuid.UUID(sid), reason="logout") == 1
+    refused = await harness.client.get(USERINFO, headers=harness.bearer(refreshed.json()["access_token"]))
+    assert refused.status_code == 401
