@@ -20,8 +20,8 @@ from bastion.identity.policy import PasswordPolicy
 from bastion.identity.service import IdentityService
 from bastion.mail import Postman, build_mailer
 from bastion.oauth.service import OAuthService
-from bastion.secrets import Keyrings, open_keyrings
-from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher, TokenSigner
+from bastion.secrets import Keyrings, open_keyrings, token_signer
+from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher
 from bastion.sessions.service import SessionService
 from bastion.settings import Settings
 
@@ -58,8 +58,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
             parallelism=passwords.parallelism,
         )
     )
-    # One issuer for every token Bastion signs: its public URL (issue #13 §4).
-    signer = TokenSigner(keys.signing_keyrings(), issuer=auth.public_url)
+    signer = token_signer(settings, keys)
     identity = IdentityService(
         auth,
         clock=clock,

@@ -13,6 +13,7 @@ import tomllib
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -188,6 +189,11 @@ class AuthSettings(Section):
     audience: str = "bastion-api"
     access_token_ttl: int = Field(600, ge=60, le=3600)
     refresh_token_ttl: int = Field(30 * 86400, ge=3600)
+    # After `bastion keys rotate signing`, the new keys are published in the
+    # JWKS at once and sign only this many seconds later, so relying parties
+    # that cache the JWKS (for at most this long) know a key before meeting
+    # its first token. 0 signs at once.
+    signing_publish_seconds: int = Field(300, ge=0, le=86400)
     mfa_token_ttl: int = Field(300, ge=60, le=900)
     email_token_ttl: int = Field(1800, ge=300, le=86400)
     # NIST SP 800-63B: at least 8, and we default higher; long passphrases allowed.
@@ -280,7 +286,16 @@ class OAuthSettings(Section):
     allow_private_jwks_uri: bool = False
     token_rate_per_ip: RateLimit = "120/minute"  # noqa: S105 - a rate, not a password
     authorize_rate_per_ip: RateLimit = "60/minute"
+    # Sign-in with other providers: start, callback and exchange, each per address.
+    provider_rate_per_ip: RateLimit = "30/minute"
     providers: list[OAuthProviderSettings] = []
+
+    @model_validator(mode="after")
+    def _unique_providers(self) -> OAuthSettings:
+        names = [provider.name for provider in self.providers]
+        if len(names) != len(set(names)):
+            raise ValueError("two providers have the same name")
+        return self
 
 
 class MailSettings(Section):
@@ -421,6 +436,21 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     collections: dict[Name, CollectionSettings] = {}
 
+    @model_validator(mode="after")
+    def _provider_urls(self) -> Settings:
+        """A provider's issuer and endpoints are ``https`` URLs; plain ``http`` only in dev, on loopback (tests)."""
+        for provider in self.oauth.providers:
+            urls = (
+                provider.issuer,
+                provider.authorization_endpoint,
+                provider.token_endpoint,
+                provider.userinfo_endpoint,
+            )
+            for url in urls:
+                if url is not None and not url_allowed(url, self.mode):
+                    raise ValueError(f"provider {provider.name}: {url} is not an https URL")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -486,6 +516,16 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"master key file {path} cannot be read ({exc.strerror}); check BASTION_MASTER_KEY_FILE"
             ) from exc
+
+
+def url_allowed(url: str, mode: str) -> bool:
+    """An ``https`` URL with a host; in dev also ``http`` to a loopback host (a provider run by tests)."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.username or parts.password:
+        return False
+    if parts.scheme == "https":
+        return True
+    return mode == "dev" and parts.scheme == "http" and parts.hostname in {"127.0.0.1", "::1", "localhost"}
 
 
 def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:

@@ -92,6 +92,13 @@ def test_keys_rotate_signing_rotates_every_signing_algorithm(tmp_path: Path) -> 
     assert changed == ["signing-es256.json", "signing-rs256.json", "signing.json"]
     for purpose in ("signing", "signing-rs256", "signing-es256"):
         assert f"new active {purpose} key" in out
+    # Publish before sign: the new keys are only published, the old ones still sign.
+    code, listing, _ = run("keys", "list", "--data-dir", str(data))
+    assert code == 0
+    signing_rows = [line for line in listing.splitlines() if "signing" in line and "│" in line]
+    assert len(signing_rows) == 6
+    assert sum("published" in row and "active" in row for row in signing_rows) == 3
+    assert sum(row.count("signing") == 2 and "retired" in row for row in signing_rows) == 3
 
 
 def test_data_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,10 +39,15 @@ class EventTag(StrEnum):
     COLLECTIONS_CHANGE = "admin:collections:change"
     KEY_ROTATE = "admin:keys:rotate"
     KEY_REMOVE = "admin:keys:remove"
+    KEY_REVOKE = "admin:keys:revoke"
     KEYS_REWRAP = "admin:keys:rewrap"
     OAUTH_CLIENT_CREATE = "oauth:client:create"
     OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
     OAUTH_CLIENT_DELETE = "oauth:client:delete"
+    # Sign-in with other providers (Bastion as an OAuth client).
+    OAUTH_PROVIDER_SIGN_IN = "oauth:provider:sign_in"
+    OAUTH_IDENTITY_LINK = "oauth:identity:link"
+    OAUTH_IDENTITY_UNLINK = "oauth:identity:unlink"
     # No "code:" or "token:" inside a tag: the log redactor would hide what follows as a secret.
     OAUTH_TOKEN = "oauth:token"
     OAUTH_CODE_REUSE = "oauth:code_reuse_detected"

@@ -6,6 +6,7 @@ The services are imported inside the commands, so ``--help`` does not load them.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from bastion.settings import Settings
 
 collections = typer.Typer(help="Collections declared in bastion.toml.", no_args_is_help=True)
-keys = typer.Typer(help="The keystore: list, rotate, rewrap, remove.", no_args_is_help=True)
+keys = typer.Typer(help="The keystore: list, rotate, rewrap, remove, revoke.", no_args_is_help=True)
 
 # Rotating the HMAC key would change every blind index at once (lookups would
 # miss until all were recomputed), so only these rotate.
@@ -76,22 +77,34 @@ def apply_command(
 
 @keys.command("list")
 def list_keys(data_dir: DataDir = None) -> None:
-    """Every key of every keyring (ids and dates, never material), and how many
-    sealed values each encryption key still protects."""
+    """Every key of every keyring (ids and dates, never material), how many
+    sealed values each encryption key still protects, and which signing keys
+    sign now and which are only published in the JWKS."""
     from rich.table import Table
 
     from bastion.rewrap import count_all
-    from bastion.secrets import KEY_PURPOSES, open_keyrings
+    from bastion.secrets import KEY_PURPOSES, open_keyrings, token_signer
+    from bastion.security import KEYRING_PURPOSES
 
     settings = _settings(data_dir)
     with one_line_errors():
         rings = open_keyrings(settings)
         sealed = asyncio.run(count_all(settings, rings))
-    table = Table("purpose", "kid", "created", "status", "values", title="Bastion keystore")
+        signer = token_signer(settings, rings)
+    now = int(time.time())
+    published = {key["kid"] for key in signer.public_jwks(now=now)["keys"]}
+    signing = {signer.signing_kid(alg, now=now) for alg in KEYRING_PURPOSES}
+    table = Table("purpose", "kid", "created", "status", "use", title="Bastion keystore")
     for purpose in KEY_PURPOSES:
         for info in rings.purpose(purpose).kids():
-            colour = "green" if info.status == "active" else "dim"
-            values = str(sealed.pop(info.kid, 0)) if purpose == "encryption" else ""
+            colour = {"active": "green", "revoked": "red"}.get(info.status, "dim")
+            if purpose == "encryption":
+                values = str(sealed.pop(info.kid, 0))
+            elif purpose in KEYRING_PURPOSES.values():
+                # What the JWKS shows now: a new key is published before it signs.
+                values = "signing" if info.kid in signing else "published" if info.kid in published else ""
+            else:
+                values = ""
             table.add_row(purpose, info.kid, info.created_at.isoformat(), f"[{colour}]{info.status}[/]", values)
     out.print(table)
     for kid, count in sorted(sealed.items()):  # left over: under no key of the keyring
@@ -103,7 +116,11 @@ def rotate(
     purpose: Annotated[str, typer.Argument(help="encryption or signing")],
     data_dir: DataDir = None,
 ) -> None:
-    """Make a new active key; old ones stay to read what they wrote. Running servers switch at once."""
+    """Make a new active key; old ones stay to read what they wrote. Running servers switch at once.
+
+    For signing, every algorithm's keyring (EdDSA, RS256, ES256) rotates: the
+    new keys are in the JWKS at once and sign after auth.signing_publish_seconds;
+    the old ones stay published until the last token they signed has expired."""
     if purpose not in ROTATABLE:
         with one_line_errors():
             raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate (hmac would change every blind index)")
@@ -165,8 +182,8 @@ def remove(
 ) -> None:
     """Delete a retired key for good, e.g. one that may be compromised. An
     encryption key is refused while sealed values remain under it (run
-    `bastion keys rewrap` first); tokens signed by a removed signing key stop
-    verifying at once."""
+    `bastion keys rewrap` first). A signing key is revoked instead (see
+    `keys revoke`): tokens it signed stop verifying at once."""
     if purpose not in ROTATABLE:
         with one_line_errors():
             raise CommandError(f"only {' and '.join(ROTATABLE)} keys rotate, so only they have keys to remove")
@@ -180,9 +197,44 @@ def remove(
         if purpose == "encryption" and (left := asyncio.run(count_all(settings, rings))[kid]):
             raise CommandError(f"{left} sealed values are still under {kid}; run `bastion keys rewrap` first")
         keyring = _holding(rings, purpose, kid)
-        keyring.remove(kid)
+        if purpose == "signing":
+            # Deleting the entry would lose its place in the rotation schedule
+            # (jose._schedule); a tombstone keeps it. The active key stays refused.
+            if keyring.active_kid == kid:
+                raise CommandError(f"{kid} is the active {keyring.purpose} key; rotate first (or `keys revoke`)")
+            keyring.revoke(kid)
+        else:
+            keyring.remove(kid)
         asyncio.run(_audit(settings, EventTag.KEY_REMOVE, {"purpose": keyring.purpose, "kid": kid}))
     out.print(f"[green]removed {keyring.purpose} key[/] {kid}", highlight=False)
+
+
+@keys.command("revoke")
+def revoke(
+    purpose: Annotated[str, typer.Argument(help="signing")],
+    kid: Annotated[str, typer.Argument(help="the leaked key's id (see `bastion keys list`)")],
+    data_dir: DataDir = None,
+) -> None:
+    """For a leaked signing key: every token it signed is refused at once (running
+    servers within a second, remembered verifications included) and it leaves
+    the JWKS. Revoking the active key first makes a new one, which signs at once."""
+    if purpose != "signing":
+        with one_line_errors():
+            raise CommandError("only signing keys are revoked (for others: rotate, rewrap, then `keys remove`)")
+    from bastion.audit import EventTag
+    from bastion.secrets import open_keyrings
+
+    settings = _settings(data_dir)
+    with one_line_errors():
+        keyring = _holding(open_keyrings(settings), purpose, kid)
+        new_kid = keyring.revoke(kid)
+        details: dict[str, object] = {"purpose": keyring.purpose, "kid": kid}
+        if new_kid is not None:
+            details["new_kid"] = new_kid
+        asyncio.run(_audit(settings, EventTag.KEY_REVOKE, details))
+    out.print(f"[green]revoked {keyring.purpose} key[/] {kid}", highlight=False)
+    if new_kid is not None:
+        out.print(f"[green]new active {keyring.purpose} key:[/] {new_kid}", highlight=False)
 
 
 def _holding(rings: Keyrings, purpose: str, kid: str) -> Keyring:

@@ -43,9 +43,8 @@ from bastion.clock import Clock
 from bastion.db.database import Queries
 from bastion.oauth.models import OAuthClient
 from bastion.oauth.scopes import scopes_supported
-from bastion.security import Keyring, token_urlsafe
+from bastion.security import Keyring, keyed_hash, keyed_hash_matches, token_urlsafe
 from bastion.security.client_jwt import public_jwks_problem
-from bastion.security.keyed import keyed_digest, keyed_digest_matches
 from bastion.settings import Settings
 from bastion.uow import UnitOfWork
 
@@ -469,12 +468,12 @@ class ClientRegistry:
         """Whether ``secret`` is the client's (constant time). With nothing stored (an unknown
         client, a public one) a digest is still computed and compared, so both cost the same."""
         if stored is None:
-            keyed_digest_matches(self._hmac, secret, _SECRET_CONTEXT, self._digest(""))
+            keyed_hash_matches(self._hmac, secret, _SECRET_CONTEXT, self._digest(""))
             return False
-        return keyed_digest_matches(self._hmac, secret, _SECRET_CONTEXT, stored)
+        return keyed_hash_matches(self._hmac, secret, _SECRET_CONTEXT, stored)
 
     def _digest(self, secret: str) -> str:
-        return keyed_digest(self._hmac, secret, _SECRET_CONTEXT)
+        return keyed_hash(self._hmac, secret, _SECRET_CONTEXT)
 
 
 def _grants(metadata: ClientMetadata, *, public: bool) -> tuple[str, ...]:

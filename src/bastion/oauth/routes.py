@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from bastion.oauth import oidc, resource, rfc7009, rfc7591, rfc7662, rfc8414, rfc8628, rfc9126, token
+from bastion.oauth import federation, oidc, resource, rfc7009, rfc7591, rfc7662, rfc8414, rfc8628, rfc9126, token
 from bastion.oauth.errors import OAuthError, oauth_error_response
 
 __all__ = ["install"]
@@ -20,6 +20,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     rfc7009.router,
     rfc7662.router,
     rfc8628.router,
+    federation.router,
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bastion.security import KEYRING_PURPOSES, Keyring, KeyringError, MasterKey
+from bastion.security import KEYRING_PURPOSES, Keyring, KeyringError, MasterKey, TokenSigner
 from bastion.settings import ConfigError, Settings
 
 # The keyrings every install has had since `bastion init`.
@@ -69,3 +69,20 @@ def open_keyrings(settings: Settings, *, create: bool = False) -> Keyrings:
     except KeyringError as exc:
         raise ConfigError(f"{exc}; run `bastion init` or restore {keys_dir}") from None
     return Keyrings(**{p.replace("-", "_"): ring for p, ring in rings.items()})
+
+
+def token_signer(settings: Settings, rings: Keyrings) -> TokenSigner:
+    """The signer of every token Bastion issues, as the server builds it.
+
+    One issuer, ``auth.public_url`` (issue #13 §4). Retired keys stay
+    published while a token they signed may live: the longest token
+    lifetime of the settings, which is also the longest ``sign`` accepts.
+    """
+    return TokenSigner(
+        rings.signing_keyrings(),
+        issuer=settings.auth.public_url,
+        publish_seconds=settings.auth.signing_publish_seconds,
+        max_ttl_seconds=max(
+            settings.auth.access_token_ttl, settings.oauth.access_token_ttl, settings.oauth.id_token_ttl
+        ),
+    )

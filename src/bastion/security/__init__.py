@@ -12,11 +12,13 @@ from bastion.security.jose import (
     FOREIGN_ALGORITHMS,
     KEYRING_PURPOSES,
     TokenSigner,
+    half_hash,
     jwk_thumbprint,
     s256,
     verify_dpop_proof,
     verify_jwt_with_jwks,
 )
+from bastion.security.keyed import keyed_hash, keyed_hash_matches
 from bastion.security.keys import KeyInfo, Keyring, KeyStatus, MasterKey, check_key_file_permissions
 from bastion.security.passwords import Argon2Params, PasswordHasher
 from bastion.security.random import constant_time_equals, hash_token, token_bytes, token_urlsafe
@@ -49,8 +51,11 @@ __all__ = [
     "aad_for",
     "check_key_file_permissions",
     "constant_time_equals",
+    "half_hash",
     "hash_token",
     "jwk_thumbprint",
+    "keyed_hash",
+    "keyed_hash_matches",
     "new_recovery_codes",
     "new_totp_secret",
     "normalize_recovery_code",

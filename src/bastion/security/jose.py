@@ -50,6 +50,7 @@ __all__ = [
     "FOREIGN_ALGORITHMS",
     "KEYRING_PURPOSES",
     "TokenSigner",
+    "half_hash",
     "jwk_thumbprint",
     "s256",
     "verify_dpop_proof",
@@ -69,6 +70,10 @@ _CRV = {"EdDSA": "Ed25519", "ES256": "P-256", "ES384": "P-384"}
 # Allowlist rather than denylist: anything else (jwk, jku, x5u, x5c, x5t, crit,
 # b64, zip, …) lets the token steer its own verification, so it is refused.
 _ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
+# Tokens signed by others may also carry a certificate thumbprint (Microsoft
+# Entra ID's ID tokens do): a hint naming a key, never one, and ignored here,
+# since the key is chosen by kid from the JWKS the caller trusts.
+_FOREIGN_HEADERS = _ALLOWED_HEADERS | {"x5t", "x5t#S256"}
 _DPOP_HEADERS = frozenset({"alg", "typ", "jwk"})
 _DPOP_TYP = "dpop+jwt"
 # Members of a private JWK (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
@@ -187,6 +192,18 @@ def s256(value: str) -> str:
     return _b64(hashlib.sha256(value.encode("ascii")).digest())
 
 
+# OIDC Core §3.1.3.6: the hash of the ID token's alg; Ed25519 uses SHA-512
+# (OpenID Connect Core 1.0 errata set 2, §3.1.3.6).
+_HALF_HASHES = {"RS256": "sha256", "PS256": "sha256", "ES256": "sha256", "ES384": "sha384", "EdDSA": "sha512"}
+
+
+def half_hash(value: str, alg: str) -> str:
+    """An ID token's ``at_hash`` / ``c_hash`` (OIDC Core §3.1.3.6, §3.3.2.11): base64url of
+    the left half of the hash of ``value`` (ASCII) with the hash of ``alg``."""
+    digest = hashlib.new(_HALF_HASHES[alg], value.encode("ascii")).digest()
+    return _b64(digest[: len(digest) // 2])
+
+
 # RFC 7638 §3.2: the required members of each key type, in lexicographic order.
 _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
 
@@ -265,7 +282,7 @@ def verify_jwt_with_jwks(
     For client assertions (RFC 7523 §3) and other providers' ID tokens (OIDC
     Core §3.1.3.7). The RFC 8725 header policy applies: ``alg`` from
     ``algorithms`` (a subset of :data:`FOREIGN_ALGORITHMS`), no header but
-    ``alg``, ``kid`` and ``typ``; ``typ`` must match when given (None: not
+    ``alg``, ``kid``, ``typ`` and the ignored hints ``x5t`` and ``x5t#S256``; ``typ`` must match when given (None: not
     checked, as many providers send none). The key is the JWKS entry with the
     header's ``kid``; without a ``kid`` only a set with exactly one key fit for
     ``alg`` is usable. ``exp`` is required, ``nbf`` and ``iat`` checked when
@@ -273,7 +290,7 @@ def verify_jwt_with_jwks(
     """
     allowed = _check_algorithms(algorithms, FOREIGN_ALGORITHMS)
     try:
-        header, claims = _split(token, _ALLOWED_HEADERS)
+        header, claims = _split(token, _FOREIGN_HEADERS)
         alg = header["alg"]
         if alg not in allowed or (typ is not None and not _typ_matches(header, typ)):
             raise InvalidToken
@@ -320,13 +337,50 @@ def verify_dpop_proof(proof: str, *, algorithms: Collection[str]) -> tuple[dict[
         raise InvalidToken from None
 
 
+def _schedule(keys: list[tuple[str, int, str]], now: int, *, publish: int, retain: int) -> tuple[str, list[str]]:
+    """Which key of one keyring signs at ``now``, and which keys are published.
+
+    ``keys`` are (kid, created, status), oldest first. A key is published
+    from its creation and signs only once it has been published ``publish``
+    seconds, so every verifier refreshing its JWKS at least that often knows
+    it before meeting a token it signed. A key stops signing when the next
+    key reaches that age (its ``stop``), and stays published until the last
+    token it signed has expired: ``retain`` (the longest token lifetime)
+    after its stop. A revoked key neither signs nor is published, but its
+    creation still stops its predecessor, so revoking never brings back a key
+    that had stopped. Of the keys that have not stopped, the newest published
+    long enough signs; if none is (a new install, or right after revoking the
+    active key), the one published longest does: the active key itself when
+    it is the only one left.
+    """
+    chain, published = [], []
+    for index, (kid, created, status) in enumerate(keys):
+        if status == "revoked":
+            continue
+        stop = keys[index + 1][1] + publish if status != "active" and index + 1 < len(keys) else None
+        if stop is None or now < stop + retain:
+            published.append(kid)
+        if stop is None or now < stop:
+            chain.append((kid, created))
+    if not publish:
+        # "Sign at once", whatever the clock says about the keys' creation
+        # (a test's frozen clock may stand before it).
+        return next(kid for kid, _, status in keys if status == "active"), published
+    ready = [kid for kid, created in chain if created + publish <= now]
+    return (ready[-1] if ready else chain[0][0]), published
+
+
 class TokenSigner:
     """Issue and verify Bastion's JWTs, for one issuer, with one keyring per algorithm.
 
     ``keyrings`` maps an algorithm of :data:`ALLOWED_ALGORITHMS` to its keyring
-    (``KEYRING_PURPOSES``). New tokens are signed with the algorithm's active
-    key; tokens signed with a retired key keep verifying until they expire.
-    The clock is always passed in.
+    (``KEYRING_PURPOSES``). A rotated-in key is published in
+    :meth:`public_jwks` at once and signs after ``publish_seconds``; a retired
+    key keeps verifying, and stays published, until the last token it signed
+    has expired (``max_ttl_seconds``, the longest lifetime :meth:`sign`
+    accepts, plus the leeway); see ``_schedule``. A revoked key verifies
+    nothing from the moment this process sees the keyring change. The clock
+    is always passed in.
     """
 
     def __init__(
@@ -336,13 +390,19 @@ class TokenSigner:
         issuer: str,
         leeway_seconds: int = 0,
         key_check_seconds: float = 1.0,
+        publish_seconds: int = 0,
+        max_ttl_seconds: int = 3600,
     ) -> None:
         _check_algorithms(keyrings.keys(), ALLOWED_ALGORITHMS)
         for alg, keyring in keyrings.items():
             if keyring.purpose != KEYRING_PURPOSES[alg]:
                 raise ValueError(f"{alg} needs the {KEYRING_PURPOSES[alg]!r} keyring")
-        if leeway_seconds < 0:
-            raise ValueError("leeway_seconds must not be negative")
+        if leeway_seconds < 0 or publish_seconds < 0 or max_ttl_seconds <= 0:
+            raise ValueError("leeway_seconds and publish_seconds must not be negative, max_ttl_seconds positive")
+        self._publish = publish_seconds
+        self._max_ttl = max_ttl_seconds
+        # (kid, created, status) per algorithm, from the keyrings at ``_generations``.
+        self._keys: dict[str, list[tuple[str, int, str]]] = {}
         self._keyrings = dict(keyrings)
         self._issuer = issuer
         self._leeway = leeway_seconds
@@ -388,20 +448,22 @@ class TokenSigner:
         ``{alg, kid, typ}`` (RFC 8725 §3.11: "at+jwt" for access tokens, RFC
         9068 §2.1; "JWT" for ID tokens; "logout+jwt" for logout tokens).
         """
-        if ttl_seconds <= 0:
-            raise ValueError("ttl_seconds must be positive")
+        if not 0 < ttl_seconds <= self._max_ttl:
+            # Longer would outlive its key's publication after a rotation.
+            raise ValueError(f"ttl_seconds must be positive and at most max_ttl_seconds ({self._max_ttl})")
         if _SIGNER_CLAIMS & claims.keys():
             raise ValueError(f"claims {sorted(_SIGNER_CLAIMS & claims.keys())} are set by the signer")
         if "sub" not in claims:
             raise ValueError("claims must contain 'sub'")
         if alg not in self._keyrings:
             raise ValueError(f"alg must be one of {self.algorithms}")
+        self._keyrings[alg].refresh()  # one stat: never sign with a key revoked a moment ago
         self._current()
         payload = {**claims, "iss": self._issuer}
         if audience is not None:
             payload["aud"] = audience
         payload.update({"iat": now, "nbf": now, "exp": now + ttl_seconds, "jti": token_urlsafe(16)})
-        kid = self._keyrings[alg].active_kid
+        kid, _ = self._schedule(alg, now)
         header = {"alg": alg, "kid": kid, "typ": typ}
         # Parsed once per kid: an RSA key takes milliseconds to load, its signature ~1.2 ms more.
         key = self._private_keys.get((alg, kid))
@@ -466,16 +528,38 @@ class TokenSigner:
         kid = header.get("kid")
         return kid if isinstance(kid, str) else None
 
-    def public_jwks(self) -> dict[str, Any]:
-        """Return the JWK Set (RFC 7517 §5) of every verification key of every algorithm, public parts only."""
+    def public_jwks(self, *, now: int | None = None) -> dict[str, Any]:
+        """Return the JWK Set (RFC 7517 §5) of every published key of every algorithm, public parts only.
+
+        Published: the keys that sign or will soon, and retired ones whose
+        tokens may still be valid at ``now`` (default: the system clock);
+        never a revoked one.
+        """
         self._current()
+        at = int(time.time()) if now is None else now
         return {
             "keys": [
-                self._public_key(alg, info.kid).as_dict(private=False)
-                for alg, keyring in self._keyrings.items()
-                for info in keyring.kids()
+                self._public_key(alg, kid).as_dict(private=False)
+                for alg in self._keyrings
+                for kid in self._schedule(alg, at)[1]
             ]
         }
+
+    def signing_kid(self, alg: str, *, now: int) -> str:
+        """The kid that signs ``alg`` tokens at ``now`` (publish-before-sign applied)."""
+        self._current()
+        return self._schedule(alg, now)[0]
+
+    def _schedule(self, alg: str, now: int) -> tuple[str, list[str]]:
+        keys = self._keys.get(alg)
+        if keys is None:
+            # created_at is kept to the second, rounded down: the key may be up
+            # to a second younger, so count it from the next second.
+            keys = [
+                (info.kid, int(info.created_at.timestamp()) + 1, info.status) for info in self._keyrings[alg].kids()
+            ]
+            self._keys[alg] = keys
+        return _schedule(keys, now, publish=self._publish, retain=self._max_ttl + self._leeway)
 
     def _generations_now(self) -> tuple[int, ...]:
         return tuple(keyring.generation for keyring in self._keyrings.values())
@@ -493,6 +577,7 @@ class TokenSigner:
             self._private_keys.clear()
             self._public_keys.clear()
             self._verified.clear()
+            self._keys.clear()
 
     def _verify(self, token: str, now: int) -> tuple[str, str, dict[str, Any]]:
         header, _ = _split(token, _ALLOWED_HEADERS)

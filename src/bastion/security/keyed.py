@@ -1,15 +1,14 @@
-"""Keyed digests of high-entropy secrets (OAuth client secrets), for storage.
+"""Keyed hashes of high-entropy secrets (client secrets), under the "hmac" keyring.
 
-HMAC-SHA256 (RFC 2104) under a key of the "hmac" keyring, over
-``aad_for(label, context, value)``. A client secret is 256 random bits, so
-unlike a password it needs no slow hash (nothing can be guessed); the key
-means a leaked table alone does not even let anyone test a candidate.
+A client secret is 256 random bits, so it needs no slow password hash (the
+issue's performance section: a grant must not cost an Argon2 run), but a
+plain SHA-256 would let anyone holding a copy of the database test a guessed
+or leaked secret offline. HMAC-SHA256 (RFC 2104) under a key the database
+does not hold closes that: the digest is useless without the keystore.
 
-Unlike :class:`BlindIndex` (a lookup key, which must be the same for every
-row), each digest carries the kid of the key it was made with
-(``<kid>$<hex>``), so rotating the "hmac" keyring leaves every stored digest
-verifiable: it is checked with the key it names, which stays in the keyring
-as a retired key. A digest under a removed key no longer verifies.
+The digest names its key (``<kid>:<hex>``), so it keeps verifying if the
+"hmac" keyring ever gains a key, and the label keeps these MACs apart from
+the blind indexes made with the same keyring.
 """
 
 from __future__ import annotations
@@ -21,36 +20,31 @@ from bastion.security.aead import aad_for
 from bastion.security.errors import KeyringError
 from bastion.security.keys import Keyring
 
-__all__ = ["keyed_digest", "keyed_digest_matches"]
+__all__ = ["keyed_hash", "keyed_hash_matches"]
 
-_LABEL = "bastion/keyed-digest/v1"
+_LABEL = "bastion/keyed-hash/v1"
 
 
-def _mac(key: bytes, value: str, context: str) -> str:
+def _mac(keyring: Keyring, kid: str, value: str, context: str) -> str:
+    key = keyring.secret(kid)
     return hmac.new(key, aad_for(_LABEL, context, value), hashlib.sha256).hexdigest()
 
 
-def keyed_digest(keyring: Keyring, value: str, context: str) -> str:
-    """``<kid>$<hex HMAC>`` of ``value`` in ``context`` under the active "hmac" key."""
+def keyed_hash(keyring: Keyring, value: str, context: str) -> str:
+    """``<kid>:<hex HMAC-SHA256>`` of ``value`` in ``context`` (e.g. "oauth.client_secret")."""
     if keyring.purpose != "hmac":
-        raise ValueError("keyed_digest needs the 'hmac' keyring")
+        raise ValueError("keyed_hash needs the 'hmac' keyring")
     kid = keyring.active_kid
-    return f"{kid}${_mac(keyring.secret(kid), value, context)}"
+    return f"{kid}:{_mac(keyring, kid, value, context)}"
 
 
-def keyed_digest_matches(keyring: Keyring, value: str, context: str, stored: str) -> bool:
-    """Whether ``value`` is what ``stored`` digests, compared in constant time.
-
-    The key is the one ``stored`` names, active or retired; a malformed digest
-    or an unknown kid is simply no match.
-    """
+def keyed_hash_matches(keyring: Keyring, value: str, context: str, digest: str) -> bool:
+    """Whether ``digest`` (from :func:`keyed_hash`) is that of ``value``, compared in constant time."""
     if keyring.purpose != "hmac":
-        raise ValueError("keyed_digest_matches needs the 'hmac' keyring")
-    kid, separator, digest = stored.partition("$")
-    if not separator or not digest:
-        return False
+        raise ValueError("keyed_hash needs the 'hmac' keyring")
+    kid, _, expected = digest.partition(":")
     try:
-        key = keyring.secret(kid)
+        actual = _mac(keyring, kid, value, context)
     except KeyringError:
-        return False
-    return hmac.compare_digest(_mac(key, value, context).encode(), digest.encode())
+        actual = ""  # an unknown kid matches nothing; still compare, same path
+    return hmac.compare_digest(actual.encode(), expected.encode()) and bool(actual)

@@ -12,7 +12,10 @@ A keyring serves one purpose ("encryption", "hmac", "signing", …) and lives in
 Each key is wrapped with AES-256-GCM and associated data binding the purpose
 and kid, so a wrapped key copied to another entry or file fails to unwrap.
 Exactly one key is active (used for new work); retired keys stay to decrypt
-and verify what they produced before a rotation.
+and verify what they produced before a rotation. A revoked key (a leaked
+one) stays only as a tombstone: its kid, dates and status, its material
+erased, so it opens and verifies nothing and the order of keys, which the
+signing schedule reads (``bastion.security.jose``), is kept.
 
 What a key is depends on the purpose (``_MATERIAL``): 32 random bytes for
 "encryption" and "hmac", an Ed25519 seed for "signing" (EdDSA), and a private
@@ -51,7 +54,7 @@ from bastion.security.random import token_bytes, token_urlsafe
 
 __all__ = ["KeyInfo", "KeyStatus", "Keyring", "MasterKey", "check_key_file_permissions"]
 
-KeyStatus = Literal["active", "retired"]
+KeyStatus = Literal["active", "retired", "revoked"]
 
 _MIN_MASTER_BYTES = 32
 _KEY_BYTES = 32
@@ -195,17 +198,53 @@ class Keyring:
         """Every key, oldest first."""
         return [info for info, _ in self._entries]
 
-    def rotate(self) -> str:
-        """Make a new active key, retire the previous one, persist, and return the new kid."""
+    def rotate(self, *, at: datetime | None = None) -> str:
+        """Make a new active key, retire the previous one, persist, and return the new kid.
+
+        ``at`` (default now) is the new key's ``created_at``, which the signing
+        schedule counts from; tests pass it instead of waiting.
+        """
         self._reload_if_replaced()  # never drop a key another process added
-        retired = [(_retire(info), secret) for info, secret in self._entries]
-        entries = [*retired, _new_entry(self._purpose, retired)]
+        retired = [(_retire(info), secret) for info, secret in self._entries]  # tombstones stay revoked
+        entries = [*retired, _new_entry(self._purpose, retired, at)]
         try:
             self._save(entries, replace=True)
         except OSError as exc:
             raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
         self._use(entries, _stamp(self._path))
         return self.active_kid
+
+    def revoke(self, kid: str, *, at: datetime | None = None) -> str | None:
+        """Erase ``kid``'s material for good, keeping its entry as a "revoked" tombstone.
+
+        For a leaked key: whatever it protects or signed stops opening or
+        verifying, here at once and in other processes when they next look
+        at the file. The active key is first replaced by a new one, in the
+        same write (created ``at``, default now); the new kid is returned
+        then, else None.
+        """
+        self._reload_if_replaced()  # never drop a key another process added
+        found = [info for info, _ in self._entries if info.kid == kid]
+        if not found:
+            raise KeyringError(f"{self._path} has no key {kid}")
+        if found[0].status == "revoked":
+            raise KeyringError(f"{kid} is already revoked")
+        entries = [
+            (KeyInfo(kid=info.kid, created_at=info.created_at, status="revoked"), b"")
+            if info.kid == kid
+            else (info, secret)
+            for info, secret in self._entries
+        ]
+        new_kid = None
+        if found[0].status == "active":
+            entries.append(_new_entry(self._purpose, entries, at))
+            new_kid = entries[-1][0].kid
+        try:
+            self._save(entries, replace=True)
+        except OSError as exc:
+            raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
+        self._use(entries, _stamp(self._path))
+        return new_kid
 
     def remove(self, kid: str) -> None:
         """Delete a retired key for good: whatever it still protects stops opening.
@@ -270,7 +309,7 @@ class Keyring:
         """
         for _ in range(2):
             for info, secret in self._entries:
-                if info.kid == kid:
+                if info.kid == kid and info.status != "revoked":
                     return secret
             # Perhaps another process rotated: look again after a reload.
             if not self._reload_if_replaced():
@@ -350,16 +389,21 @@ def _wrap_aad(purpose: str, kid: str) -> bytes:
     return aad_for(_WRAP_AAD_LABEL, purpose, kid)
 
 
-def _new_entry(purpose: str, existing: list[tuple[KeyInfo, bytes]]) -> tuple[KeyInfo, bytes]:
+def _new_entry(
+    purpose: str, existing: list[tuple[KeyInfo, bytes]], at: datetime | None = None
+) -> tuple[KeyInfo, bytes]:
     taken = {info.kid for info, _ in existing}
     kid = token_urlsafe(8)
     while kid in taken:
         kid = token_urlsafe(8)
     secret = _material(purpose).generate()
-    return KeyInfo(kid=kid, created_at=datetime.now(UTC).replace(microsecond=0), status="active"), secret
+    created_at = (at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    return KeyInfo(kid=kid, created_at=created_at, status="active"), secret
 
 
 def _retire(info: KeyInfo) -> KeyInfo:
+    if info.status == "revoked":
+        return info
     return KeyInfo(kid=info.kid, created_at=info.created_at, status="retired")
 
 
@@ -374,7 +418,7 @@ def _parse_document(document: Any, purpose: str, wrap_key: bytes) -> list[tuple[
     entries = []
     for item in document["keys"]:
         status = item["status"]
-        if status not in ("active", "retired"):
+        if status not in ("active", "retired", "revoked"):
             raise ValueError("unknown key status")
         created_at = datetime.fromisoformat(item["created_at"])
         if created_at.utcoffset() is None:
@@ -384,7 +428,11 @@ def _parse_document(document: Any, purpose: str, wrap_key: bytes) -> list[tuple[
             raise ValueError("malformed kid")
         wrapped = base64.urlsafe_b64decode(item["wrapped"])
         secret = _open(wrap_key, wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], _wrap_aad(purpose, kid))
-        _material(purpose).check(secret)
+        if status == "revoked":
+            if secret:
+                raise ValueError("a revoked key keeps no material")
+        else:
+            _material(purpose).check(secret)
         entries.append((KeyInfo(kid=kid, created_at=created_at, status=status), secret))
     kids = [info.kid for info, _ in entries]
     if len(set(kids)) != len(kids) or [info.status for info, _ in entries].count("active") != 1:

@@ -208,7 +208,8 @@ class Probe:
             "user_id": str(uuid.uuid4()),
             "session_id": str(uuid.uuid4()),
             "key_id": "0" * 16,
-            "client_id": "no-such-client",
+            "identity_id": str(uuid.uuid4()),
+            "client_id": "c" * 22,
         }
 
         def value(match: re.Match[str]) -> str:

@@ -14,6 +14,8 @@ from bastion.security import (
     Keyring,
     MasterKey,
     aad_for,
+    keyed_hash,
+    keyed_hash_matches,
 )
 from bastion.security.aead import _open, _seal
 
@@ -223,7 +225,7 @@ def test_aad_for_is_unambiguous() -> None:
     assert aad_for("é") == b"\x00\x00\x00\x02" + "é".encode()
 
 
-def test_blind_index_is_a_deterministic_keyed_digest(hmac_keyring: Keyring, keys_dir: Path) -> None:
+def test_blind_index_is_a_deterministic_keyed_hash(hmac_keyring: Keyring, keys_dir: Path) -> None:
     """ASVS V11.4.1, V11.4.3: HMAC-SHA256 (256-bit output) keyed by the hmac keyring:
     equal inputs match, context and key separate them."""
     index = BlindIndex(hmac_keyring)
@@ -242,3 +244,23 @@ def test_v11_1_2_blind_index_refuses_keys_of_another_purpose(encryption_keyring:
     """ASVS V11.1.2: the blind index only accepts the hmac keyring."""
     with pytest.raises(ValueError, match="hmac"):
         BlindIndex(encryption_keyring)
+
+
+def test_v11_4_1_keyed_hash_of_a_client_secret(hmac_keyring: Keyring, encryption_keyring: Keyring) -> None:
+    """ASVS V11.4.1: a high-entropy secret is stored as an HMAC under the "hmac" keyring
+    (useless without the keystore), names its kid, depends on the context, and only
+    the exact value matches; a forged kid or digest matches nothing."""
+    digest = keyed_hash(hmac_keyring, "s3cret-value", "oauth.client_secret")
+    kid, _, hexdigest = digest.partition(":")
+    assert kid == hmac_keyring.active_kid
+    assert len(hexdigest) == 64
+    assert keyed_hash_matches(hmac_keyring, "s3cret-value", "oauth.client_secret", digest)
+    assert not keyed_hash_matches(hmac_keyring, "s3cret-valuf", "oauth.client_secret", digest)
+    assert not keyed_hash_matches(hmac_keyring, "s3cret-value", "other.context", digest)
+    assert keyed_hash(hmac_keyring, "s3cret-value", "other.context") != digest
+    assert not keyed_hash_matches(hmac_keyring, "s3cret-value", "oauth.client_secret", f"nokid:{hexdigest}")
+    assert not keyed_hash_matches(hmac_keyring, "s3cret-value", "oauth.client_secret", f"{kid}:")
+    assert not keyed_hash_matches(hmac_keyring, "s3cret-value", "oauth.client_secret", "")
+    assert BlindIndex(hmac_keyring).digest("s3cret-value", "oauth.client_secret") != hexdigest  # own label
+    with pytest.raises(ValueError, match="hmac"):
+        keyed_hash(encryption_keyring, "x", "c")

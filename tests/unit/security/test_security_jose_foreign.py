@@ -26,6 +26,7 @@ from bastion.security import (
     Keyring,
     MasterKey,
     TokenSigner,
+    half_hash,
     jwk_thumbprint,
     s256,
     verify_dpop_proof,
@@ -273,6 +274,21 @@ def test_v9_1_2_v9_1_3_forged_foreign_tokens_are_refused(forgery: Any) -> None:
     assert str(caught.value) == ""
 
 
+def test_a_certificate_thumbprint_hint_is_tolerated_and_ignored() -> None:
+    """Entra ID puts x5t beside kid: accepted, but the key is still the kid's (a
+    thumbprint of another key changes nothing)."""
+    token = assertion("RS256", x5t="bm90LXRoaXMta2V5")
+    assert verify_jwt_with_jwks(token, client_jwks(), algorithms=["RS256"], typ="JWT", now=NOW)
+    forged = forge(
+        {"alg": "RS256", "kid": "k-RS256", "typ": "JWT", "x5t": "bm90LXRoaXMta2V5"},
+        CLAIMS,
+        "RS256",
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
+    with pytest.raises(InvalidToken):
+        verify_jwt_with_jwks(forged, client_jwks(), algorithms=["RS256"], typ="JWT", now=NOW)
+
+
 def test_v9_2_1_leeway_is_bounded() -> None:
     """ASVS V9.2.1: a 30 s leeway admits a token expired 20 s ago, not 31 s ago."""
     header = {"alg": "ES256", "kid": "k-ES256", "typ": "JWT"}
@@ -425,6 +441,26 @@ def test_v11_6_1_s256_is_rfc7636_appendix_b() -> None:
     assert s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
     with pytest.raises(UnicodeEncodeError):
         s256("é")  # ASCII only (RFC 7636 §4.2)
+
+
+@pytest.mark.parametrize(
+    ("alg", "name", "length"),
+    [
+        ("RS256", "sha256", 16),
+        ("ES256", "sha256", 16),
+        ("PS256", "sha256", 16),
+        ("ES384", "sha384", 24),
+        ("EdDSA", "sha512", 32),
+    ],
+)
+def test_half_hash_is_the_left_half_of_the_algs_hash(alg: str, name: str, length: int) -> None:
+    """OIDC Core §3.1.3.6: at_hash is the left half of the hash the ID token's alg uses
+    (SHA-512 for Ed25519, errata set 2)."""
+    token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+    assert half_hash(token, alg) == b64(hashlib.new(name, token.encode()).digest()[:length])
+    assert half_hash(token, alg) != half_hash(token + "x", alg)
+    with pytest.raises(KeyError):
+        half_hash(token, "HS256")
 
 
 # --- TokenSigner over every algorithm ------------------------------------------------
