@@ -34,6 +34,7 @@ from bastion.oauth.errors import json_response
 from bastion.oauth.resource import bearer_error
 from bastion.oauth.rfc9068 import Authentication
 from bastion.oauth.service import OAuthService
+from bastion.security import half_hash
 
 __all__ = ["ID_TOKEN_TYP", "USER_FIELDS", "id_token", "router", "user_claims"]
 
@@ -106,17 +107,21 @@ async def id_token(
     nonce: str | None,
     authentication: Authentication,
     session_id: uuid.UUID | None = None,
+    access_token: str | None = None,
 ) -> str | None:
     """An ID token (§2) for ``client_id``; None when the user can no longer sign in.
 
     ``sid`` names the sign-in session (OpenID Back-Channel Logout 1.0 §2.1),
-    the one its logout tokens will name.
+    the one its logout tokens will name; ``at_hash`` binds the access token
+    issued with it (§3.1.3.6, §3.3.2.11).
     """
     claims = await user_claims(db, user_id, scopes, extra)
     if claims is None:
         return None
     if session_id is not None:
         claims["sid"] = str(session_id)
+    if access_token is not None:
+        claims["at_hash"] = half_hash(access_token, alg)
     if authentication.auth_time is not None:
         claims["auth_time"] = int(authentication.auth_time.timestamp())
     if nonce is not None:

@@ -452,6 +452,7 @@ async def _tokens(
             nonce=nonce,
             authentication=authentication,
             session_id=session_id,
+            access_token=access,
         )
         if signed is None:
             raise OAuthError("invalid_grant", "The user can no longer sign in.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -50,6 +51,9 @@ async def test_the_id_token_is_for_the_client_signed_with_its_algorithm(harness:
     assert claims["auth_time"] == int(harness.clock.now().timestamp())
     assert claims["amr"] == ["pwd", "otp"]
     assert (claims["email"], claims["email_verified"]) == ("alice@example.com", True)
+    # §3.1.3.6: the left half of the access token's hash, with the ID token alg's hash (SHA-512 for Ed25519).
+    digest = hashlib.new("sha512" if alg == "EdDSA" else "sha256", body["access_token"].encode()).digest()
+    assert claims["at_hash"] == base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 
 
 async def test_claims_follow_the_scopes_and_the_admins_claim_map(harness: Harness) -> None:
