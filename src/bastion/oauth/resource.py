@@ -179,6 +179,9 @@ async def resource_token(
 
 
 async def _token(request: Request, oauth: OAuthService, db: Queries, scheme: str, token: str) -> ResourceToken | None:
+    # The proof's transaction (in _claims) ends before the first statement on ``db``: a
+    # caller's unit of work takes its pooled connection only then, so a request never
+    # holds one connection while waiting for a second (no pool-exhaustion deadlock).
     claims = await _claims(request, oauth, scheme, token)
     if claims is None:
         return None

@@ -240,3 +240,19 @@ async def test_expired_replay_markers_are_purged_but_live_ones_stay(harness: Har
     kept = await harness.app.state.db.value(select(func.count()).select_from(OAuthReplay))
     assert kept == 1  # the old marker went; the new one stays until it, too, cannot matter
     assert (await token_request(harness, client_id, secret, CC, headers=fresh)).status_code == 400
+
+
+async def test_the_dpop_scheme_carries_only_bound_oauth_tokens(harness: Harness) -> None:
+    """A session token, an API key or an unbound OAuth token under ``DPoP`` is refused, proof or not."""
+    from factories.access import create_api_key
+
+    key = DPoPKey()
+    user = await harness.user("alice@example.com")
+    session = (await harness.sign_in(user))["access_token"]
+    api_key = await create_api_key(harness.app, user)
+    client_id, secret = await create_client(harness.app, scopes=("records:*",))
+    unbound = (await token_request(harness, client_id, secret, CC)).json()["access_token"]
+    path = "/api/v1/collections/notes/records"
+    for token in (session, api_key, unbound):
+        response = await harness.client.get(path, headers=dpop(harness, key, token, "GET", path))
+        assert response.status_code == 401
