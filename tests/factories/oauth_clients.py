@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+import httpx
+from fastapi import Depends, FastAPI, Request
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
+from starlette.responses import Response
 
+from bastion.access import public
+from bastion.db import transaction
+from bastion.oauth import routes as oauth_routes
 from bastion.oauth.clients import Client, ClientMetadata, ClientRegistry
+from bastion.oauth.errors import json_response
+from bastion.oauth.forms import read_form
+from bastion.oauth.rfc7523 import authenticate_client
 from factories import unit_of_work
 
 WEB_APP = ClientMetadata(name="Web app", redirect_uris=("https://app.example/cb",))
@@ -63,3 +73,31 @@ def assertion(
     payload = {name: value for name, value in payload.items() if value is not None}
     protected = {"alg": alg, "kid": key.kid, **(header or {})}
     return jwt.encode(protected, payload, key, registry=JWSRegistry(algorithms=[alg]))
+
+
+CLIENT_AUTH_ROUTE = "/tests/client-auth"
+
+
+@asynccontextmanager
+async def client_auth_endpoint(app: FastAPI, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a test endpoint that authenticates the client and answers its id.
+
+    It runs on ``app``'s state (database, keys, clock) in an app of its own,
+    without the spine middleware, which takes only JSON bodies until form
+    bodies are allowed on ``/oauth2/*`` (the token endpoint's own tests then
+    cover the same through the real app).
+    """
+
+    async def route(request: Request) -> Response:
+        params = await read_form(request)
+        async with transaction(request.app.state.db) as tx:
+            client = await authenticate_client(request, params, tx, request.app.state.oauth)
+        return json_response({"client_id": client.id})
+
+    endpoint = FastAPI()
+    endpoint.state = app.state
+    endpoint.add_api_route(CLIENT_AUTH_ROUTE, route, methods=["POST"], dependencies=[Depends(public)])
+    oauth_routes.install(endpoint)
+    transport = httpx.ASGITransport(app=endpoint, client=(address, 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        yield client

@@ -141,15 +141,17 @@ def list_clients(data_dir: DataDir = None) -> None:
     async def action(services: Services, uow: UnitOfWork) -> list[Client]:
         return await ClientRegistry.of(services).list(uow.db)
 
-    table = Table("client_id", "name", "auth method", "grants", "scopes", "created")
+    table = Table("name", "auth method", "grants", "scopes", "created")
+    # Never wrapped: it is what the other commands take.
+    table.add_column("client_id", no_wrap=True, min_width=22)
     for client in run(data_dir, action):
         table.add_row(
-            client.id,
             client.name,
             client.token_endpoint_auth_method,
             ",".join(client.grant_types),
             " ".join(client.scopes),
             client.created_at.isoformat(timespec="seconds") if client.created_at else "",
+            client.id,
         )
     out.print(table)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import re
 import uuid
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from bastion.clock import Clock
 from bastion.db.database import Queries
 from bastion.oauth.models import OAuthClient
 from bastion.oauth.scopes import scopes_supported
+from bastion.oauth.ssrf import forbidden_address
 from bastion.security import Keyring, keyed_hash, keyed_hash_matches, token_urlsafe
 from bastion.security.client_jwt import public_jwks_problem
 from bastion.settings import Settings
@@ -360,6 +362,12 @@ class ClientRegistry:
             _refuse(f"{field} must be an absolute URL with a host, at most {_MAX_COLUMN_URI} characters")
         if split.scheme != "https" and not (split.scheme == "http" and plain_allowed):
             _refuse(f"{field} must use https")
+        try:
+            literal = ipaddress.ip_address(split.hostname or "")
+        except ValueError:
+            return  # a name: where it resolves is checked at each fetch
+        if forbidden_address(literal) and not plain_allowed:
+            _refuse(f"{field} must not point at a private, loopback, link-local or reserved address")
 
     # --- the registry -----------------------------------------------------
 

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from bastion.http.problems import Problem
+
 __all__ = ["OAuthError", "json_response", "oauth_error_response"]
 
 # RFC 6749 §5.2, RFC 8628 §3.5, RFC 9449 §7.1, RFC 6750 §3.1.
@@ -48,8 +50,16 @@ ERRORS = frozenset(
 )
 
 
-class OAuthError(Exception):
-    """An OAuth error: ``error`` code, fixed ``description``, HTTP ``status``, extra ``headers``."""
+class OAuthError(Problem):
+    """An OAuth error: ``error`` code, fixed ``description``, HTTP ``status``, extra ``headers``.
+
+    A ``Problem``, so that a unit of work commits what a refusal records
+    (a spent assertion ``jti``, a revoked grant after a code's reuse, the
+    audit event) exactly as it does for Bastion's own refusals; its own
+    handler renders it as RFC 6749 §5.2 JSON rather than problem+json.
+    """
+
+    title = "OAuth error"
 
     def __init__(
         self,
@@ -61,16 +71,16 @@ class OAuthError(Exception):
     ) -> None:
         if error not in ERRORS:
             raise ValueError(f"unknown OAuth error code {error!r}")
-        super().__init__(description or error)
+        super().__init__(description or error, headers=dict(headers or {}))
         self.error = error
         self.description = description
         self.status = status
-        self.headers = dict(headers or {})
         if error == "invalid_client" and status == 401:
             # RFC 6749 §5.2: a 401 names the scheme the client should use.
             self.headers.setdefault("WWW-Authenticate", 'Basic realm="oauth2"')
 
-    def body(self) -> dict[str, Any]:
+    def body(self, request_id: str = "") -> dict[str, Any]:
+        """The RFC 6749 §5.2 members (no problem+json members, no request id)."""
         body = {"error": self.error}
         if self.description:
             body["error_description"] = self.description

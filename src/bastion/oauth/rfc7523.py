@@ -43,8 +43,7 @@ from bastion.oauth.forms import Params
 from bastion.oauth.models import OAuthReplay
 from bastion.oauth.service import OAuthService
 from bastion.oauth.ssrf import fetch_jwks
-from bastion.security import InvalidToken, hash_token
-from bastion.security.client_jwt import verify_jwt_with_jwks
+from bastion.security import InvalidToken, hash_token, verify_jwt_with_jwks
 
 __all__ = ["ASSERTION_TYPE", "MAX_ASSERTION_LIFETIME", "authenticate_client"]
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from bastion.access import public
+from bastion.access.guard import every_route
 from bastion.oauth.clients import AUTH_METHODS, DEVICE_CODE, TOKEN_ALGORITHMS
 from bastion.oauth.scopes import scopes_supported
 from bastion.oauth.service import OAuthService
@@ -54,7 +54,8 @@ DISCOVERY_MAX_AGE = 300
 
 
 def _route_paths(request: Request) -> set[str]:
-    return {route.path for route in request.app.routes if isinstance(route, APIRoute)}
+    """The paths the app serves, as the start-up check sees them (included routers expanded)."""
+    return {found.path for found in every_route(request.app)}
 
 
 def discovery_document(oauth: OAuthService, paths: set[str]) -> dict[str, Any]:

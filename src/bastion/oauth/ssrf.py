@@ -79,7 +79,9 @@ class Fetched:
 def forbidden_address(address: IPAddress) -> bool:
     """Whether ``address`` is anything but a globally routable unicast address."""
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d reaches a.b.c.d: only that one counts
+            return forbidden_address(address.ipv4_mapped)
+        embedded = address.sixtofour or (address.teredo[1] if address.teredo else None)
         if embedded is None and address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None and forbidden_address(embedded):
@@ -151,25 +153,34 @@ async def guarded_fetch(
         raise FetchRefused(f"the fetch failed ({exc.__class__.__name__})") from None
 
 
-# url -> (fresh until, may refresh from, JWK Set); monotonic times.
+# url -> (fresh until, when a refresh was last forced, JWK Set); monotonic times.
 _jwks_cache: dict[str, tuple[float, float, dict[str, Any]]] = {}
+# url -> when its last fetch failed.
+_failed: dict[str, float] = {}
 
 
 def forget_jwks() -> None:
     """Empty the JWK Set cache (tests, and after a client changes its jwks_uri)."""
     _jwks_cache.clear()
+    _failed.clear()
 
 
 async def fetch_jwks(url: str, settings: Settings, *, refresh: bool = False) -> dict[str, Any] | None:
     """The JWK Set at a client's ``jwks_uri`` (cached), or None if it cannot be had safely.
 
-    ``refresh`` fetches again before the cache expires, at most once per
-    ``REFRESH_SECONDS``: for an assertion signed with a key not in the cached set.
+    ``refresh`` fetches again before the cache expires, for an assertion
+    signed with a key not in the cached set; at most once per
+    ``REFRESH_SECONDS`` per URL, so unknown kids cannot make us fetch in a loop.
     """
     now = time.monotonic()
     cached = _jwks_cache.get(url)
-    if cached is not None and now < cached[0] and not (refresh and now >= cached[1]):
+    forced = refresh and cached is not None and now >= cached[1] + REFRESH_SECONDS
+    if cached is not None and now < cached[0] and not forced:
         return cached[2]
+    failed_at = _failed.get(url)
+    if failed_at is not None and now < failed_at + REFRESH_SECONDS:
+        # A failing jwks_uri is not asked again at every request that names it.
+        return cached[2] if cached is not None and now < cached[0] else None
     try:
         fetched = await guarded_fetch(url, settings, headers={"Accept": "application/jwk-set+json, application/json"})
         if fetched.status != 200:
@@ -180,8 +191,12 @@ async def fetch_jwks(url: str, settings: Settings, *, refresh: bool = False) -> 
             raise FetchRefused(f"not a usable JWK Set: {problem}")
     except (FetchRefused, orjson.JSONDecodeError) as exc:
         log.warning("jwks_uri refused", reason=str(exc))
+        if len(_failed) >= _CACHE_SIZE:
+            _failed.clear()
+        _failed[url] = now
         return None
+    _failed.pop(url, None)
     if len(_jwks_cache) >= _CACHE_SIZE:
         _jwks_cache.clear()
-    _jwks_cache[url] = (now + JWKS_TTL_SECONDS, now + REFRESH_SECONDS, jwks)
+    _jwks_cache[url] = (now + JWKS_TTL_SECONDS, now if forced else -REFRESH_SECONDS, jwks)
     return jwks

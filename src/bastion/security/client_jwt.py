@@ -1,64 +1,26 @@
-"""Interim: JWTs signed by others, verified against the JWK Set they published.
+"""A client's JWK Set, checked when it is registered or fetched (RFC 7517 §5, RFC 7591 §2).
 
-This module stands in for ``bastion.security.verify_jwt_with_jwks`` (the
-keys work) until that lands, with the same signature, and goes away then.
-The header policy is RFC 8725's, as in ``jose.py``: an explicit algorithm
-allowlist (§3.1), only ``alg``, ``kid`` and ``typ`` in the header (§3.10: no
-``jwk``, ``jku``, ``x5u``, ``x5c``, ``crit``), the key taken from the given
-JWK Set by ``kid`` and never from the token, and its type checked against
-the algorithm (RSA ≥ 2048 bits for RS256, P-256 for ES256, Ed25519 for
-EdDSA). Every failure is the same :class:`InvalidToken`.
+Assertions signed with it are verified by ``bastion.security.verify_jwt_with_jwks``;
+this only says, at registration, whether every key of the set is one that
+verification can use: RSA of 2048 bits or more, P-256 or Ed25519, public
+members only, kids unique when there are several.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import re
-from collections.abc import Collection
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwa import EdDSAAlgorithm
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from joserfc.jws import JWSRegistry
 
 from bastion.security.errors import InvalidToken
 
-__all__ = ["FOREIGN_ALGORITHMS", "public_jwks_problem", "verify_jwt_with_jwks"]
+__all__ = ["public_jwks_problem"]
 
-FOREIGN_ALGORITHMS = ("RS256", "ES256", "EdDSA")
-_ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+")
 _MIN_RSA_BITS = 2048
 _MAX_KEYS = 16
-
-
-class _EdDSA(EdDSAAlgorithm):
-    security_warning = None  # type: ignore[assignment]  # see jose.py: only Ed25519 keys are accepted
-
-
-class _Registry(JWSRegistry):
-    def __init__(self, algorithms: tuple[str, ...]) -> None:
-        super().__init__(algorithms=list(algorithms))
-        self.algorithms = {name: (_EdDSA() if name == "EdDSA" else JWSRegistry.algorithms[name]) for name in algorithms}
-
-
-def _strict_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("duplicate member")
-    return dict(pairs)
-
-
-def _segment(segment: str) -> Any:
-    if not _SEGMENT_RE.fullmatch(segment):
-        raise InvalidToken
-    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    return json.loads(raw.decode("utf-8"), object_pairs_hook=_strict_pairs)
 
 
 def _key_for(jwks: dict[str, Any], alg: str, kid: object) -> RSAKey | ECKey | OKPKey:
@@ -90,49 +52,6 @@ def _key_for(jwks: dict[str, Any], alg: str, kid: object) -> RSAKey | ECKey | OK
     if alg == "EdDSA" and member.get("kty") == "OKP" and member.get("crv") == "Ed25519":
         return OKPKey.import_key(member)
     raise InvalidToken
-
-
-def verify_jwt_with_jwks(
-    token: str,
-    jwks: dict[str, Any],
-    *,
-    algorithms: Collection[str],
-    typ: str | None,
-    now: int,
-    leeway: int = 0,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The (header, claims) of ``token`` if one of ``jwks``' keys signed it and it is current.
-
-    ``exp`` is required; ``nbf`` and ``iat``, when present, must not be in
-    the future. The caller checks ``iss``, ``sub``, ``aud`` and ``jti``.
-    ``typ=None`` accepts a token without ``typ`` (or ``JWT``).
-    """
-    allowed = tuple(alg for alg in FOREIGN_ALGORITHMS if alg in algorithms)
-    try:
-        segments = token.split(".")
-        if len(segments) != 3 or not allowed:
-            raise InvalidToken
-        header = _segment(segments[0])
-        claims = _segment(segments[1])
-        if not isinstance(header, dict) or not isinstance(claims, dict) or not header.keys() <= _ALLOWED_HEADERS:
-            raise InvalidToken
-        alg = header.get("alg")
-        if alg not in allowed:
-            raise InvalidToken
-        if header.get("typ", "JWT" if typ is None else None) != (typ or "JWT"):
-            raise InvalidToken
-        key = _key_for(jwks, alg, header.get("kid"))
-        verified = jwt.decode(token, key, algorithms=[alg], registry=_Registry((alg,))).claims
-        exp = verified.get("exp")
-        if not isinstance(exp, int) or isinstance(exp, bool) or exp <= now - leeway:
-            raise InvalidToken
-        for name in ("nbf", "iat"):
-            value = verified.get(name)
-            if value is not None and (not isinstance(value, int | float) or value > now + leeway):
-                raise InvalidToken
-        return dict(header), dict(verified)
-    except (JoseError, ValueError, TypeError, KeyError, UnicodeDecodeError):
-        raise InvalidToken from None
 
 
 def public_jwks_problem(jwks: dict[str, Any]) -> str | None:

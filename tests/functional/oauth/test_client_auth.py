@@ -5,10 +5,8 @@ getting it wrong (wrong secret, another client's secret, a forged or
 replayed assertion, one made for the token endpoint rather than the issuer,
 an expired one, ``alg: none``, an unknown client) is the same 401
 ``invalid_client`` and changes nothing. The endpoint here is a test route
-that authenticates and answers the client id, as the token endpoint calls
-``authenticate_client``. It runs on the app's own state (database, keys,
-clock) in an app of its own, without the spine middleware, which accepts
-only JSON bodies until form bodies are allowed on ``/oauth2/*``.
+(``factories.oauth_clients.client_auth_endpoint``) that authenticates and
+answers the client id, as the token endpoint calls ``authenticate_client``.
 """
 
 from __future__ import annotations
@@ -22,48 +20,32 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Request
 from joserfc import jwt
 from joserfc.jwk import OctKey
 from joserfc.jws import JWSRegistry
 from sqlalchemy import func, select
 
-from bastion.access import public
-from bastion.db import transaction
-from bastion.oauth import routes as oauth_routes
-from bastion.oauth.errors import json_response
-from bastion.oauth.forms import read_form
 from bastion.oauth.models import OAuthReplay
-from bastion.oauth.rfc7523 import authenticate_client
 from factories.oauth_clients import (
     ASSERTION_TYPE,
+    CLIENT_AUTH_ROUTE,
     NATIVE_APP,
     WEB_APP,
     assertion,
+    client_auth_endpoint,
     public_jwks,
     register_client,
     signing_key,
 )
 from harness import Harness
 
-ROUTE = "/tests/client-auth"
+ROUTE = CLIENT_AUTH_ROUTE
 FORM = {"grant_type": "client_credentials"}
 
 
 @pytest.fixture
 async def h(harness: Harness) -> AsyncIterator[Harness]:
-    async def route(request: Request) -> Any:
-        params = await read_form(request)
-        async with transaction(request.app.state.db) as tx:
-            client = await authenticate_client(request, params, tx, request.app.state.oauth)
-        return json_response({"client_id": client.id})
-
-    app = FastAPI()
-    app.state = harness.app.state
-    app.add_api_route(ROUTE, route, methods=["POST"], dependencies=[Depends(public)])
-    oauth_routes.install(app)
-    transport = httpx.ASGITransport(app=app, client=(harness.address, 5000))
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+    async with client_auth_endpoint(harness.app, harness.address) as client:
         yield dataclasses.replace(harness, client=client)
 
 

@@ -1,0 +1,115 @@
+"""``bastion oauth client …`` against a real data dir: one JSON object as the last line
+of ``create`` (the contract), one-line errors for bad input, nothing stored on a refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bastion.cli import app as cli
+from bastion.instance import initialise
+from bastion.settings import load_settings
+from factories.oauth_clients import public_jwks, signing_key
+
+runner = CliRunner()
+
+
+def bastion(data: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(cli, [*args, "--data-dir", str(data)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def last_json(out: str) -> dict[str, object]:
+    value = json.loads(out.strip().splitlines()[-1])
+    assert isinstance(value, dict)
+    return value
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    directory = tmp_path / "data"
+    initialise(load_settings(directory))
+    return directory
+
+
+def test_create_list_show_rotate_delete(data: Path) -> None:
+    code, out, err = bastion(
+        data, "oauth", "client", "create", "--name", "Notes", "--redirect-uri", "https://notes.example/cb",
+        "--redirect-uri", "http://127.0.0.1/cb", "--scope", "openid", "--scope", "records:*",
+    )  # fmt: skip
+    assert code == 0, err
+    created = last_json(out)
+    client_id, secret = str(created["client_id"]), str(created["client_secret"])
+    assert created["token_endpoint_auth_method"] == "client_secret_basic"
+    assert created["redirect_uris"] == ["https://notes.example/cb", "http://127.0.0.1/cb"]
+    code, out, _ = bastion(data, "oauth", "client", "list")
+    assert code == 0
+    assert client_id in out
+    assert secret not in out
+    code, out, _ = bastion(data, "oauth", "client", "show", client_id)
+    assert code == 0
+    shown = last_json(out)
+    assert shown["client_id"] == client_id
+    assert "client_secret" not in shown
+    code, out, _ = bastion(data, "oauth", "client", "rotate-secret", client_id)
+    assert code == 0
+    assert last_json(out)["client_secret"] not in (secret, None)
+    assert bastion(data, "oauth", "client", "delete", client_id)[0] == 0
+    code, _, err = bastion(data, "oauth", "client", "show", client_id)
+    assert code == 2
+    assert err.startswith("error: no client")
+
+
+def test_public_and_private_key_jwt_clients_have_no_secret(data: Path, tmp_path: Path) -> None:
+    code, out, err = bastion(
+        data, "oauth", "client", "create", "--name", "CLI app", "--public", "--redirect-uri", "http://[::1]/cb"
+    )
+    assert code == 0, err
+    public = last_json(out)
+    assert public["token_endpoint_auth_method"] == "none"
+    assert "client_secret" not in public
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(public_jwks(signing_key("ES256"))))
+    code, out, err = bastion(
+        data, "oauth", "client", "create", "--name", "Service", "--grant", "client_credentials",
+        "--scope", "records:notes:read", "--jwks-file", str(jwks), "--access-token-alg", "EdDSA",
+    )  # fmt: skip
+    assert code == 0, err
+    keyed = last_json(out)
+    assert keyed["token_endpoint_auth_method"] == "private_key_jwt"
+    assert keyed["access_token_signed_response_alg"] == "EdDSA"
+    assert "client_secret" not in keyed
+    code, _, err = bastion(data, "oauth", "client", "rotate-secret", str(keyed["client_id"]))
+    assert code == 2
+    assert "no secret" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--redirect-uri", "https://*.example/cb"], "wildcards"),
+        (["--redirect-uri", "http://app.example/cb"], "loopback"),
+        (["--redirect-uri", "https://a.example/cb#x"], "fragment"),
+        (["--redirect-uri", "https://a.example/cb", "--grant", "implicit"], "grant_types"),
+        (["--redirect-uri", "https://a.example/cb", "--scope", "admin:users:write"], "scope"),
+        (["--redirect-uri", "https://a.example/cb", "--id-token-alg", "HS256"], "id_token"),
+        (["--redirect-uri", "https://a.example/cb", "--jwks-file", "/nonexistent/jwks.json"], "jwks.json"),
+        (
+            ["--redirect-uri", "https://a.example/cb", "--jwks-file", "x", "--jwks-uri", "https://k.example/"],
+            "not both",
+        ),
+        (["--redirect-uri", "https://a.example/cb", "--public", "--auth-method", "client_secret_post"], "auth-method"),
+        (["--public", "--grant", "client_credentials"], "public client"),
+        ([], "redirect_uri"),
+    ],
+)
+def test_bad_input_is_one_line_and_stores_nothing(data: Path, args: list[str], message: str) -> None:
+    code, out, err = bastion(data, "oauth", "client", "create", "--name", "Bad", *args)
+    assert code == 2, out
+    assert err.count("\n") == 1, err
+    assert err.startswith("error: ")
+    assert message in err
+    assert "Bad" not in bastion(data, "oauth", "client", "list")[1]
