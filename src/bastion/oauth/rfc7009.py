@@ -31,8 +31,9 @@ from bastion.oauth.models import OAuthGrant, OAuthRefreshToken
 from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.rfc9068 import GRANT_CLAIM, verify_access_token
 from bastion.oauth.service import OAuthService
-from bastion.oauth.token import oauth_unit_of_work, revoke_grants
+from bastion.oauth.token import revoke_grants
 from bastion.security import InvalidToken, hash_token
+from bastion.uow import unit_of_work
 
 __all__ = ["grant_of_token", "router"]
 
@@ -74,7 +75,7 @@ async def revoke(request: Request) -> Response:
     """Revoke a token's grant (§2.1); 200 in every case but a failed client authentication (§2.2)."""
     oauth: OAuthService = request.app.state.oauth
     params = await read_form(request)
-    async with oauth_unit_of_work(request) as uow:
+    async with unit_of_work(request) as uow:
         client = await authenticate_client(request, params, uow.db, oauth)
         found = await grant_of_token(uow.db, oauth, params.required("token"), hint=params.get("token_type_hint"))
         if found is not None and found[1] == client.id:

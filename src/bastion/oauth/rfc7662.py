@@ -28,8 +28,8 @@ from bastion.oauth.models import OAuthGrant, OAuthRefreshToken
 from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.rfc9068 import GRANT_CLAIM, verify_access_token
 from bastion.oauth.service import OAuthService
-from bastion.oauth.token import oauth_unit_of_work
 from bastion.security import InvalidToken, hash_token
+from bastion.uow import unit_of_work
 
 __all__ = ["router"]
 
@@ -55,7 +55,7 @@ async def introspect(request: Request) -> Response:
     oauth: OAuthService = request.app.state.oauth
     params = await read_form(request)
     token = params.required("token")
-    async with oauth_unit_of_work(request) as uow:
+    async with unit_of_work(request) as uow:
         client = await authenticate_client(request, params, uow.db, oauth)
         body = await _describe(uow.db, oauth, token, params.get("token_type_hint"))
     if not body.get("active") or body.get("client_id") != client.id:

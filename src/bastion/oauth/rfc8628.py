@@ -32,8 +32,9 @@ from bastion.oauth.models import OAuthDeviceCode
 from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.scopes import parse_scopes
 from bastion.oauth.service import OAuthService
-from bastion.oauth.token import DEVICE_CODE, oauth_unit_of_work
+from bastion.oauth.token import DEVICE_CODE
 from bastion.security import hash_token, token_bytes, token_urlsafe
+from bastion.uow import unit_of_work
 
 __all__ = ["USER_CODE_ALPHABET", "VERIFICATION_PATH", "display_user_code", "normalise_user_code", "router"]
 
@@ -75,7 +76,7 @@ async def device_authorization(request: Request) -> Response:
     """The device authorization response (§3.2)."""
     oauth: OAuthService = request.app.state.oauth
     params = await read_form(request)
-    async with oauth_unit_of_work(request) as uow:
+    async with unit_of_work(request) as uow:
         client = await authenticate_client(request, params, uow.db, oauth)
         if DEVICE_CODE not in client.grant_types:
             raise OAuthError("unauthorized_client", "This client may not use the device grant.")

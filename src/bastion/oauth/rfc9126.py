@@ -34,8 +34,8 @@ from bastion.oauth.models import OAuthPushedRequest
 from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.scopes import parse_scopes
 from bastion.oauth.service import OAuthService
-from bastion.oauth.token import oauth_unit_of_work
 from bastion.security import hash_token, token_urlsafe
+from bastion.uow import unit_of_work
 
 __all__ = ["REQUEST_URI_PREFIX", "router", "take_pushed"]
 
@@ -70,7 +70,7 @@ async def push(request: Request) -> Response:
     params = await read_form(request)
     if "request_uri" in params:
         raise OAuthError("invalid_request", "A pushed request cannot carry a request_uri.")
-    async with oauth_unit_of_work(request) as uow:
+    async with unit_of_work(request) as uow:
         client = await authenticate_client(request, params, uow.db, oauth)
         if params.get("client_id", client.id) != client.id:
             raise OAuthError("invalid_request", "The client_id is not the authenticated client's.")

@@ -30,8 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +56,7 @@ from bastion.oauth.service import OAuthService
 from bastion.security import constant_time_equals, hash_token, s256, token_urlsafe
 from bastion.uow import UnitOfWork, unit_of_work
 
-__all__ = ["DEVICE_CODE", "TOKEN_THROTTLE", "oauth_unit_of_work", "revoke_grants", "router"]
+__all__ = ["DEVICE_CODE", "TOKEN_THROTTLE", "revoke_grants", "router"]
 
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 TOKEN_THROTTLE = Throttle("oauth-token", lambda s: s.oauth.token_rate_per_ip)
@@ -157,24 +156,6 @@ _CLAIM_DEVICE = compare_and_set(
 )
 
 
-@asynccontextmanager
-async def oauth_unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
-    """``unit_of_work``, committing on an ``OAuthError`` too.
-
-    A refusal may change state on purpose: a reused code revokes its grant,
-    a reused refresh token its family, a replayed DPoP proof is recorded,
-    a device poll counts towards ``slow_down``; and the audit event of each.
-    """
-    refused: OAuthError | None = None
-    async with unit_of_work(request) as uow:
-        try:
-            yield uow
-        except OAuthError as error:
-            refused = error
-    if refused is not None:
-        raise refused
-
-
 @router.post(
     "/oauth2/token",
     dependencies=[Depends(public), Depends(TOKEN_THROTTLE)],
@@ -188,7 +169,9 @@ async def token(request: Request) -> Response:
     exchange = _GRANTS.get(grant_type)
     if exchange is None:
         raise OAuthError("unsupported_grant_type", "This grant type is not supported.")
-    async with oauth_unit_of_work(request) as uow:
+    # OAuthError is a Problem: the unit of work commits what a refusal records (a reused
+    # code's revoked grant, a spent refresh family, a replayed proof, a device poll).
+    async with unit_of_work(request) as uow:
         client = await authenticate_client(request, params, uow.db, oauth)
         if grant_type not in client.grant_types:
             raise OAuthError("unauthorized_client", "This client may not use this grant type.")
