@@ -90,7 +90,8 @@ async def test_grants_share_one_standing_grant_and_each_is_audited(harness: Harn
 class TestThrottle:
     @pytest.fixture
     def harness_settings(self) -> dict[str, Any]:
-        return {"oauth": {"token_rate_per_ip": "3/minute"}}
+        # A day: a sliding window that turns over between the third and fourth request would let it through.
+        return {"oauth": {"token_rate_per_ip": "3/day"}}
 
     async def test_the_token_endpoint_is_throttled_per_address_before_any_work(self, harness: Harness) -> None:
         """V2.4.1: a client guessing secrets or codes runs out of attempts."""
