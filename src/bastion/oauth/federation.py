@@ -662,7 +662,7 @@ async def link(name: str, body: LinkBody, caller: CredentialOwner, request: Requ
     oauth = _oauth(request)
     state = token_urlsafe(32)
     async with unit_of_work(request) as uow:
-        user = await oauth.identity.by_id(uow.db, caller.user_id)
+        user = await oauth.identity.by_id(uow.db, caller.account_id)
         if user is None or user.disabled:
             raise LoginFailed
         if user.password_hash is not None:
@@ -690,7 +690,7 @@ async def unlink(identity_id: uuid.UUID, caller: CredentialOwner, request: Reque
     """Unlink one of the caller's identities; not the last way into an account that has no password."""
     oauth = _oauth(request)
     async with unit_of_work(request) as uow:
-        user = await oauth.identity.by_id(uow.db, caller.user_id)
+        user = await oauth.identity.by_id(uow.db, caller.account_id)
         mine = [row for row in await uow.db.all(_IDENTITIES_OF, {"user_id": caller.user_id}) if row.id == identity_id]
         if user is None or not mine:
             raise NotFound("No such linked identity.")

@@ -101,7 +101,9 @@ def discovery_document(oauth: OAuthService, paths: set[str]) -> dict[str, Any]:
     for endpoint in ("revocation_endpoint", "introspection_endpoint"):
         if endpoint in endpoints:
             prefix = endpoint.removesuffix("_endpoint")
-            document[f"{prefix}_endpoint_auth_methods_supported"] = [m for m in AUTH_METHODS if m != "none"]
+            # RFC 7009 §2.1: a public client may revoke its own tokens; introspection needs a confidential one.
+            methods = AUTH_METHODS if prefix == "revocation" else [m for m in AUTH_METHODS if m != "none"]
+            document[f"{prefix}_endpoint_auth_methods_supported"] = list(methods)
             document[f"{prefix}_endpoint_auth_signing_alg_values_supported"] = list(TOKEN_ALGORITHMS)
     if "end_session_endpoint" in endpoints:
         # OpenID Back-Channel Logout 1.0 §2.1: logout tokens, with sid.

@@ -80,6 +80,7 @@ from bastion.oauth.federation import (
     take_hosted_sign_in,
 )
 from bastion.oauth.forms import Params, read_form, read_query
+from bastion.oauth.rfc8628 import display_user_code, normalise_user_code
 from bastion.oauth.service import OAuthService
 from bastion.pages.routes import ASSETS, templates
 from bastion.uow import UnitOfWork, unit_of_work
@@ -512,8 +513,8 @@ async def device_page(request: Request) -> Response:
         params = read_query(request)
     except OAuthError as exc:
         return _refused(request, exc)
-    code = device.normalize_user_code(params.get("user_code", ""))
-    shown = device.display_user_code(code) if code else ""
+    code = normalise_user_code(params.get("user_code", ""))
+    shown = display_user_code(code) if code else ""
     return _render(request, "device.html", "Connect a device", user_code=shown, device_client=None)
 
 
@@ -525,7 +526,7 @@ async def device_verify(request: Request) -> Response:
     except (CsrfRefused, OAuthError) as exc:
         return _refused(request, exc)
     oauth = _oauth(request)
-    code = device.normalize_user_code(form.get("user_code", ""))
+    code = normalise_user_code(form.get("user_code", ""))
     async with unit_of_work(request) as uow:
         pending = await device.pending(uow.db, oauth, code) if code else None
         if code is None or pending is None:
@@ -536,7 +537,7 @@ async def device_verify(request: Request) -> Response:
         return _redirect("/oauth2/sign-in?next=" + quote(f"/oauth2/device/verify?user_code={code}", safe=""))
     words = [describe_scope(scope) for scope in pending.scopes]
     return _render(
-        request, "device.html", "Connect a device", user_code=device.display_user_code(code),
+        request, "device.html", "Connect a device", user_code=display_user_code(code),
         device_client=pending.client_name, scopes=words,
     )  # fmt: skip
 
@@ -548,7 +549,7 @@ async def device_decision(request: Request) -> Response:
     except (CsrfRefused, OAuthError) as exc:
         return _refused(request, exc)
     oauth, decision = _oauth(request), form.get("decision")
-    code = device.normalize_user_code(form.get("user_code", ""))
+    code = normalise_user_code(form.get("user_code", ""))
     if decision not in ("allow", "deny") or not code:
         return error_page(request, "The request was not valid.")
     async with unit_of_work(request) as uow:
