@@ -27,6 +27,7 @@ from sqlalchemy import insert, select
 from bastion.identity.models import User
 from bastion.oauth.federation import BROWSER_COOKIE, HOSTED_LANDING
 from bastion.oauth.models import BrowserSession, LinkedIdentity, OAuthCode, ProviderFlow
+from bastion.oauth.oidc import ID_TOKEN_TYP
 from bastion.security import hash_token
 from conftest import Browser as ProviderBrowser
 from conftest import Upstream, new_account_id, query_of, with_query
@@ -53,12 +54,35 @@ async def _rows(harness: Harness, statement: Any) -> list[Any]:
     return list(await harness.app.state.db.all(statement))
 
 
+_VERIFIERS: dict[str, str] = {}  # a pending request's handle → its PKCE verifier
+
+
 async def _sign_in_page(harness: Harness, client_id: str) -> tuple[PagesBrowser, httpx.Response]:
-    _, challenge = pkce()
+    verifier, challenge = pkce()
     pages = PagesBrowser(harness.client)
     page = await pages.start(authorize_query(client_id, challenge, nonce="n-hosted"))
     assert "sign-in" in forms_of(page.text), page.text
+    _VERIFIERS[forms_of(page.text)["sign-in"].fields["request"]] = verifier
     return pages, page
+
+
+async def _id_token(harness: Harness, client_id: str, handle: str, location: str) -> dict[str, Any]:
+    """The code at the token endpoint (RFC 6749 §4.1.3): the ID token's claims, its signature checked."""
+    response = await harness.client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": query_of(location)["code"],
+            "redirect_uri": REDIRECT_URI,
+            "client_id": client_id,
+            "code_verifier": _VERIFIERS[handle],
+        },
+    )
+    assert response.status_code == 200, response.text
+    signer = harness.app.state.oauth.signer
+    now = int(harness.clock.now().timestamp())
+    claims: dict[str, Any] = signer.verify(response.json()["id_token"], now=now, typ=ID_TOKEN_TYP, audience=client_id)
+    return claims
 
 
 async def _to_callback(harness: Harness, provider: ProviderBrowser, start: str) -> httpx.Response:
@@ -124,6 +148,7 @@ async def test_a_new_account_signs_in_through_to_the_code(
     provider: ProviderBrowser = browser_for(account)
     client_id = await add_client(harness.app)
     pages, page = await _sign_in_page(harness, client_id)
+    handle = forms_of(page.text)["sign-in"].fields["request"]
 
     back = await _to_callback(harness, provider, _links(page)["first"])
     assert back.status_code == 303, back.text
@@ -157,7 +182,10 @@ async def test_a_new_account_signs_in_through_to_the_code(
     # The ID token's amr/acr come from the code: a provider sign-in, never a second factor.
     assert code.amr == ["fed"]
     assert code.acr == "urn:bastion:pwd"
-    assert "otp" not in code.amr
+    claims = await _id_token(harness, client_id, handle, done.headers["location"])
+    assert (claims["sub"], claims["nonce"]) == (str(user.id), "n-hosted")
+    assert claims["amr"] == ["fed"]
+    assert claims["acr"] == "urn:bastion:pwd"
 
     # The landing's code was single-use: replayed in the same browser (its cookie set again), nothing happens.
     harness.client.cookies.set(BROWSER_COOKIE, flow_cookie)
@@ -231,6 +259,8 @@ async def test_a_totp_account_goes_through_the_second_factor(
     assert code.user_id == user.id
     assert code.amr == ["fed", "otp"]
     assert code.acr == "urn:bastion:mfa"
+    claims = await _id_token(harness, client_id, handle, done.headers["location"])
+    assert (claims["amr"], claims["acr"]) == (["fed", "otp"], "urn:bastion:mfa")
 
 
 async def test_a_password_sign_in_after_an_unfinished_provider_one_claims_a_password(
