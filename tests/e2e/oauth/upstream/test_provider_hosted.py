@@ -15,6 +15,7 @@ page's CSP is unchanged by the provider links).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from html import unescape
@@ -24,6 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import insert, select
 
+from bastion.audit.models import AuditEvent
 from bastion.identity.models import User
 from bastion.oauth.federation import BROWSER_COOKIE, HOSTED_LANDING
 from bastion.oauth.models import BrowserSession, LinkedIdentity, OAuthCode, ProviderFlow
@@ -359,3 +361,25 @@ async def test_a_hosted_code_is_not_an_api_code_and_back(
     [flow] = await _rows(harness, select(ProviderFlow).where(ProviderFlow.exchange_hash == hash_token(hosted)))
     assert flow.mode == "hosted"
     assert flow.exchanged_at is not None
+
+
+async def test_the_hosted_code_opens_one_session_however_many_race(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ten landings with the same code at once: exactly one signs in; the code is never logged."""
+    account = new_account_id()
+    upstream["first"].add_account(account, email=f"{account}@example.com")
+    provider: ProviderBrowser = browser_for(account)
+    back = await _to_callback(harness, provider, "/api/v1/auth/providers/first/start?mode=hosted")
+    code = back.cookies[BROWSER_COOKIE]
+    harness.client.cookies.clear()
+
+    async def land() -> int:
+        answer = await harness.client.get(HOSTED_LANDING, headers={"cookie": f"{BROWSER_COOKIE}={code}"})
+        return answer.status_code
+
+    statuses = await asyncio.gather(*(land() for _ in range(10)))
+    assert sorted(statuses) == [200] + [400] * 9
+    assert len(await _rows(harness, select(BrowserSession))) == 1
+    events = await _rows(harness, select(AuditEvent))
+    assert code not in caplog.text + repr([event.details for event in events])
