@@ -8,7 +8,9 @@ with TOTP) → consent → the code at the application's redirect URI.
 
 ASVS 5.0: V10.5.2 (the user is the provider identity (iss, sub)), V10.1.2 and
 V10.2.1 (``state`` bound to the browser; tampered refused), V6.3.3 (a provider
-sign-in never skips the account's second factor), V3.3.1-V3.3.2 (the
+sign-in never skips the account's second factor), V6.8.4 (nothing about
+the provider's own sign-in strength is assumed: the session's amr says
+``fed``, its acr the single-factor level), V3.3.1-V3.3.2 (the
 browser cookie is ``__Host-``, Secure, HttpOnly, SameSite=Lax), V3.4.3 (the
 page's CSP is unchanged by the provider links).
 """
