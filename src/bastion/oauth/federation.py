@@ -439,7 +439,7 @@ async def callback(name: str, request: Request) -> Response:
         # On to the hosted pages, the code in this flow's cookie (never in a URL): take_hosted_sign_in. The
         # cookie outlives the code's minute so the second-factor step can read the spent flow back for its amr.
         landing = RedirectResponse(HOSTED_LANDING, status_code=303, headers={"cache-control": "no-store"})
-        landing.set_cookie(BROWSER_COOKIE, code, max_age=FLOW_TTL, path="/", secure=True, httponly=True, samesite="lax")
+        _set_browser_cookie(landing, code)
         return landing
     return _ended(_page("Signed in", "Return to the application; it completes the sign-in with this code.", code=code))
 

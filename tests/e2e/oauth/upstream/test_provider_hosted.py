@@ -330,6 +330,9 @@ async def test_tampered_state_is_refused_in_hosted_mode(
     assert await _rows(harness, select(User)) == []
     assert (await harness.client.get(HOSTED_LANDING)).status_code == 400  # the browser secret is no code
     assert await _rows(harness, select(BrowserSession)) == []
+    events = await _rows(harness, select(AuditEvent))
+    assert [e.tag for e in events if e.outcome == "success" and e.tag.startswith(("oauth:", "auth:"))] == []
+    assert [e.details["reason"] for e in events if e.tag == "oauth:provider:sign_in"] == ["state"]
 
     # A fresh start (the landing ended the cookie): the untouched response completes, once.
     started = await harness.client.get(_links(page)["first"])
