@@ -60,7 +60,7 @@ from bastion.access import Permission, Principal, public, require
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.db.claims import claim, compare_and_set
 from bastion.db.database import Queries
-from bastion.http.problems import Conflict, Forbidden, NotFound
+from bastion.http.problems import Conflict, Forbidden, NotFound, Problem
 from bastion.http.throttle import Throttle
 from bastion.identity import schemas
 from bastion.identity.errors import InvalidEmail, LoginFailed
@@ -380,7 +380,28 @@ def _callback_params(request: Request) -> dict[str, str]:
     responses={400: {"description": "Refused"}, 403: {"description": "No account"}},
 )
 async def callback(name: str, request: Request) -> Response:
-    """The provider's authorization response (RFC 6749 §4.1.2, RFC 9207 §2.4, OpenID Core §3.1.2.5)."""
+    """The provider's authorization response (RFC 6749 §4.1.2, RFC 9207 §2.4, OpenID Core §3.1.2.5).
+
+    A refusal is problem+json, except after the flow is known to be a
+    ``mode=hosted`` one: a person is reading, so the same words on a page.
+    """
+    seen = _Seen()
+    try:
+        return await _callback(name, request, seen)
+    except Problem as problem:
+        if seen.mode != "hosted":
+            raise
+        return _ended(_page("Sign-in not completed", problem.detail or problem.title, status=problem.status))
+
+
+@dataclass
+class _Seen:
+    """What the callback has learnt of its flow so far (its mode is known once the flow is claimed)."""
+
+    mode: str | None = None
+
+
+async def _callback(name: str, request: Request, seen: _Seen) -> Response:
     provider, oauth = _provider(request, name), _oauth(request)
     params = _callback_params(request)
     cookie = request.cookies.get(BROWSER_COOKIE)
@@ -399,6 +420,7 @@ async def callback(name: str, request: Request) -> Response:
             # Unknown, spent, expired, another provider's, or started by another browser: one answer.
             _refuse(uow, oauth, name, "state")
             raise ProviderError
+        seen.mode = flow.mode
         metadata = await provider.metadata()
         if not provider.check_response_issuer(metadata, params.get("iss")):
             _refuse(uow, oauth, name, "iss")  # RFC 9207: a response from another provider (mix-up)
@@ -588,10 +610,11 @@ def _template() -> jinja2.Template:
     return environment.from_string(_PAGE)
 
 
-def _page(title: str, message: str, *, code: str | None = None) -> HTMLResponse:
+def _page(title: str, message: str, *, code: str | None = None, status: int = 200) -> HTMLResponse:
     """The callback's last page: the exchange code in its body, never in a URL, never cached."""
     return HTMLResponse(
         _template().render(title=title, message=message, code=code),
+        status_code=status,
         headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
     )
 

@@ -388,3 +388,22 @@ async def test_the_hosted_code_opens_one_session_however_many_race(
     assert len(await _rows(harness, select(BrowserSession))) == 1
     events = await _rows(harness, select(AuditEvent))
     assert code not in caplog.text + repr([event.details for event in events])
+
+
+async def test_a_refused_hosted_sign_in_is_a_page(
+    harness: Harness, upstream: dict[str, Upstream], browser_for: Any
+) -> None:
+    """Once the flow is known to be hosted, a refusal (here: an unverified address) is HTML for the person reading."""
+    account = new_account_id()
+    upstream["first"].add_account(account, email=f"{account}@example.com", email_verified=False)
+    provider: ProviderBrowser = browser_for(account)
+    client_id = await add_client(harness.app)
+    _, page = await _sign_in_page(harness, client_id)
+    refused = await _to_callback(harness, provider, _links(page)["first"])
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "sign in to it and link this provider" in refused.text
+    assert "unsafe" not in refused.headers["content-security-policy"]
+    assert BROWSER_COOKIE not in harness.client.cookies
+    assert await _rows(harness, select(User)) == []
+    assert await _rows(harness, select(BrowserSession)) == []
