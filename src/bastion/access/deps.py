@@ -16,16 +16,23 @@ Starlette endpoints and mounted apps use the same requirements through
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import Request
 
-from bastion.access.errors import MfaRequired, NoCredential, PermissionDenied
+from bastion.access.errors import InvalidCredential, MfaRequired, NoCredential, PermissionDenied
 from bastion.access.guard import Guard, Requirement, declare
 from bastion.access.principal import Principal
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.db import transaction
+from bastion.db.database import Queries
 from bastion.http.problems import Unauthorized
 from bastion.http.throttle import Throttle
 from bastion.uow import UnitOfWork, origin_of
+
+# The principal of a token another layer issues (OAuth access tokens), or
+# None for a token it does not know; raising Unauthorized refuses it.
+DelegatedTokens = Callable[[Request, Queries, str, str], Awaitable[Principal | None]]
 
 # Each key has its own budget, so one leaked key cannot starve the rest.
 API_KEY_BUDGET = Throttle("api-key", lambda s: s.auth.api_key_rate, key=None)
@@ -50,23 +57,36 @@ async def optional_principal(request: Request) -> Principal | None:
 
 async def resolve_principal(request: Request, uow: UnitOfWork | None = None) -> Principal | None:
     """``optional_principal``; a handler that already has a unit of work passes
-    it, and a last-use time the lookup writes is then part of that transaction."""
+    it, and a last-use time the lookup writes is then part of that transaction.
+
+    Three credentials: an API key (``bsk_…``), Bastion's own access token (a
+    session's), and an OAuth access token a client holds for the user or as
+    itself, as ``Bearer`` or, bound to a key, as ``DPoP`` (RFC 9449 §7.1).
+    The OAuth layer sits above this one, so it hands its check down as
+    ``app.state.delegated_tokens`` (``DelegatedTokens``).
+    """
     header = request.headers.get("authorization")
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    scheme, token = scheme.lower(), token.strip()
+    if scheme not in ("bearer", "dpop") or not token:
         raise Unauthorized(headers={"WWW-Authenticate": "Bearer"})
     state = request.app.state
-    found: Principal
+    found: Principal | None = None
     try:
         db = uow.db if uow is not None else state.db
-        if token.startswith("bsk_"):
+        if token.startswith("bsk_") and scheme == "bearer":
             found = await state.access.authenticate_key(db, token)
         else:
-            user_id, session_id = state.sessions.verify_access_token(token)
-            found = await state.access.for_access_token(db, user_id, session_id)
+            delegated: DelegatedTokens | None = getattr(state, "delegated_tokens", None)
+            if delegated is not None:
+                found = await delegated(request, db, scheme, token)
+            if found is None:
+                if scheme != "bearer":
+                    raise InvalidCredential
+                user_id, session_id = state.sessions.verify_access_token(token)
+                found = await state.access.for_access_token(db, user_id, session_id)
     except Unauthorized as refused:
         refused.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise

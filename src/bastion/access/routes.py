@@ -51,12 +51,12 @@ async def create(body: schemas.NewApiKey, owner: Owner, request: Request) -> sch
 
 @router.get("")
 async def list_keys(owner: Owner, request: Request) -> list[schemas.ApiKeyInfo]:
-    return [info(key) for key in await _service(request).keys_of(request.app.state.db, owner.user_id)]
+    return [info(key) for key in await _service(request).keys_of(request.app.state.db, owner.account_id)]
 
 
 @router.delete("/{key_id}", status_code=204, responses={404: {"description": "No such key"}})
 async def revoke(key_id: Annotated[str, Path(max_length=32)], owner: Owner, request: Request) -> Response:
     async with unit_of_work(request) as uow:
-        if not await _service(request).revoke_key(uow, key_id, owner_id=owner.user_id, actor_id=owner.user_id):
+        if not await _service(request).revoke_key(uow, key_id, owner_id=owner.account_id, actor_id=owner.account_id):
             raise NotFound
     return Response(status_code=204)

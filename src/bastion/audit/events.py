@@ -52,6 +52,15 @@ class EventTag(StrEnum):
     OAUTH_CONSENT_REVOKE = "oauth:consent:revoke"
     OAUTH_LOGOUT = "oauth:logout"
     OAUTH_DEVICE_DECISION = "oauth:device:decision"
+    # No "code:" or "token:" inside a tag: the log redactor would hide what follows as a secret.
+    OAUTH_TOKEN = "oauth:token"
+    OAUTH_CODE_REUSE = "oauth:code_reuse_detected"
+    OAUTH_REFRESH_REUSE = "oauth:refresh_reuse_detected"
+    OAUTH_DPOP_REPLAY = "oauth:dpop_replay"
+    OAUTH_GRANT_REVOKE = "oauth:grant_revoke"
+    OAUTH_TOKEN_REVOKE = "oauth:token_revoke"
+    OAUTH_DEVICE_AUTHORIZE = "oauth:device_authorize"
+    OAUTH_PUSHED_REQUEST = "oauth:par"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 

@@ -331,6 +331,12 @@ def _merge_headers(
     # Our security and server headers win over anything a handler set; the
     # page policy for HTML, the API policy for everything else.
     names = {name for name, _ in extra} | {b"content-security-policy"}
+    # A handler may declare a public, cacheable answer (discovery metadata, a
+    # JWK Set); anything else is never stored by a cache.
+    public = any(n.lower() == b"cache-control" and v.lower().startswith(b"public, max-age=") for n, v in headers)
+    if public:
+        names.discard(b"cache-control")
+        extra = [(n, v) for n, v in extra if n != b"cache-control"]
     kept = [(n, v) for n, v in headers if n.lower() not in names]
     html = any(n.lower() == b"content-type" and v.lower().startswith(b"text/html") for n, v in kept)
     policy = PAGE_CSP if html else API_CSP

@@ -179,7 +179,7 @@ async def _end_credentials(
 
 async def _account(identity: IdentityService, db: Database | Transaction, caller: Principal) -> Account:
     """The caller's account; a disabled or vanished one is signed out (LoginFailed)."""
-    user = await identity.by_id(db, caller.user_id)
+    user = await identity.by_id(db, caller.account_id)
     if user is None or user.disabled:
         raise LoginFailed
     return user
@@ -241,7 +241,7 @@ async def totp_disable(body: schemas.SecondFactorBody, caller: MfaOwner, request
 
 @router.get("/me/sessions", responses=AUTH_ERRORS)
 async def list_sessions(caller: Reader, request: Request) -> list[schemas.SessionInfo]:
-    sessions = await _sessions(request).list(request.app.state.db, caller.user_id)
+    sessions = await _sessions(request).list(request.app.state.db, caller.account_id)
     return [
         schemas.SessionInfo(
             id=s.id,

@@ -44,11 +44,11 @@ from sqlalchemy import bindparam, insert, select
 from bastion.db.claims import claim, compare_and_set
 from bastion.db.database import Queries, Transaction
 from bastion.http.throttle import Throttle
-from bastion.oauth._interim_par import take_pushed
 from bastion.oauth.browser import BrowserSessionRow
 from bastion.oauth.clients import Client, get_client, redirect_uri_matches
 from bastion.oauth.errors import OAuthError
 from bastion.oauth.models import OAuthCode, OAuthConsent, OAuthPushedRequest
+from bastion.oauth.rfc9126 import take_pushed
 from bastion.oauth.scopes import parse_scopes
 from bastion.oauth.service import OAuthService
 from bastion.security import hash_token, token_urlsafe

@@ -24,8 +24,9 @@ from bastion.access.errors import PermissionDenied
 from bastion.audit import EventTag, record_event
 from bastion.db.database import Queries
 from bastion.http.problems import NotFound
-from bastion.oauth.models import OAuthClient, OAuthConsent, OAuthGrant
+from bastion.oauth.models import OAuthClient, OAuthConsent
 from bastion.oauth.service import OAuthService
+from bastion.oauth.token import revoke_grants
 from bastion.uow import UnitOfWork, unit_of_work
 
 __all__ = ["remember", "router", "withdraw"]
@@ -56,16 +57,6 @@ _WIDEN = (
 )
 _DROP = delete(OAuthConsent).where(
     OAuthConsent.user_id == bindparam("user_id"), OAuthConsent.client_id == bindparam("client_id")
-)
-# Until the tokens helper's revoke_grants (oauth/token.py) lands: the same effect on the grants.
-_REVOKE_GRANTS = (
-    update(OAuthGrant)
-    .where(
-        OAuthGrant.user_id == bindparam("user_id"),
-        OAuthGrant.client_id == bindparam("client_id"),
-        OAuthGrant.revoked_at.is_(None),
-    )
-    .values(revoked_at=bindparam("now"), revoke_reason=bindparam("reason"))
 )
 
 
@@ -99,9 +90,8 @@ async def withdraw(uow: UnitOfWork, oauth: OAuthService, user_id: uuid.UUID, cli
     if await uow.db.one(_ONE, {"user_id": user_id, "client_id": client_id}) is None:
         return False
     await uow.db.execute(_DROP, {"user_id": user_id, "client_id": client_id})
-    revoked = await uow.db.execute(
-        _REVOKE_GRANTS,
-        {"user_id": user_id, "client_id": client_id, "now": oauth.clock.now(), "reason": "consent_revoked"},
+    revoked = await revoke_grants(
+        uow.db, user_id=user_id, client_id=client_id, reason="consent_revoked", now=oauth.clock.now()
     )
     record_event(
         uow.db,

@@ -22,11 +22,8 @@ from bastion.oauth.models import OAuthClient, OAuthDeviceCode
 from bastion.oauth.service import OAuthService
 from bastion.uow import UnitOfWork
 
-__all__ = ["DeviceRequest", "decide", "display_user_code", "normalize_user_code", "pending"]
+__all__ = ["DeviceRequest", "decide", "pending"]
 
-# As the "tokens" helper's rfc8628 makes them (its normalise_user_code replaces these at merge).
-USER_CODE_ALPHABET = frozenset("BCDFGHJKLMNPQRSTVWXZ")
-USER_CODE_LENGTH = 8
 _PENDING = (
     select(OAuthDeviceCode.user_code, OAuthDeviceCode.scopes, OAuthClient.name)
     .join(OAuthClient, OAuthClient.id == OAuthDeviceCode.client_id)
@@ -62,19 +59,6 @@ class DeviceRequest:
     user_code: str
     client_name: str
     scopes: list[str]
-
-
-def normalize_user_code(text: str) -> str | None:
-    """The code as stored (upper case, no dash or spaces), however it was typed; None if it cannot be one."""
-    code = "".join(text.split()).replace("-", "").upper()
-    if len(code) != USER_CODE_LENGTH or not set(code) <= USER_CODE_ALPHABET:
-        return None
-    return code
-
-
-def display_user_code(code: str) -> str:
-    """``BCDFGHJK`` as the user reads it on the device: ``BCDF-GHJK``."""
-    return f"{code[:4]}-{code[4:]}"
 
 
 async def pending(db: Queries, oauth: OAuthService, user_code: str) -> DeviceRequest | None:

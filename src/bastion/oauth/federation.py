@@ -22,14 +22,32 @@ RFC 9700 §4.7 CSRF and §4.4 mix-up defences; RFC 9207 ``iss``):
    spends it once, within ``EXCHANGE_TTL``, for the usual token pair (or the
    TOTP step when the account has a second factor, as ``/auth/login`` does).
 
-``mode=hosted`` will open a hosted-pages browser session when
-``bastion.oauth.browser`` lands; until then it ends as ``mode=api`` does.
+With ``mode=hosted`` (the "Sign in with <name>" buttons of the hosted
+sign-in page, ``…/start?mode=hosted&request=H``) the flow keeps the handle
+of the pending authorization request (``resume``) and the callback ends in
+the hosted pages instead: after the same checks it answers 303 to
+``/oauth2/sign-in/provider`` with the one-time code in the flow's
+``__Host-`` cookie (not in the URL), and that page (``bastion.pages.oauth``)
+spends it once (``take_hosted_sign_in``). It signs in exactly as the
+password form does: for an account with TOTP, the ``#second-factor`` form
+and ``/oauth2/sign-in/mfa`` (a provider sign-in never skips the second
+factor); then the browser session (``bastion.oauth.browser``) and the
+pending request, resumed where a password sign-in resumes it.
+
+The session's ``amr`` (RFC 8176 §2) is ``["fed"]``: RFC 8176 registers no
+value for "signed in at another identity provider", and ``fed`` is the one
+in use for it (Microsoft Entra ID's ``amr`` claim); the provider's own
+methods are not known here, so nothing stronger is claimed. Its ``acr`` is
+therefore the single-factor ``urn:bastion:pwd``, never ``urn:bastion:mfa``.
+After the second factor the ``amr`` is ``["fed", "otp"]`` (and the ``acr``
+``urn:bastion:mfa``), as a password and a TOTP code give ``["pwd", "otp"]``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -41,7 +59,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from bastion.access import Permission, Principal, public, require
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.db.claims import claim, compare_and_set
-from bastion.http.problems import Conflict, Forbidden, NotFound
+from bastion.db.database import Queries
+from bastion.http.problems import Conflict, Forbidden, NotFound, Problem
 from bastion.http.throttle import Throttle
 from bastion.identity import schemas
 from bastion.identity.errors import InvalidEmail, LoginFailed
@@ -63,7 +82,19 @@ from bastion.uow import UnitOfWork, unit_of_work
 if TYPE_CHECKING:
     import jinja2
 
-__all__ = ["BROWSER_COOKIE", "EXCHANGE_TTL", "FLOW_TTL", "router"]
+__all__ = [
+    "AMR_FEDERATED",
+    "BROWSER_COOKIE",
+    "EXCHANGE_TTL",
+    "FLOW_TTL",
+    "HOSTED_LANDING",
+    "HostedSignIn",
+    "end_provider_flow",
+    "registry",
+    "router",
+    "signed_in_with_provider",
+    "take_hosted_sign_in",
+]
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
@@ -71,6 +102,8 @@ BROWSER_COOKIE = "__Host-bastion-provider"
 FLOW_TTL = 600  # the user has ten minutes at the provider
 EXCHANGE_TTL = 60  # the exchange code is spent by the app at once
 _PENDING = "-"  # browser_hash of a link flow no browser has started yet (no hash is "-")
+AMR_FEDERATED = "fed"  # the session's amr (module docstring): signed in at another provider
+HOSTED_LANDING = "/oauth2/sign-in/provider"  # the hosted page a mode=hosted callback ends at
 
 START_BY_ADDRESS = Throttle("provider-start", lambda s: s.oauth.provider_rate_per_ip)
 CALLBACK_BY_ADDRESS = Throttle("provider-callback", lambda s: s.oauth.provider_rate_per_ip)
@@ -110,10 +143,27 @@ _SET_EXCHANGE = (
 _CLAIM_EXCHANGE = compare_and_set(
     ProviderFlow,
     ProviderFlow.exchange_hash == bindparam("exchange_hash"),
+    ProviderFlow.mode == "api",  # a hosted sign-in's code is spent by the hosted pages only
     ProviderFlow.exchanged_at.is_(None),
     ProviderFlow.expires_at > bindparam("now"),
     values={ProviderFlow.exchanged_at: bindparam("now")},
     returning=[ProviderFlow.user_id],
+)
+_CLAIM_HOSTED = compare_and_set(
+    ProviderFlow,
+    ProviderFlow.exchange_hash == bindparam("exchange_hash"),
+    ProviderFlow.mode == "hosted",
+    ProviderFlow.exchanged_at.is_(None),
+    ProviderFlow.expires_at > bindparam("now"),
+    # It stays readable (not spendable) while the user types the second factor: signed_in_with_provider.
+    values={ProviderFlow.exchanged_at: bindparam("now"), ProviderFlow.expires_at: bindparam("until")},
+    returning=[ProviderFlow.user_id, ProviderFlow.resume],
+)
+_SPENT_HOSTED = select(ProviderFlow.user_id).where(
+    ProviderFlow.exchange_hash == bindparam("exchange_hash"),
+    ProviderFlow.mode == "hosted",
+    ProviderFlow.exchanged_at.is_not(None),
+    ProviderFlow.expires_at > bindparam("now"),
 )
 _IDENTITY = select(LinkedIdentity).where(
     LinkedIdentity.issuer == bindparam("issuer"), LinkedIdentity.subject == bindparam("subject")
@@ -236,8 +286,13 @@ async def start(
     request: Request,
     mode: Literal["api", "hosted"] = "api",
     link: Annotated[str | None, Query(max_length=128)] = None,
+    resume: Annotated[str | None, Query(alias="request", max_length=128)] = None,
 ) -> Response:
-    """Redirect the browser to the provider (RFC 6749 §4.1.1) with ``state``, ``nonce`` and PKCE S256."""
+    """Redirect the browser to the provider (RFC 6749 §4.1.1) with ``state``, ``nonce`` and PKCE S256.
+
+    ``request`` (``mode=hosted`` only) is the pending authorization request
+    the hosted sign-in page was showing: the sign-in goes back to it.
+    """
     provider, oauth = _provider(request, name), _oauth(request)
     await provider.metadata()  # discovery first: a provider that cannot be reached leaves no flow behind
     browser, now = token_urlsafe(32), oauth.clock.now()
@@ -266,6 +321,7 @@ async def start(
                     mode=mode,
                     link_user_id=None,
                     now=now,
+                    resume=resume if mode == "hosted" else None,
                 ),
             )
         url = await provider.authorization_url(
@@ -286,6 +342,7 @@ def _flow_row(
     mode: str,
     link_user_id: uuid.UUID | None,
     now: dt.datetime,
+    resume: str | None = None,
 ) -> dict[str, Any]:
     return {
         "state_hash": hash_token(state),
@@ -295,6 +352,7 @@ def _flow_row(
         "code_verifier": verifier,
         "mode": mode,
         "link_user_id": link_user_id,
+        "resume": resume,
         "created_at": now,
         "expires_at": now + dt.timedelta(seconds=FLOW_TTL),
     }
@@ -322,7 +380,28 @@ def _callback_params(request: Request) -> dict[str, str]:
     responses={400: {"description": "Refused"}, 403: {"description": "No account"}},
 )
 async def callback(name: str, request: Request) -> Response:
-    """The provider's authorization response (RFC 6749 §4.1.2, RFC 9207 §2.4, OpenID Core §3.1.2.5)."""
+    """The provider's authorization response (RFC 6749 §4.1.2, RFC 9207 §2.4, OpenID Core §3.1.2.5).
+
+    A refusal is problem+json, except after the flow is known to be a
+    ``mode=hosted`` one: a person is reading, so the same words on a page.
+    """
+    seen = _Seen()
+    try:
+        return await _callback(name, request, seen)
+    except Problem as problem:
+        if seen.mode != "hosted":
+            raise
+        return _ended(_page("Sign-in not completed", problem.detail or problem.title, status=problem.status))
+
+
+@dataclass
+class _Seen:
+    """What the callback has learnt of its flow so far (its mode is known once the flow is claimed)."""
+
+    mode: str | None = None
+
+
+async def _callback(name: str, request: Request, seen: _Seen) -> Response:
     provider, oauth = _provider(request, name), _oauth(request)
     params = _callback_params(request)
     cookie = request.cookies.get(BROWSER_COOKIE)
@@ -341,6 +420,7 @@ async def callback(name: str, request: Request) -> Response:
             # Unknown, spent, expired, another provider's, or started by another browser: one answer.
             _refuse(uow, oauth, name, "state")
             raise ProviderError
+        seen.mode = flow.mode
         metadata = await provider.metadata()
         if not provider.check_response_issuer(metadata, params.get("iss")):
             _refuse(uow, oauth, name, "iss")  # RFC 9207: a response from another provider (mix-up)
@@ -377,14 +457,64 @@ async def callback(name: str, request: Request) -> Response:
                 "expires": oauth.clock.now() + dt.timedelta(seconds=EXCHANGE_TTL),
             },
         )
-    # mode=hosted: the same ending until bastion.oauth.browser.open_browser_session exists.
+    if flow.mode == "hosted":
+        # On to the hosted pages, the code in this flow's cookie (never in a URL): take_hosted_sign_in. The
+        # cookie outlives the code's minute so the second-factor step can read the spent flow back for its amr.
+        landing = RedirectResponse(HOSTED_LANDING, status_code=303, headers={"cache-control": "no-store"})
+        _set_browser_cookie(landing, code)
+        return landing
     return _ended(_page("Signed in", "Return to the application; it completes the sign-in with this code.", code=code))
 
 
 def _ended(response: HTMLResponse) -> HTMLResponse:
     """The flow is over: its browser cookie goes too."""
-    response.delete_cookie(BROWSER_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+    end_provider_flow(response)
     return response
+
+
+def end_provider_flow(response: Response) -> None:
+    """Delete the provider flow's cookie (the flow is over)."""
+    response.delete_cookie(BROWSER_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+
+
+@dataclass(frozen=True)
+class HostedSignIn:
+    """A ``mode=hosted`` provider sign-in the callback accepted: whom, and the pending request to resume."""
+
+    user_id: uuid.UUID
+    resume: str | None
+
+
+def _flow_cookie(request: Request) -> str | None:
+    value = request.cookies.get(BROWSER_COOKIE)
+    return value if value and len(value) <= 128 else None
+
+
+async def take_hosted_sign_in(request: Request, uow: UnitOfWork, oauth: OAuthService) -> HostedSignIn | None:
+    """Spend the code a ``mode=hosted`` callback left in this browser's flow cookie, once.
+
+    None for no cookie, or a code that is unknown, an API flow's, spent or
+    expired. It can then be read back by ``signed_in_with_provider`` for
+    as long as a second-factor step lives.
+    """
+    code = _flow_cookie(request)
+    if code is None:
+        return None
+    now = oauth.clock.now()
+    until = now + dt.timedelta(seconds=oauth.settings.auth.mfa_token_ttl)
+    found = await claim(uow.db, _CLAIM_HOSTED, {"exchange_hash": hash_token(code), "now": now, "until": until})
+    if found is None or found.user_id is None:
+        return None
+    return HostedSignIn(found.user_id, found.resume)
+
+
+async def signed_in_with_provider(request: Request, db: Queries, oauth: OAuthService, user_id: uuid.UUID) -> bool:
+    """Whether this browser's first factor for ``user_id`` was a hosted provider sign-in (its ``amr``)."""
+    code = _flow_cookie(request)
+    if code is None:
+        return False
+    found = await db.one(_SPENT_HOSTED, {"exchange_hash": hash_token(code), "now": oauth.clock.now()})
+    return found is not None and found.user_id == user_id
 
 
 async def _sign_in_user(uow: UnitOfWork, oauth: OAuthService, name: str, who: ProviderIdentity) -> uuid.UUID:
@@ -480,10 +610,11 @@ def _template() -> jinja2.Template:
     return environment.from_string(_PAGE)
 
 
-def _page(title: str, message: str, *, code: str | None = None) -> HTMLResponse:
+def _page(title: str, message: str, *, code: str | None = None, status: int = 200) -> HTMLResponse:
     """The callback's last page: the exchange code in its body, never in a URL, never cached."""
     return HTMLResponse(
         _template().render(title=title, message=message, code=code),
+        status_code=status,
         headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
     )
 
@@ -554,7 +685,7 @@ async def link(name: str, body: LinkBody, caller: CredentialOwner, request: Requ
     oauth = _oauth(request)
     state = token_urlsafe(32)
     async with unit_of_work(request) as uow:
-        user = await oauth.identity.by_id(uow.db, caller.user_id)
+        user = await oauth.identity.by_id(uow.db, caller.account_id)
         if user is None or user.disabled:
             raise LoginFailed
         if user.password_hash is not None:
@@ -582,7 +713,7 @@ async def unlink(identity_id: uuid.UUID, caller: CredentialOwner, request: Reque
     """Unlink one of the caller's identities; not the last way into an account that has no password."""
     oauth = _oauth(request)
     async with unit_of_work(request) as uow:
-        user = await oauth.identity.by_id(uow.db, caller.user_id)
+        user = await oauth.identity.by_id(uow.db, caller.account_id)
         mine = [row for row in await uow.db.all(_IDENTITIES_OF, {"user_id": caller.user_id}) if row.id == identity_id]
         if user is None or not mine:
             raise NotFound("No such linked identity.")

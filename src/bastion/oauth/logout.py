@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import httpx
 import structlog
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 
 from bastion.audit import EventTag, record_event
 from bastion.db.database import Transaction
@@ -33,6 +33,7 @@ from bastion.oauth.browser import BrowserSessionRow, end_browser_session
 from bastion.oauth.clients import Client, get_client
 from bastion.oauth.models import OAuthClient, OAuthGrant
 from bastion.oauth.service import OAuthService
+from bastion.oauth.token import revoke_grants
 from bastion.security import InvalidToken
 from bastion.uow import UnitOfWork
 
@@ -49,12 +50,6 @@ _GRANTS_OF_SESSION = (
     select(OAuthGrant.id, OAuthGrant.client_id, OAuthClient.backchannel_logout_uri, OAuthClient.id_token_alg)
     .join(OAuthClient, OAuthClient.id == OAuthGrant.client_id)
     .where(OAuthGrant.session_id == bindparam("session_id"), OAuthGrant.revoked_at.is_(None))
-)
-# Until the tokens helper's revoke_grants(tx, session_id=…) (oauth/token.py) lands: the same effect.
-_REVOKE_SESSION_GRANTS = (
-    update(OAuthGrant)
-    .where(OAuthGrant.session_id == bindparam("session_id"), OAuthGrant.revoked_at.is_(None))
-    .values(revoked_at=bindparam("now"), revoke_reason=bindparam("reason"))
 )
 
 
@@ -131,9 +126,7 @@ async def validate(
 async def end(uow: UnitOfWork, oauth: OAuthService, browser: BrowserSessionRow) -> list[Notice]:
     """End the browser session, its session and its grants; the logout tokens to send after the commit."""
     grants = await uow.db.all(_GRANTS_OF_SESSION, {"session_id": browser.session_id})
-    await uow.db.execute(
-        _REVOKE_SESSION_GRANTS, {"session_id": browser.session_id, "now": oauth.clock.now(), "reason": "logout"}
-    )
+    await revoke_grants(uow.db, session_id=browser.session_id, reason="logout", now=oauth.clock.now())
     await end_browser_session(uow, oauth, browser, reason="logout")
     record_event(
         uow.db,

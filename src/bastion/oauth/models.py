@@ -199,7 +199,9 @@ class ProviderFlow(Base):
     ``browser_hash`` binds it to the cookie of the browser that started it;
     ``link_user_id`` is set when a signed-in user links a new identity.
     After the callback, ``exchange_hash`` holds the one-time code an API
-    client exchanges for tokens (no token ever travels in a URL).
+    client exchanges for tokens (no token ever travels in a URL), or that
+    the hosted pages spend once to open a browser session; ``resume`` is the
+    handle of the pending authorization request a hosted sign-in goes back to.
     """
 
     __tablename__ = "oauth_provider_flows"
@@ -217,3 +219,4 @@ class ProviderFlow(Base):
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     exchange_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
     exchanged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    resume: Mapped[str | None] = mapped_column(String(128))

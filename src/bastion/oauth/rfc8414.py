@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from bastion.access import public
 from bastion.access.guard import every_route
+from bastion.oauth.authorize import ACR_VALUES_SUPPORTED
 from bastion.oauth.clients import AUTH_METHODS, DEVICE_CODE, TOKEN_ALGORITHMS
 from bastion.oauth.scopes import scopes_supported
 from bastion.oauth.service import OAuthService
@@ -92,6 +93,7 @@ def discovery_document(oauth: OAuthService, paths: set[str]) -> dict[str, Any]:
     }
     if "authorization_endpoint" in endpoints:
         document["prompt_values_supported"] = ["none", "login", "consent"]
+        document["acr_values_supported"] = list(ACR_VALUES_SUPPORTED)
     if "token_endpoint" in endpoints:
         document["dpop_signing_alg_values_supported"] = list(TOKEN_ALGORITHMS)
     if "pushed_authorization_request_endpoint" in endpoints:
@@ -99,7 +101,9 @@ def discovery_document(oauth: OAuthService, paths: set[str]) -> dict[str, Any]:
     for endpoint in ("revocation_endpoint", "introspection_endpoint"):
         if endpoint in endpoints:
             prefix = endpoint.removesuffix("_endpoint")
-            document[f"{prefix}_endpoint_auth_methods_supported"] = [m for m in AUTH_METHODS if m != "none"]
+            # RFC 7009 §2.1: a public client may revoke its own tokens; introspection needs a confidential one.
+            methods = AUTH_METHODS if prefix == "revocation" else [m for m in AUTH_METHODS if m != "none"]
+            document[f"{prefix}_endpoint_auth_methods_supported"] = list(methods)
             document[f"{prefix}_endpoint_auth_signing_alg_values_supported"] = list(TOKEN_ALGORITHMS)
     if "end_session_endpoint" in endpoints:
         # OpenID Back-Channel Logout 1.0 §2.1: logout tokens, with sid.
@@ -135,4 +139,4 @@ async def oauth_authorization_server(request: Request) -> Response:
 async def jwks(request: Request) -> Response:
     """The public keys tokens are signed with (RFC 7517 §5), every published one of every algorithm."""
     oauth: OAuthService = request.app.state.oauth
-    return _cacheable(oauth.signer.public_jwks(), JWKS_MAX_AGE)
+    return _cacheable(oauth.signer.public_jwks(now=oauth.now()), JWKS_MAX_AGE)

@@ -22,6 +22,10 @@ Pages (what the rp tests and docs use):
   registered.
 - ``GET /oauth2/sign-in?request=H`` → form ``#sign-in`` posting
   ``csrf_token, request, email, password`` to ``/oauth2/sign-in``.
+- ``#providers``: one link "Sign in with <name>" per configured provider,
+  to ``/api/v1/auth/providers/<name>/start?mode=hosted&request=H``; the
+  provider's callback comes back to ``GET /oauth2/sign-in/provider``, which
+  signs in as the password form does (``bastion.oauth.federation``).
 - With TOTP: form ``#second-factor`` posting ``csrf_token, mfa_token,
   request, code`` (or ``recovery_code``) to ``/oauth2/sign-in/mfa``.
 - ``GET /oauth2/consent?request=H`` → form ``#consent`` posting
@@ -67,7 +71,16 @@ from bastion.oauth.browser import (
 )
 from bastion.oauth.consent import describe_scope
 from bastion.oauth.errors import OAuthError
+from bastion.oauth.federation import (
+    AMR_FEDERATED,
+    HOSTED_LANDING,
+    end_provider_flow,
+    registry,
+    signed_in_with_provider,
+    take_hosted_sign_in,
+)
 from bastion.oauth.forms import Params, read_form, read_query
+from bastion.oauth.rfc8628 import display_user_code, normalise_user_code
 from bastion.oauth.service import OAuthService
 from bastion.pages.routes import ASSETS, templates
 from bastion.uow import UnitOfWork, unit_of_work
@@ -106,6 +119,7 @@ def _render(
     values.setdefault("error", None)
     values.setdefault("handle", None)
     values.setdefault("next", None)
+    values.setdefault("providers", registry(request).names())
     service = request.app.state.settings.auth.service_name
     csrf = csrf_token(request)
     html = templates().get_template(template).render(title=title, service=service, assets=ASSETS, csrf=csrf, **values)
@@ -228,7 +242,7 @@ def _safe_next(value: str | None) -> str | None:
 
 
 @router.post("/oauth2/sign-in", dependencies=[Depends(LOGIN_BY_ADDRESS)])
-async def sign_in(request: Request) -> Response:  # noqa: PLR0911 - one answer per outcome
+async def sign_in(request: Request) -> Response:
     """The first factor; then the second-factor page, or the next step of the flow."""
     try:
         form = await _form(request)
@@ -250,10 +264,13 @@ async def sign_in(request: Request) -> Response:  # noqa: PLR0911 - one answer p
             user = await oauth.identity.authenticate(uow, email, form.get("password", ""))
             if user.totp_enabled:
                 token = await oauth.identity.start_mfa(uow, user)
-                return _render(
+                page: Response = _render(
                     request, "second_factor.html", "Two-step verification", ask=ask, next=next_, mfa_token=token
                 )
-            return await _signed_in(request, uow, oauth, user.id, amr=["pwd"], mfa=False, ask=ask, next_=next_)
+            else:
+                page = await _signed_in(request, uow, oauth, user.id, amr=["pwd"], mfa=False, ask=ask, next_=next_)
+            end_provider_flow(page)  # a provider sign-in left unfinished in this browser is not this one
+            return page
     except (PageError, RedirectError):
         return error_page(request, "This sign-in has expired. Start again from the application.")
     except TooManyRequests as exc:
@@ -300,7 +317,11 @@ async def second_factor(request: Request) -> Response:
             if factor.code is None and factor.recovery_code is None:
                 raise InvalidMfa
             user = await oauth.identity.complete_mfa(uow, token[:128], factor)
-            return await _signed_in(request, uow, oauth, user.id, amr=["pwd", "otp"], mfa=True, ask=ask, next_=next_)
+            # The first factor: this browser's provider sign-in of this very account, or the password.
+            first = AMR_FEDERATED if await signed_in_with_provider(request, uow.db, oauth, user.id) else "pwd"
+            page = await _signed_in(request, uow, oauth, user.id, amr=[first, "otp"], mfa=True, ask=ask, next_=next_)
+            end_provider_flow(page)
+            return page
     except (PageError, RedirectError):
         return error_page(request, "This sign-in has expired. Start again from the application.")
     except InvalidMfa:
@@ -308,6 +329,32 @@ async def second_factor(request: Request) -> Response:
             request, "second_factor.html", "Two-step verification", status=401, ask=ask, next=next_,
             mfa_token=token[:128], error=MFA_FAILED,
         )  # fmt: skip
+
+
+@router.get(HOSTED_LANDING, dependencies=[Depends(LOGIN_BY_ADDRESS)])
+async def provider_signed_in(request: Request) -> Response:
+    """Where a ``mode=hosted`` provider callback ends: the second factor, or signed in as a password would be."""
+    oauth = _oauth(request)
+    try:
+        async with unit_of_work(request) as uow:
+            taken = await take_hosted_sign_in(request, uow, oauth)
+            user = await oauth.identity.by_id(uow.db, taken.user_id) if taken is not None else None
+            if taken is None or user is None or user.disabled:
+                refused = error_page(request, "This sign-in has expired or was already completed. Start again.")
+                end_provider_flow(refused)
+                return refused
+            ask = await _pending(uow, oauth, taken.resume) if taken.resume is not None else None
+            if user.totp_enabled:
+                # Never skipped: the provider is one factor. The flow cookie stays for the amr (second_factor).
+                token = await oauth.identity.start_mfa(uow, user)
+                return _render(request, "second_factor.html", "Two-step verification", ask=ask, mfa_token=token)
+            page = await _signed_in(request, uow, oauth, user.id, amr=[AMR_FEDERATED], mfa=False, ask=ask, next_=None)
+            end_provider_flow(page)
+            return page
+    except (PageError, RedirectError):
+        page = error_page(request, "This sign-in has expired. Start again from the application.")
+        end_provider_flow(page)
+        return page
 
 
 async def _signed_in(
@@ -466,8 +513,8 @@ async def device_page(request: Request) -> Response:
         params = read_query(request)
     except OAuthError as exc:
         return _refused(request, exc)
-    code = device.normalize_user_code(params.get("user_code", ""))
-    shown = device.display_user_code(code) if code else ""
+    code = normalise_user_code(params.get("user_code", ""))
+    shown = display_user_code(code) if code else ""
     return _render(request, "device.html", "Connect a device", user_code=shown, device_client=None)
 
 
@@ -479,7 +526,7 @@ async def device_verify(request: Request) -> Response:
     except (CsrfRefused, OAuthError) as exc:
         return _refused(request, exc)
     oauth = _oauth(request)
-    code = device.normalize_user_code(form.get("user_code", ""))
+    code = normalise_user_code(form.get("user_code", ""))
     async with unit_of_work(request) as uow:
         pending = await device.pending(uow.db, oauth, code) if code else None
         if code is None or pending is None:
@@ -490,7 +537,7 @@ async def device_verify(request: Request) -> Response:
         return _redirect("/oauth2/sign-in?next=" + quote(f"/oauth2/device/verify?user_code={code}", safe=""))
     words = [describe_scope(scope) for scope in pending.scopes]
     return _render(
-        request, "device.html", "Connect a device", user_code=device.display_user_code(code),
+        request, "device.html", "Connect a device", user_code=display_user_code(code),
         device_client=pending.client_name, scopes=words,
     )  # fmt: skip
 
@@ -502,7 +549,7 @@ async def device_decision(request: Request) -> Response:
     except (CsrfRefused, OAuthError) as exc:
         return _refused(request, exc)
     oauth, decision = _oauth(request), form.get("decision")
-    code = device.normalize_user_code(form.get("user_code", ""))
+    code = normalise_user_code(form.get("user_code", ""))
     if decision not in ("allow", "deny") or not code:
         return error_page(request, "The request was not valid.")
     async with unit_of_work(request) as uow:

@@ -35,6 +35,8 @@ async def test_discovery_issuer_is_public_url_and_lists_only_existing_endpoints(
     assert document["response_types_supported"] == ["code"]
     assert document["response_modes_supported"] == ["query"]
     assert document["code_challenge_methods_supported"] == ["S256"]
+    # OpenID Core §3.1.2.1 acr_values: the step-up the authorization endpoint honours.
+    assert document["acr_values_supported"] == ["urn:bastion:pwd", "urn:bastion:mfa"]
     assert document["subject_types_supported"] == ["public"]
     assert document["authorization_response_iss_parameter_supported"] is True
     assert "RS256" in document["id_token_signing_alg_values_supported"]
@@ -86,3 +88,15 @@ def test_each_endpoint_brings_only_what_it_implements(harness: Harness) -> None:
     assert full["token_endpoint"] == oauth.url("/oauth2/token")
     assert full["backchannel_logout_supported"] is True
     assert "registration_endpoint" not in full  # served, but registration is off
+
+
+async def test_metadata_and_keys_may_be_cached_briefly_and_nothing_else(harness: Harness) -> None:
+    """OpenID Discovery and RFC 7517 sets are public and cacheable (a relying party
+    should not fetch them per request); every other answer stays no-store (ASVS V14.3.2)."""
+    h = harness
+    for path in (*WELL_KNOWN, "/oauth2/jwks"):
+        cache_control = (await h.client.get(path)).headers.get_list("cache-control")
+        assert len(cache_control) == 1, path
+        assert cache_control[0].startswith("public, max-age="), path
+    assert (await h.client.get("/healthz")).headers["cache-control"] == "no-store"
+    assert (await h.client.get("/api/v1/me")).headers["cache-control"] == "no-store"

@@ -109,6 +109,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Uuid(), nullable=True),
         sa.Column("exchange_hash", sa.String(length=128), nullable=True),
         sa.Column("exchanged_at", UTCDateTime(), nullable=True),
+        sa.Column("resume", sa.String(length=128), nullable=True),
         sa.ForeignKeyConstraint(["link_user_id"], ["users.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("state_hash"),

@@ -162,18 +162,10 @@ async def test_plain_oauth2_provider_by_explicit_endpoints_and_userinfo_mapping(
     assert (identity.provider, identity.issuer, identity.subject) == ("plain", upstream["second"].issuer, account)
 
 
-async def test_hosted_mode_ends_as_api_mode_for_now(
-    harness: Harness, upstream: dict[str, Upstream], browser_for: Any
-) -> None:
-    """mode=hosted: until the hosted pages' browser session exists, the same one-time code page."""
-    account = new_account_id()
-    upstream["first"].add_account(account, email=f"{account}@example.com")
-    browser: Browser = browser_for(account)
-    response = await harness.client.get("/api/v1/auth/providers/first/start?mode=hosted")
-    assert response.status_code == 302
-    page = await browser.callback(await browser.at_provider(response.headers["location"]))
-    assert (await _exchange(harness, exchange_code(page))).status_code == 200
+async def test_the_mode_is_api_or_hosted(harness: Harness) -> None:
+    """``mode=hosted`` is test_provider_hosted.py's; anything else is refused before a flow exists."""
     assert (await harness.client.get("/api/v1/auth/providers/first/start?mode=other")).status_code == 422
+    assert await _rows(harness, select(ProviderFlow)) == []
 
 
 async def test_tampered_state_is_refused(harness: Harness, upstream: dict[str, Upstream], browser_for: Any) -> None:
