@@ -134,6 +134,11 @@ def provider(data: Path, **settings: str) -> Iterator[Provider]:
         # Cheap hashes: every flow signs a person in.
         "BASTION_PASSWORDS__MEMORY_COST_KIB": "7168",
         "BASTION_PASSWORDS__TIME_COST": "1",
+        # Every flow comes from 127.0.0.1 within a minute or two: these tests are not about the
+        # throttles (tests/functional/oauth and tests/e2e/oauth/upstream test those).
+        "BASTION_OAUTH__AUTHORIZE_RATE_PER_IP": "600/minute",
+        "BASTION_OAUTH__TOKEN_RATE_PER_IP": "1200/minute",
+        "BASTION_AUTH__LOGIN_RATE_PER_IP": "300/minute",
         **settings,
     }
     with serve(data, port=port, **settings) as served:
