@@ -311,3 +311,22 @@ async def test_private_key_jwt_client(op: Provider, tmp_path_factory: pytest.Tem
     stranger = ECKey.generate_key("P-256", parameters={"kid": "rp-1", "alg": "ES256"})
     wrong = op.node({"op": "client_credentials", "client": {**client, "private_jwk": stranger.as_dict(private=True)}})
     refused(wrong, "invalid_client")
+
+
+async def test_a_native_app_public_client_on_any_loopback_port(op: Provider) -> None:
+    """A public client (auth none, PKCE alone) with a loopback redirect URI: any port (RFC 8252 §7.3)."""
+    created = op.client(redirect_uris=("http://127.0.0.1/callback",), options=("--public",))
+    assert created.get("client_secret") is None
+    client = {"client_id": created["client_id"], "auth": "none"}
+    redirect = "http://127.0.0.1:53682/callback"
+    started = op.ok({"op": "authorize_url", "client": client, "redirect_uri": redirect})
+    async with op.browser() as browser:
+        flow = await authorize(browser, started["url"], Person(op.user(), PASSWORD))
+    exchanged = op.ok({"op": "exchange", "client": client, "callback_url": landed(flow, redirect), **started})
+    assert exchanged["claims"]["aud"] in (created["client_id"], [created["client_id"]])
+    # Another path on loopback is not the registered URI: an error page, no redirect.
+    other = op.ok({"op": "authorize_url", "client": client, "redirect_uri": "http://127.0.0.1:53682/elsewhere"})
+    async with op.browser() as browser:
+        refused = await authorize(browser, other["url"], Person(op.user(), PASSWORD))
+    assert refused.callback is None
+    assert refused.last.status_code == 400
