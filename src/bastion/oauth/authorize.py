@@ -253,7 +253,8 @@ def _checked(target: AuthorizationRequest, params: Mapping[str, str]) -> tuple[l
     """The scopes, PKCE challenge and prompt of a request to a checked redirect URI."""
     client = target.client
     if params.get("request") is not None:
-        raise RedirectError(target, "invalid_request", "Request objects are not supported.")
+        # OpenID Core §6.1 / §3.1.2.6: the error that names what is not supported.
+        raise RedirectError(target, "request_not_supported", "Request objects are not supported.")
     if params.get("response_mode", "query") != "query":
         raise RedirectError(target, "invalid_request", "Only response_mode=query is supported.")
     if params.get("response_type") != "code":

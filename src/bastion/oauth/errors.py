@@ -19,7 +19,7 @@ from bastion.http.problems import Problem
 
 __all__ = ["OAuthError", "json_response", "oauth_error_response"]
 
-# RFC 6749 §5.2, RFC 8628 §3.5, RFC 9449 §7.1, RFC 6750 §3.1.
+# RFC 6749 §5.2, RFC 8628 §3.5, RFC 9449 §7.1, RFC 6750 §3.1, OpenID Connect Core §3.1.2.6.
 ERRORS = frozenset(
     {
         "invalid_request",
@@ -36,6 +36,8 @@ ERRORS = frozenset(
         "consent_required",
         "interaction_required",
         "invalid_request_uri",
+        "request_not_supported",
+        "request_uri_not_supported",
         "invalid_request_object",
         "authorization_pending",
         "slow_down",

@@ -29,11 +29,11 @@ from typing import Any
 
 import httpx
 import pytest
-from bastion.oauth.clients import Client, ClientMetadata
-from factories.oauth_clients import register_client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from bastion.oauth.clients import Client, ClientMetadata
+from factories.oauth_clients import register_client
 from harness import ADDRESS, PASSWORD, Harness
 from oauth_flow import Flow, Person, authorize, query
 

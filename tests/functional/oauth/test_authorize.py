@@ -219,7 +219,7 @@ async def test_repeated_parameters_get_a_page(harness: Harness) -> None:
         ({"prompt": "none login"}, "invalid_request"),
         ({"prompt": "sometimes"}, "invalid_request"),
         ({"max_age": "-1"}, "invalid_request"),
-        ({"request": "eyJhbGciOiJub25lIn0.e30."}, "invalid_request"),
+        ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
         ({"response_mode": "fragment"}, "invalid_request"),
         ({"response_mode": "form_post"}, "invalid_request"),
     ],
