@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
+import pytest
 
 
 def free_port() -> int:
@@ -120,3 +122,12 @@ def wait_until_serving(served: Served, seconds: float = 60) -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise AssertionError("server did not start")
+
+
+def missing_peer(reason: str) -> NoReturn:
+    """Skip a test whose outside peer (Chromium, node, openssl) is not installed here;
+    fail it instead under ``.ci/run`` (``BASTION_TEST_REQUIRE_PEERS=1``), which installs
+    them all, so that a broken install step cannot pass as a row of skips."""
+    if os.environ.get("BASTION_TEST_REQUIRE_PEERS") == "1":
+        pytest.fail(f"required peer missing: {reason}")
+    pytest.skip(reason)

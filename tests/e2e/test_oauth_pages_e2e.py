@@ -31,6 +31,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from serving import Served, clean_env, free_port, init, wait_until_serving
 
+from e2e.serving import missing_peer
+
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -169,7 +171,7 @@ def _enable_totp(server: Served, email: str) -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
+        missing_peer("Chromium is not installed (apt-get install chromium; .ci/run does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from e2e.serving import missing_peer
+
 pytestmark = pytest.mark.e2e
 
 
@@ -84,7 +86,7 @@ def test_plain_http_is_not_served_on_the_tls_port(server: tuple[int, Path]) -> N
 def _handshake(port: int, *flags: str) -> bool:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("the openssl client is not installed (apt-get install openssl)")
+        missing_peer("the openssl client is not installed (apt-get install openssl)")
     result = subprocess.run(
         [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", *flags],
         input=b"",

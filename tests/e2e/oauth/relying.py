@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from e2e.serving import Served, clean_env, free_port, serve
+from e2e.serving import Served, clean_env, free_port, missing_peer, serve
 
 RP = Path(__file__).parent / "rp"
 NODE = shutil.which("node")
@@ -36,7 +35,7 @@ LOGOUT_URI = "https://rp.example.com/signed-out"
 
 def require_node() -> None:
     if NODE is None or not (RP / "node_modules" / "openid-client").is_dir():
-        pytest.skip("node and tests/e2e/oauth/rp/node_modules are needed (scripts/setup dev installs them)")
+        missing_peer("node and tests/e2e/oauth/rp/node_modules are needed (scripts/setup dev installs them)")
 
 
 @dataclass

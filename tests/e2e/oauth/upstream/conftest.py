@@ -35,6 +35,7 @@ import httpx
 import pytest
 
 from bastion.clock import FrozenClock
+from e2e.serving import missing_peer
 from harness import Harness
 
 HERE = Path(__file__).parent
@@ -95,7 +96,7 @@ def _start(name: str) -> Upstream:
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[dict[str, Upstream]]:
     if shutil.which("node") is None or not (HERE / "node_modules" / "oidc-provider").is_dir():
-        pytest.skip(f"node and `npm ci --prefix {HERE}` are needed for the upstream provider")
+        missing_peer(f"node and `npm ci --prefix {HERE}` are needed for the upstream provider")
     started = {name: _start(name) for name in NAMES}
     try:
         yield started
