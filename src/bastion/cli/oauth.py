@@ -81,6 +81,10 @@ def create(  # noqa: PLR0917 - typer maps each parameter to an option
     post_logout_redirect_uri: Annotated[
         list[str] | None, typer.Option("--post-logout-redirect-uri", help="Allowed after logout (repeat).")
     ] = None,
+    claim: Annotated[
+        list[str] | None,
+        typer.Option("--claim", help="A custom claim in its tokens, NAME=FIELD of the user (repeat)."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Register a client; the last line is JSON with client_id and, once, client_secret."""
@@ -93,6 +97,9 @@ def create(  # noqa: PLR0917 - typer maps each parameter to an option
     if auth_method is not None and (public or jwks_file is not None or jwks_uri is not None):
         fail("--auth-method is for clients with a secret (not --public, --jwks-file or --jwks-uri)")
     jwks = _read_jwks(jwks_file)
+    claims = dict(item.partition("=")[::2] for item in claim or ())
+    if any(not name or not field for name, field in claims.items()):
+        fail("--claim is NAME=FIELD, e.g. --claim department=roles")
     metadata = ClientMetadata(
         name=name,
         redirect_uris=tuple(redirect_uri or ()),
@@ -109,6 +116,7 @@ def create(  # noqa: PLR0917 - typer maps each parameter to an option
         access_token_alg=access_token_alg,
         backchannel_logout_uri=backchannel_logout_uri,
         post_logout_redirect_uris=tuple(post_logout_redirect_uri or ()),
+        claims=claims,
     )
 
     async def action(services: Services, uow: UnitOfWork) -> tuple[Client, str | None]:

@@ -104,6 +104,8 @@ def test_public_and_private_key_jwt_clients_have_no_secret(data: Path, tmp_path:
         (["--redirect-uri", "https://a.example/cb", "--public", "--auth-method", "client_secret_post"], "auth-method"),
         (["--public", "--grant", "client_credentials"], "public client"),
         ([], "redirect_uri"),
+        (["--redirect-uri", "https://a.example/cb", "--claim", "department"], "NAME=FIELD"),
+        (["--redirect-uri", "https://a.example/cb", "--claim", "pw=password_hash"], "must be one of"),
     ],
 )
 def test_bad_input_is_one_line_and_stores_nothing(data: Path, args: list[str], message: str) -> None:
@@ -113,3 +115,13 @@ def test_bad_input_is_one_line_and_stores_nothing(data: Path, args: list[str], m
     assert err.startswith("error: ")
     assert message in err
     assert "Bad" not in bastion(data, "oauth", "client", "list")[1]
+
+
+def test_custom_claims_map_user_fields(data: Path) -> None:
+    """A client's custom claims name a user field each, as the admin API's do."""
+    code, out, _ = bastion(
+        data, "oauth", "client", "create", "--name", "HR", "--redirect-uri", "https://hr.example/cb",
+        "--claim", "groups=roles", "--claim", "verified=email_verified",
+    )  # fmt: skip
+    assert code == 0, out
+    assert last_json(out)["claims"] == {"groups": "roles", "verified": "email_verified"}
