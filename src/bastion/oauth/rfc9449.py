@@ -26,17 +26,17 @@ confidential client's refresh token is already bound to its authentication).
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
-from sqlalchemy import bindparam, delete
+from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bastion.audit import EventTag, Outcome, record_event
 from bastion.db.database import Transaction
 from bastion.oauth.errors import OAuthError
+from bastion.oauth.housekeeping import purge_expired
 from bastion.oauth.models import OAuthReplay
 from bastion.oauth.service import OAuthService
 from bastion.security import BlindIndex, InvalidToken, hash_token, s256, verify_dpop_proof
@@ -57,11 +57,6 @@ _REPLAY = {
     "postgresql": postgresql.insert(OAuthReplay).values(_REPLAY_VALUES).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(OAuthReplay).values(_REPLAY_VALUES).on_conflict_do_nothing(),
 }
-
-
-_PURGE = delete(OAuthReplay).where(OAuthReplay.expires_at < bindparam("now"))
-# Monotonic time of this process's next purge of expired replay markers.
-_next_purge = 0.0
 
 
 class Proof:
@@ -137,7 +132,7 @@ async def check_proof(
         raise OAuthError(
             "use_dpop_nonce", "Use the DPoP nonce this server provides.", headers=nonce_headers(request, oauth)
         )
-    await _purge(tx, oauth)
+    await purge_expired(tx, oauth)
     # The same jti under another key is another proof; the pair is what is single-use.
     fresh = await tx.execute(
         _REPLAY[tx.dialect.name],
@@ -158,22 +153,6 @@ async def check_proof(
         )
         raise _invalid("The DPoP proof was used before.")
     return Proof(jkt, claims)
-
-
-async def _purge(tx: Transaction, oauth: OAuthService) -> None:
-    """Delete expired replay markers, at most once a DPoP window per process.
-
-    Every DPoP request leaves a row; a marker is needed only while a proof
-    with its ``iat`` could still be accepted (twice the window). Purging on
-    the way, rarely, keeps the table at a few windows' worth of rows without
-    a scheduler, and without every request contending for the same rows.
-    """
-    global _next_purge  # noqa: PLW0603 - one timestamp per process, on purpose
-    now = time.monotonic()
-    if now < _next_purge:
-        return
-    _next_purge = now + oauth.config.dpop_window
-    await tx.execute(_PURGE, {"now": oauth.clock.now()})
 
 
 def _invalid(description: str) -> OAuthError:

@@ -48,6 +48,7 @@ from bastion.oauth import oidc, rfc9449
 from bastion.oauth.clients import Client
 from bastion.oauth.errors import OAuthError, json_response
 from bastion.oauth.forms import Params, read_form
+from bastion.oauth.housekeeping import purge_expired
 from bastion.oauth.models import OAuthCode, OAuthDeviceCode, OAuthGrant, OAuthRefreshToken
 from bastion.oauth.rfc7523 import authenticate_client
 from bastion.oauth.rfc9068 import Authentication, issue_access_token
@@ -173,6 +174,7 @@ async def token(request: Request) -> Response:
     # code's revoked grant, a spent refresh family, a replayed proof, a device poll).
     async with unit_of_work(request) as uow:
         client = await authenticate_client(request, params, uow.db, oauth)
+        await purge_expired(uow.db, oauth)
         if grant_type not in client.grant_types:
             raise OAuthError("unauthorized_client", "This client may not use this grant type.")
         proof = await rfc9449.check_proof(request, uow.db, oauth)
