@@ -111,7 +111,8 @@ async def test_revoke_explains_a_wrong_purpose_or_kid_in_one_line(
 
 async def test_revoking_twice_is_one_line_and_changes_nothing(harness: Harness) -> None:
     kid = harness.app.state.keys.signing_rs256.active_kid
-    assert (await bastion(harness, "keys", "revoke", "signing", kid))[0] == 0
+    code, _, err = await bastion(harness, "keys", "revoke", "signing", kid)
+    assert code == 0, err
     code, _, err = await bastion(harness, "keys", "revoke", "signing", kid)
     assert code == 2
     assert "already revoked" in err

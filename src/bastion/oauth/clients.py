@@ -45,7 +45,7 @@ from bastion.db.database import Queries
 from bastion.oauth.models import OAuthClient
 from bastion.oauth.scopes import scopes_supported
 from bastion.oauth.ssrf import forbidden_address
-from bastion.security import Keyring, keyed_hash, keyed_hash_matches, token_urlsafe
+from bastion.security import Keyring, keyed_hash, keyed_hash_matches, public_id, token_urlsafe
 from bastion.security.client_jwt import public_jwks_problem
 from bastion.settings import Settings
 from bastion.uow import UnitOfWork
@@ -381,7 +381,7 @@ class ClientRegistry:
     ) -> tuple[Client, str | None]:
         """Register a client: (the client, its secret, shown this once; None if it has none)."""
         valid = self.validate(metadata)
-        client_id = token_urlsafe(16)
+        client_id = public_id(16)
         secret = token_urlsafe(32) if valid.token_endpoint_auth_method in SECRET_METHODS else None
         now = self.clock.now()
         await uow.db.execute(

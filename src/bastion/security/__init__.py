@@ -21,7 +21,7 @@ from bastion.security.jose import (
 from bastion.security.keyed import keyed_hash, keyed_hash_matches
 from bastion.security.keys import KeyInfo, Keyring, KeyStatus, MasterKey, check_key_file_permissions
 from bastion.security.passwords import Argon2Params, PasswordHasher
-from bastion.security.random import constant_time_equals, hash_token, token_bytes, token_urlsafe
+from bastion.security.random import constant_time_equals, hash_token, public_id, token_bytes, token_urlsafe
 from bastion.security.totp import (
     new_recovery_codes,
     new_totp_secret,
@@ -59,6 +59,7 @@ __all__ = [
     "new_recovery_codes",
     "new_totp_secret",
     "normalize_recovery_code",
+    "public_id",
     "s256",
     "token_bytes",
     "token_urlsafe",

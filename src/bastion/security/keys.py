@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion.security.aead import _open, _seal, aad_for
 from bastion.security.errors import InvalidCiphertext, KeyringError
-from bastion.security.random import token_bytes, token_urlsafe
+from bastion.security.random import public_id, token_bytes
 
 __all__ = ["KeyInfo", "KeyStatus", "Keyring", "MasterKey", "check_key_file_permissions"]
 
@@ -393,9 +393,9 @@ def _new_entry(
     purpose: str, existing: list[tuple[KeyInfo, bytes]], at: datetime | None = None
 ) -> tuple[KeyInfo, bytes]:
     taken = {info.kid for info, _ in existing}
-    kid = token_urlsafe(8)
+    kid = public_id(8)
     while kid in taken:
-        kid = token_urlsafe(8)
+        kid = public_id(8)
     secret = _material(purpose).generate()
     created_at = (at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     return KeyInfo(kid=kid, created_at=created_at, status="active"), secret

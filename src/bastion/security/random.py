@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["constant_time_equals", "hash_token", "token_bytes", "token_urlsafe"]
+__all__ = ["constant_time_equals", "hash_token", "public_id", "token_bytes", "token_urlsafe"]
 
 
 def token_urlsafe(nbytes: int = 32) -> str:
@@ -19,6 +19,17 @@ def token_urlsafe(nbytes: int = 32) -> str:
     not guess; the default of 32 leaves a wide margin.
     """
     return secrets.token_urlsafe(nbytes)
+
+
+def public_id(nbytes: int = 16) -> str:
+    """A random identifier people type as a command argument (a key id, a client id).
+
+    ``token_urlsafe`` text that never starts with ``-``: one in 64 would, and
+    a command line reads ``bastion keys revoke signing -Xy…`` as an option.
+    """
+    while (candidate := secrets.token_urlsafe(nbytes)).startswith("-"):
+        pass
+    return candidate
 
 
 def token_bytes(n: int = 32) -> bytes:

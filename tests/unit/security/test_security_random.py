@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from bastion.security import constant_time_equals, hash_token, token_bytes, token_urlsafe
+from bastion.security import constant_time_equals, hash_token, public_id, token_bytes, token_urlsafe
 
 
 def test_v11_5_1_tokens_carry_at_least_256_bits_by_default_and_never_repeat() -> None:
@@ -50,3 +50,17 @@ def test_v11_4_1_hash_token_is_sha256_hex() -> None:
     token = token_urlsafe()
     assert hash_token(token) == hashlib.sha256(token.encode()).hexdigest()
     assert hash_token(token) != hash_token(token_urlsafe())
+
+
+def test_public_ids_never_look_like_a_command_line_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key or client id starting with "-" is read as an option by `bastion keys revoke signing KID`
+    (it failed CI once, one kid in 64): ids are drawn again until they do not."""
+    import bastion.security.random as random_module
+
+    drawn = iter(["-leading", "--double", "fine-id_"])
+    monkeypatch.setattr(random_module.secrets, "token_urlsafe", lambda nbytes: next(drawn))
+    assert public_id(8) == "fine-id_"
+    monkeypatch.undo()
+    ids = {public_id(8) for _ in range(2000)}
+    assert len(ids) == 2000
+    assert not any(value.startswith("-") for value in ids)
