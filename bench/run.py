@@ -50,6 +50,7 @@ NAMES = {
     6: "6 wrong-password flood",
     7: "7 soak: read + list + create",
     8: "8 OAuth token grants",
+    9: "9 backup of 1 GB under 200 creates/s",
 }
 # The names of issue 12's table of targets.
 SHORT = {
@@ -61,10 +62,12 @@ SHORT = {
     6: "6 under attack",
     7: "7 soak",
     8: "8 OAuth",
+    9: "9 backup",
 }
 # Creates (4) run after the list (5), so both lists see exactly the seeded rows;
 # the soak (7) before the flood (6), whose wrong passwords lock the account.
-ORDER = (1, 2, 3, 5, 4, 8, 7, 6)
+# The backup (9) last: it fills the database to a gigabyte.
+ORDER = (1, 2, 3, 5, 4, 8, 7, 6, 9)
 # Every throttle of the auth section, raised so the load generator measures the
 # work and not the limiter (scenario 6 restarts Bastion with the defaults).
 RAISED = {
@@ -96,7 +99,8 @@ class Target:
 
     def show(self, value: float) -> str:
         formats = {"x": "{:.2f}" + TIMES, "percent": "{:.2%}", "growth": "{:+.2%}",
-                   "MiB": "{:.0f} MiB", "count": "{:.0f}", "per_s": "{:,.0f}/s", "ms": "{:.1f} ms"}  # fmt: skip
+                   "MiB": "{:.0f} MiB", "count": "{:.0f}", "per_s": "{:,.0f}/s", "ms": "{:.1f} ms",
+                   "s": "{:.1f} s"}  # fmt: skip
         return formats.get(self.unit, "{:.3g}").format(value)
 
 
@@ -122,6 +126,10 @@ TARGETS = (
     Target("cc_p99", 8, "client credentials p99 < 50 ms (EdDSA)", "ms p99", 50, True, "ms"),
     Target("refresh_grant_rps", 8, f"{GE} 500 refresh grants/s (EdDSA)", "grants/s", 500, unit="per_s"),
     Target("refresh_grant_p99", 8, "refresh p99 < 50 ms (EdDSA)", "ms p99", 50, True, "ms"),
+    # Issue 15: the backup of a 1 GB SQLite database while creates run at 200/s.
+    Target("backup_p99", 9, f"create p99 during the backup {LE} 2{TIMES} unloaded", "x unloaded p99", 2.0, True, "x"),
+    Target("backup_seconds", 9, "backup + encrypt + verify < 60 s", "s backup + verify", 60, True, "s"),
+    Target("restore_seconds", 9, "restore < 60 s", "s restore", 60, True, "s"),
 )
 BY_KEY = {target.key: target for target in TARGETS}
 NOTE = {"title": "bench", "body": "<p>hi <b>there</b></p>", "secret": "s3", "priority": 3}
@@ -268,8 +276,8 @@ class Row:
 
 
 class Bench:
-    def __init__(self, seconds: int, rows: int, tmp: Path, soak: int = 600) -> None:
-        self.seconds, self.rows, self.tmp, self.soak = seconds, rows, tmp, soak
+    def __init__(self, seconds: int, rows: int, tmp: Path, soak: int = 600, backup_gb: float = 1.0) -> None:
+        self.seconds, self.rows, self.tmp, self.soak, self.backup_gb = seconds, rows, tmp, soak, backup_gb
         self.bastion = Bastion(tmp / "bastion")
         self.pb = PocketBase(tmp / "pocketbase", free_port(), pin(0))
         self.results: list[Row] = []
@@ -356,8 +364,9 @@ class Bench:
     def start(self, scenarios: list[int]) -> None:
         self.bastion.prepare()
         self.bastion.start()
-        if not set(scenarios) - {8}:
-            return  # scenario 8 is Bastion alone (its anchor, Keycloak, is a published figure)
+        if not set(scenarios) - {8, 9}:
+            # Scenario 8 is Bastion alone (its anchor, Keycloak, is a published figure); 9 too (a backup).
+            return
         self.pb.start()
         self.pb.define(EMAIL, PASSWORD)
         token = self.bastion.login()["access_token"]
@@ -427,6 +436,86 @@ class Bench:
                     row.note = f"RS256, beside EdDSA: p50 {row.figures['p50_ms']:.1f} ms"
 
     # --- scenarios -------------------------------------------------------------
+
+    def creates(self, url: str, token: str, seconds: float, stop: Path) -> subprocess.Popen[str]:
+        """Scenario 9's open-loop creates at 200/s (bench/backup.py), pinned with the client."""
+        argv = [*pin(1), sys.executable, str(ROOT / "backup.py"), "load", "--url", url, "--token", token]
+        argv += ["--seconds", str(seconds), "--stop", str(stop)]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+    def timed(self, argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+        started = time.monotonic()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[-4:])} failed: {done.stderr.strip()}")
+        return time.monotonic() - started, done.stdout
+
+    def s9(self) -> None:
+        """A backup of a 1 GB SQLite database while creates run at 200/s; then verify, then restore."""
+        from backup import RATE, fill, p99
+
+        from bastion.security.age import new_identity
+
+        data, exe = self.bastion.data, self.bastion.exe
+        self.bastion.login()  # the user's id, for the rows
+        started = time.monotonic()
+        rows = asyncio.run(fill(data, uuid.UUID(self.bastion.user_id), self.backup_gb))
+        size = (data / "bastion.db").stat().st_size
+        self.notes.append(
+            f"scenario 9: {rows} notes of ~6 KB ({size / 1e9:.2f} GB database) inserted straight into the table "
+            f"in {time.monotonic() - started:.0f} s; the backup command pinned to the client's core"
+        )
+        identity, recipient = new_identity()
+        identity_file = self.tmp / "backup-identity.txt"
+        identity_file.write_text(identity + "\n")
+        identity_file.chmod(0o600)
+        env = self.bastion.env(raised=True) | {"BASTION_BACKUPS__RECIPIENTS": json.dumps([recipient])}
+        # An API key, as the soak: no access token expires during a slow run.
+        created = httpx.post(
+            f"{self.bastion.base}/api/v1/me/api-keys",
+            json={"name": "backup-bench", "scopes": ["records:*"]},
+            headers={"Authorization": f"Bearer {self.bastion.login()['access_token']}"},
+        )
+        created.raise_for_status()
+        token = created.json()["key"]
+        url = f"{self.bastion.base}/api/v1/collections/notes/records"
+        never = self.tmp / "never"
+        out, _ = self.creates(url, token, 10, never).communicate()
+        alone = [(lat, status) for _, lat, status in json.loads(out)]
+        unloaded = p99([lat for lat, _ in alone])
+        self.add(Row("Bastion", f"9 creates at {RATE}/s, no backup", {"rps": RATE, "p99_ms": unloaded,
+                     "requests": len(alone), "non2xx": sum(s != 201 for _, s in alone),
+                     "statuses": statuses(alone)}))  # fmt: skip
+
+        stop = self.tmp / "stop"
+        load = self.creates(url, token, 600, stop)
+        time.sleep(3)
+        began = time.time()
+        create_s, stdout = self.timed([*pin(1), exe, "backup", "create"], env)
+        ended = time.time()
+        time.sleep(2)
+        stop.touch()
+        out, _ = load.communicate()
+        during = [(lat, status) for at, lat, status in json.loads(out) if began <= at <= ended]
+        backup_file = Path(stdout.strip().splitlines()[-1])
+        loaded = p99([lat for lat, _ in during])
+        row = self.add(Row("Bastion", f"9 creates at {RATE}/s during the backup", {"rps": RATE, "p99_ms": loaded,
+                           "requests": len(during), "non2xx": sum(s != 201 for _, s in during),
+                           "statuses": statuses(during),
+                           "backup_seconds": create_s, "backup_bytes": backup_file.stat().st_size}))  # fmt: skip
+        self.judge(row, "backup_p99", loaded / unloaded, f"p99 {loaded:.1f} ms vs {unloaded:.1f} ms unloaded")
+
+        verify_s, _ = self.timed([exe, "backup", "verify", str(backup_file), "--identity", str(identity_file)], env)
+        row = self.add(Row("Bastion", "9 backup + encrypt + verify", {"create_s": create_s, "verify_s": verify_s}))
+        detail = f"create {create_s:.1f} s + verify {verify_s:.1f} s ({backup_file.stat().st_size / 1e9:.2f} GB file)"
+        self.judge(row, "backup_seconds", create_s + verify_s, detail)
+
+        keys = self.tmp / "public-keys.json"
+        self.timed([exe, "keys", "export-public", "--out", str(keys)], env)
+        restore = [exe, "backup", "restore", str(backup_file), "--identity", str(identity_file)]
+        restore_s, _ = self.timed([*restore, "--data-dir", str(self.tmp / "restored"), "--key", str(keys)], env)
+        row = self.add(Row("Bastion", "9 restore", {"restore_s": restore_s}))
+        self.judge(row, "restore_seconds", restore_s, f"{restore_s:.1f} s into a new data dir (same disk)")
 
     def s1(self) -> None:
         bastion = self.add(
@@ -649,6 +738,13 @@ class Bench:
         self.notes.append(f"scenario 7: resident MiB per process at the end of the soak: {each}")
 
 
+def statuses(answers: list[tuple[float, int]]) -> dict[int, int]:
+    counted: dict[int, int] = {}
+    for _, status in answers:
+        counted[status] = counted.get(status, 0) + 1
+    return counted
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it, parents first (Linux /proc)."""
     children: dict[int, list[int]] = {}
@@ -768,6 +864,7 @@ def main() -> None:
         "BENCHMARKS' soak is 600, the default when 7 is in --scenarios)",
     )
     parser.add_argument("--rows", type=int, default=100_000, help="rows seeded for scenario 5 (default 100000)")
+    parser.add_argument("--backup-gb", type=float, default=1.0, help="database size for scenario 9 (default 1.0)")
     args = parser.parse_args()
     chosen = sorted(({int(s) for s in args.scenarios.split(",")} | ({7} if args.soak else set())) & set(NAMES))
     soak = args.soak or 600
@@ -780,9 +877,10 @@ def main() -> None:
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        bench = Bench(args.seconds, args.rows, Path(tmp), soak)
+        bench = Bench(args.seconds, args.rows, Path(tmp), soak, args.backup_gb)
         try:
-            bench.measure_bounds()
+            if set(chosen) - {9}:  # the backup scenario needs none of the bounds (nor wrk)
+                bench.measure_bounds()
             bench.start(chosen)
             for scenario in ORDER:
                 if scenario in chosen:

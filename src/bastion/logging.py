@@ -84,7 +84,10 @@ _ROUTED_LOGGERS = (
 # Libraries whose INFO lines are noise at every start: Alembic announces its
 # plugins and its dialect in each process. A migration that runs is logged
 # once, by bastion.migrations.upgrade.
-_QUIET_LOGGERS = {"alembic": logging.WARNING}
+# httpx logs every request's full URL at INFO, and webhook receivers often
+# carry their credential in the path (bastion.monitor.delivery logs the origin only).
+# httpcore traces every header at DEBUG, a provider's redirect (code, state) included.
+_QUIET_LOGGERS = {"alembic": logging.WARNING, "httpx": logging.WARNING, "httpcore": logging.INFO}
 
 # --- redaction by key ------------------------------------------------------
 

@@ -15,11 +15,28 @@ from bastion.access import models as access_models
 from bastion.audit import models as audit_models
 from bastion.data import models as data_models
 from bastion.db import Base
+from bastion.db import models as db_models
 from bastion.identity import models as identity_models
+from bastion.incident import models as incident_models
+from bastion.monitor import models as monitor_models
+from bastion.network import models as network_models
 from bastion.oauth import models as oauth_models
+from bastion.rotation import models as rotation_models
 from bastion.sessions import models as sessions_models
 
-MODULES = (access_models, audit_models, data_models, identity_models, oauth_models, sessions_models)
+MODULES = (
+    access_models,
+    audit_models,
+    data_models,
+    db_models,
+    identity_models,
+    incident_models,
+    monitor_models,
+    network_models,
+    oauth_models,
+    rotation_models,
+    sessions_models,
+)
 metadata = Base.metadata
 
 

@@ -2,12 +2,15 @@
 
 A sealed value is an AES-GCM blob under the "encryption" keyring
 (bastion.security.aead). They live in database columns, each collection's
-encrypted fields and ``users.totp_secret``, and in files, the CA key when
-there is a CA. :func:`sealed_columns` and :func:`sealed_files` list them
-all, and both ``bastion keys rewrap`` and the counts of ``bastion keys
-list`` walk that one list, so a key whose count is 0 protects nothing and
-can be removed. (A test fails when a binary column appears that the list
-does not name.)
+encrypted fields, ``users.totp_secret`` and the users' wrapped data keys
+(``user_keys.wrapped``), and in files, the CA key when there is a CA. A
+field of an owned record is sealed with its owner's data key, not with the
+keyring (bastion.security.datakeys): rewrapping that user's wrapped key is
+what moves it, so such values are neither rewrapped nor counted here.
+:func:`sealed_columns` and :func:`sealed_files` list them all, and both
+``bastion keys rewrap`` and the counts of ``bastion keys list`` walk that
+one list, so a key whose count is 0 protects nothing and can be removed.
+(A test fails when a binary column appears that the list does not name.)
 
 Each batch is its own short transaction, and each value is replaced only if
 it is still the one that was read (compare-and-set), so a row the server
@@ -27,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bastion.data.models import USER_KEYS
 from bastion.data.schema import Catalog
 from bastion.data.sealing import field_aad
 from bastion.data.tables import DEFINITIONS_SELECT, parse_definitions, raw_definitions
@@ -34,7 +38,7 @@ from bastion.db import Database, Transaction, open_database, transaction
 from bastion.identity.models import User, totp_secret_aad
 from bastion.network.ca import SealedKeyFile, sealed_key_file
 from bastion.secrets import Keyrings
-from bastion.security import Encryptor, InvalidCiphertext
+from bastion.security import Encryptor, InvalidCiphertext, data_key_aad, is_data_key_blob
 from bastion.settings import Settings
 
 Report = Callable[[str, int, int], None]  # place, values done, values in all
@@ -51,10 +55,11 @@ class SealedColumn:
     table: sa.Table
     column: str
     aad: Callable[[Any], bytes]  # the row's id -> its value's associated data
+    key_column: str = "id"
 
     @property
     def key(self) -> sa.ColumnElement[Any]:
-        return self.table.c.id
+        return self.table.c[self.key_column]
 
     # Its statements, built once per column. Parameters: ``limit``, and ``last``
     # (the last id of the previous batch) for ``next_batch``.
@@ -94,13 +99,20 @@ class RewrapResult:
 def sealed_columns(catalog: Catalog) -> list[SealedColumn]:
     users = User.__table__
     assert isinstance(users, sa.Table)  # noqa: S101 - a declarative model's table
-    places = [SealedColumn("users.totp_secret", users, "totp_secret", totp_secret_aad)]
+    places = [
+        SealedColumn("users.totp_secret", users, "totp_secret", totp_secret_aad),
+        SealedColumn("user_keys.wrapped", USER_KEYS, "wrapped", _data_key_aad, key_column="user_id"),
+    ]
     for collection in catalog.collections.values():
         for field, kind in collection.fields.items():
             if kind.type == "encrypted":
                 aad = partial(field_aad, collection.name, field)
                 places.append(SealedColumn(f"{collection.name}.{field}", collection.table, field, aad))
     return places
+
+
+def _data_key_aad(user_id: Any) -> bytes:
+    return data_key_aad(str(user_id))
 
 
 def sealed_files(settings: Settings) -> list[SealedKeyFile]:
@@ -161,7 +173,7 @@ async def count_database(
     encryptor, counts = Encryptor(rings.encryption), Counter[str]()
 
     async def count_batch(_: Transaction, rows: Rows) -> None:
-        counts.update(_kid(encryptor, blob) for _, blob in rows)
+        counts.update(_kid(encryptor, blob) for _, blob in rows if not is_data_key_blob(blob))
 
     for place in await _columns(db):
         await _walk(db, place, 1000, lambda *_: None, count_batch)
@@ -201,6 +213,8 @@ async def _walk(
 
 def _rewrapped(encryptor: Encryptor, active: str, blob: bytes, aad: bytes, result: RewrapResult) -> bytes | None:
     """``blob`` under the active key, or None if it already is or fails its integrity check."""
+    if is_data_key_blob(blob):
+        return None  # under its owner's data key: moved with user_keys.wrapped
     try:
         return None if encryptor.key_id(blob) == active else encryptor.rewrap(blob, aad)
     except InvalidCiphertext:

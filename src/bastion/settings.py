@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import os
 import tomllib
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     SecretStr,
     TypeAdapter,
     ValidationError,
@@ -30,10 +33,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import SchemaError
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from bastion.security import parse_webhook_secret
 
 ENV_PREFIX = "BASTION_"
 DEFAULT_DATA_DIR = Path("bastion-data")
@@ -288,6 +294,9 @@ class OAuthSettings(Section):
     authorize_rate_per_ip: RateLimit = "60/minute"
     # Sign-in with other providers: start, callback and exchange, each per address.
     provider_rate_per_ip: RateLimit = "30/minute"
+    # A client secret (new or rotated) is refused this long after it was issued; its owner
+    # (or alerts.mail_to) is reminded rotation.remind_before ahead.
+    client_secret_lifetime: Duration = 365 * 86400.0
     providers: list[OAuthProviderSettings] = []
 
     @model_validator(mode="after")
@@ -308,6 +317,244 @@ class MailSettings(Section):
     smtp_starttls: bool = True
     smtp_implicit_tls: bool = False
     smtp_timeout: float = Field(10.0, gt=0)
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in a duration written ``30s``, ``15m``, ``2h`` or ``7d`` (a bare number is seconds)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        unit = _DURATION_UNITS.get(text[-1:])
+        number = text[:-1] if unit else text
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration: write 30s, 15m, 2h or 7d") from None
+    if not 0 < seconds < 10 * 365 * 86400:
+        raise ValueError(f"{value!r} is not a duration above zero and under ten years")
+    return seconds
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A duration in settings: "30s", "15m", "2h", "7d"; held as seconds.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Severity = Literal["info", "low", "medium", "high", "critical"]
+# What a rule may do when it fires (bastion.monitor.actions).
+RuleAction = Literal[
+    "alert", "block_address", "block_network", "lock_account", "revoke_sessions",
+    "require_step_up", "require_password_reset", "mail_user",
+]  # fmt: skip
+# What a rule counts by (bastion.monitor.rules): one counter per value.
+GroupBy = Literal["account", "login", "address", "network", "principal", "api_key", "global"]
+
+
+class RuleSettings(Section):
+    """One detection rule (``[[monitor.rules]]``): which events, counted by
+    what, how many within which window, and what happens when it fires."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)]
+    # Event tags ("auth:login"), optionally with an outcome ("auth:login/failure").
+    events: list[Annotated[str, Field(min_length=1, max_length=96)]] = Field(min_length=1, max_length=32)
+    group_by: GroupBy = "global"
+    # Count distinct values of this field instead of events (spraying: distinct logins).
+    distinct: GroupBy | None = None
+    threshold: int = Field(ge=1, le=10_000_000)
+    window: Duration = 60.0
+    severity: Severity = "medium"
+    actions: list[RuleAction] = ["alert"]
+    # How long an automatic block lasts.
+    block_for: Duration = 900.0
+    enabled: bool = True
+
+
+class MonitorSettings(Section):
+    enabled: bool = True
+    # Replace the built-in rules of the same name, or add new ones.
+    rules: list[RuleSettings] = []
+    # Built-in rules turned off by name.
+    disabled_rules: list[str] = []
+    # Automatic blocks: at most this many active at once; networks only when allowed.
+    max_auto_blocks: int = Field(1000, ge=0, le=1_000_000)
+    auto_block_networks: bool = False
+    # How often the event stream is read (seconds).
+    poll_interval: float = Field(0.25, ge=0.05, le=10.0)
+
+
+def webhook_url_allowed(url: str) -> bool:
+    """An ``https`` URL with a host and no credentials, or ``http`` to a literal loopback address only.
+
+    Alerts and checkpoints cross the network to a receiver: in clear only on
+    the host itself (a local relay, a test receiver), in any mode.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - ValueError when the port is out of range
+    except ValueError:
+        return False
+    if not parts.hostname or parts.username or parts.password:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))
+
+
+def _is_loopback(host: str) -> bool:
+    """A literal loopback address (127.0.0.0/8, ::1), never a name: ``localhost`` is whatever
+    /etc/hosts or a resolver says, and an alert sent in clear must stay on this host."""
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _webhook_urls(urls: list[str]) -> list[str]:
+    for url in urls:
+        if not webhook_url_allowed(url):
+            raise ValueError(f"{url} is not an https URL (plain http only to a loopback address)")
+    return urls
+
+
+def webhook_origin(url: str) -> str:
+    """``scheme://host[:port]/…``: a webhook URL without its path, query and fragment.
+
+    Receivers put their token in the path or the query (``/services/T0/B0/<token>``,
+    ``?token=…``), so a webhook URL is a credential: only its origin may be shown.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+# Receivers of alerts and checkpoints: https, or http to loopback (webhook_url_allowed).
+# A JSON dump of the settings (the forensic bundle's config.json) shows only
+# their origins: the rest of a webhook URL is often its token.
+WebhookUrls = Annotated[
+    list[Annotated[str, Field(max_length=2048)]],
+    AfterValidator(_webhook_urls),
+    PlainSerializer(lambda urls: [webhook_origin(url) for url in urls], return_type=list[str], when_used="json"),
+]
+
+
+def _webhook_secret(value: Secret | None) -> Secret | None:
+    """A Standard Webhooks secret (``whsec_`` and the base64 of 24 to 64 bytes), checked by the
+    very function that signs with it (bastion.security.parse_webhook_secret), so settings accept
+    exactly what delivery can use. Its one-line message names no part of the value."""
+    if value is not None:
+        parse_webhook_secret(value.get_secret_value())
+    return value
+
+
+def _admin_url(url: str) -> str:
+    if not webhook_url_allowed(url):
+        raise ValueError(f"{url} is not an https URL (plain http only to a loopback address)")
+    return url.rstrip("/")
+
+
+class AlertSettings(Section):
+    webhook_urls: WebhookUrls = []
+    # Standard Webhooks secret, "whsec_<base64>"; BASTION_ALERTS__WEBHOOK_SECRET_FILE works.
+    webhook_secret: Annotated[Secret | None, AfterValidator(_webhook_secret)] = None
+    mail_to: list[Annotated[str, Field(max_length=254)]] = []
+    # Delivery attempts before a dead-letter record, with exponential backoff from the first delay.
+    max_attempts: int = Field(8, ge=1, le=50)
+    retry_after: Duration = 5.0
+    timeout: Duration = 10.0
+    # Where an alert's link points: the admin listener as operators reach it
+    # (default: https://<admin.host>:<admin.port>).
+    admin_url: Annotated[str, Field(max_length=2048), AfterValidator(_admin_url)] | None = None
+
+
+class AuditSettings(Section):
+    # Where signed checkpoints are written, outside the data directory (refused inside it in prod).
+    checkpoint_dir: Path | None = None
+    # At most 60 s: every event older than the last checkpoint, at most a minute old, is covered.
+    checkpoint_interval: Annotated[Duration, Field(gt=0, le=60)] = 60.0
+    checkpoint_every: int = Field(1000, ge=1, le=10_000_000)
+    checkpoint_webhook_urls: WebhookUrls = []
+    # "host:port" (UDP) or a Unix socket path; unset = no syslog sink.
+    checkpoint_syslog: str | None = None
+    # The checkpoint's origin line (C2SP tlog-checkpoint); default from auth.public_url.
+    origin: str | None = Field(None, max_length=256)
+    # How often serve verifies the whole log (as `bastion audit verify` does), once cluster-wide.
+    verify_interval: Duration = 86400.0
+
+
+class IncidentSettings(Section):
+    # During lockdown, reads go on unless this is false.
+    lockdown_allows_reads: bool = True
+    # How often each process re-reads the lockdown and block state (seconds; the 1 s bound).
+    state_refresh: float = Field(0.5, ge=0.05, le=1.0)
+
+
+def _cron(value: str) -> str:
+    """A five-field cron expression (minute hour day month weekday, UTC), checked by croniter."""
+    text = " ".join(value.split())
+    if len(text.split(" ")) != 5 or not croniter.is_valid(text):
+        raise ValueError(f"{value!r} is not a cron schedule: write five fields, such as '0 3 * * *'")
+    return text
+
+
+# When a job runs: five cron fields, in UTC ("0 3 * * *": every day at 03:00).
+CronSchedule = Annotated[str, Field(max_length=128), AfterValidator(_cron)]
+# An age X25519 recipient, "age1" and 58 bech32 characters (bastion backup keygen prints one).
+AgeRecipient = Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]
+
+
+class BackupSettings(Section):
+    # Where backups are written and listed; default <data_dir>/backups.
+    dir: Path | None = None
+    # Who can decrypt backups: age X25519 public keys. The identities stay offline.
+    recipients: list[AgeRecipient] = []
+    # More destinations, each backup copied to all: directories or s3://bucket/prefix.
+    destinations: list[Annotated[str, Field(min_length=1, max_length=1024)]] = []
+    # Scheduled runs inside serve (only once recipients are set); "" turns a job off.
+    schedule: CronSchedule | Literal[""] = "0 3 * * *"
+    drill_schedule: CronSchedule | Literal[""] = "30 4 * * 0"
+    # A drill host's mounted secret: with it the scheduled drill decrypts and restores.
+    drill_identity_file: Path | None = None
+    # Retention: the newest keep_last, plus the newest of each of the last N days, weeks, months.
+    keep_last: int = Field(3, ge=1, le=10_000)
+    keep_daily: int = Field(7, ge=0, le=10_000)
+    keep_weekly: int = Field(4, ge=0, le=10_000)
+    keep_monthly: int = Field(6, ge=0, le=10_000)
+    # S3-compatible object storage for s3:// destinations (any endpoint: AWS, MinIO, moto).
+    s3_endpoint_url: str | None = Field(None, max_length=2048)
+    s3_region: str = Field("us-east-1", max_length=64)
+    s3_access_key_id: str | None = Field(None, max_length=256)
+    s3_secret_access_key: Secret | None = None
+
+
+class PrivacySettings(Section):
+    # How long each kind of data is kept before the scheduler purges it.
+    audit_retention: Duration = 400 * 86400.0
+    session_retention: Duration = 30 * 86400.0
+    unverified_account_retention: Duration = 7 * 86400.0
+    outbox_retention: Duration = 30 * 86400.0
+    # How often the purge runs.
+    retention_interval: Duration = 3600.0
+    # How recent a sign-in must be for GET /api/v1/me/export (at most 5 minutes).
+    export_max_auth_age: Annotated[Duration, Field(le=300)] = 300.0
+
+
+class RotationSettings(Section):
+    # The rotation job inside serve (scheduled rotations, reminders, reloads, the rewrap).
+    enabled: bool = True
+    # Keys rotate automatically once older than these (bastion check warns when overdue).
+    signing_every: Duration = 30 * 86400.0
+    encryption_every: Duration = 365 * 86400.0
+    # The hmac key never rotates (a new one would break every blind index): past this age it is
+    # only reported as due (keys status, bastion check, a warning of the rotation job).
+    hmac_every: Duration = 365 * 86400.0
+    notary_every: Duration = 365 * 86400.0
+    # Owners of API keys and OAuth client secrets are mailed this long before the credential expires.
+    remind_before: Duration = 14 * 86400.0
+    # How often the rotation job looks.
+    check_interval: Duration = 3600.0
 
 
 FieldType = Literal[
@@ -434,6 +681,13 @@ class Settings(BaseSettings):
     oauth: OAuthSettings = OAuthSettings()
     mail: MailSettings = MailSettings()
     log: LogSettings = LogSettings()
+    audit: AuditSettings = AuditSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    alerts: AlertSettings = AlertSettings()
+    incident: IncidentSettings = IncidentSettings()
+    backups: BackupSettings = BackupSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    rotation: RotationSettings = RotationSettings()
     collections: dict[Name, CollectionSettings] = {}
 
     @model_validator(mode="after")
@@ -466,7 +720,7 @@ class Settings(BaseSettings):
         )
         return (
             init_settings,
-            env_settings,
+            EnvSource(settings_cls),
             SecretFileSource(settings_cls),
             TomlSource(settings_cls, Path(data_dir) / CONFIG_FILE),
         )
@@ -579,6 +833,25 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} nests arrays or tables too deeply to be a configuration") from None
 
 
+class EnvSource(EnvSettingsSource):
+    """``BASTION_*`` variables, less the ``_FILE`` ones of nested secrets
+    (``BASTION_ALERTS__WEBHOOK_SECRET_FILE``): SecretFileSource reads those, and
+    the nested delimiter would otherwise make each an unknown key of its section."""
+
+    def __call__(self) -> dict[str, Any]:
+        return _without_secret_files(super().__call__(), self.settings_cls.model_fields)
+
+
+def _without_secret_files(values: dict[str, Any], fields: dict[str, FieldInfo]) -> dict[str, Any]:
+    for name, field in fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section) and isinstance(values.get(name), dict):
+            values[name] = _without_secret_files(dict(values[name]), annotation.model_fields)
+        elif Secret in getattr(annotation, "__args__", (annotation,)) and f"{name}_file" not in fields:
+            values.pop(f"{name}_file", None)
+    return values
+
+
 class SecretFileSource(PydanticBaseSettingsSource):
     """``BASTION_<NAME>_FILE`` for every ``Secret`` setting, at any depth."""
 
@@ -590,19 +863,68 @@ class SecretFileSource(PydanticBaseSettingsSource):
 
 
 def _read_secret_files(fields: dict[str, FieldInfo], prefix: str) -> dict[str, Any]:
+    """The ``*_FILE`` secrets that are set, read, nested by section as the settings are."""
     found: dict[str, Any] = {}
+    for path, env_name in _secret_file_fields(fields, prefix):
+        file = os.environ.get(f"{env_name}_FILE")
+        if file:
+            node = found
+            for section in path[:-1]:
+                node = node.setdefault(section, {})
+            node[path[-1]] = _read_secret_file(env_name, file)
+    return found
+
+
+def _read_secret_file(env_name: str, file: str) -> str:
+    try:
+        return Path(file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{env_name}_FILE={file} cannot be read ({exc.strerror})") from None
+
+
+def _secret_file_fields(
+    fields: dict[str, FieldInfo], prefix: str, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], str]]:
+    """(path of the setting, its variable without ``_FILE``) of every ``Secret`` setting but the master key."""
+    found = []
     for name, field in fields.items():
         annotation = field.annotation
         env_name = f"{prefix}{name.upper()}"
         if isinstance(annotation, type) and issubclass(annotation, Section):
-            nested = _read_secret_files(annotation.model_fields, f"{env_name}__")
-            if nested:
-                found[name] = nested
+            found += _secret_file_fields(annotation.model_fields, f"{env_name}__", (*path, name))
         elif Secret in getattr(annotation, "__args__", (annotation,)) and name != "master_key":
-            path = os.environ.get(f"{env_name}_FILE")
-            if path:
-                try:
-                    found[name] = Path(path).read_text().strip()
-                except OSError as exc:
-                    raise ConfigError(f"{env_name}_FILE={path} cannot be read ({exc.strerror})") from None
+            found.append(((*path, name), env_name))
     return found
+
+
+def secret_file_variables() -> list[str]:
+    """Every ``BASTION_…_FILE`` variable a secret can be read from (the master key's aside)."""
+    return [f"{env_name}_FILE" for _, env_name in _secret_file_fields(Settings.model_fields, ENV_PREFIX)]
+
+
+def reread_secret_files(settings: Settings) -> Settings:
+    """``settings`` with every ``*_FILE`` secret read again from its file (a worker built after SIGHUP).
+
+    A secret also given directly in the environment keeps that value, as at
+    start-up (the environment comes before the files). A changed section is
+    validated again, so a bad new value is a ConfigError, as at start-up.
+    """
+    changes: dict[tuple[str, ...], str] = {}
+    for path, env_name in _secret_file_fields(Settings.model_fields, ENV_PREFIX):
+        file = os.environ.get(f"{env_name}_FILE")
+        if file and env_name not in os.environ:
+            changes[path] = _read_secret_file(env_name, file)
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for path, value in changes.items():
+        if len(path) == 1:
+            top[path[0]] = Secret(value)
+        else:
+            sections.setdefault(path[0], {})[path[1]] = value
+    for name, values in sections.items():
+        section = getattr(settings, name)
+        try:
+            top[name] = type(section).model_validate({**dict(section), **values})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid setting {name}: {exc.errors()[0]['msg']}") from None
+    return settings.model_copy(update=top) if top else settings

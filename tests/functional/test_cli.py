@@ -45,6 +45,7 @@ def test_init_creates_a_private_data_dir_and_is_idempotent(tmp_path: Path) -> No
         "keys/signing.json",
         "keys/signing-rs256.json",
         "keys/signing-es256.json",
+        "keys/notary.json",
         "keys/hmac.json",
         "tls/server.key",
     ):
@@ -59,20 +60,20 @@ def test_init_creates_a_private_data_dir_and_is_idempotent(tmp_path: Path) -> No
 
 
 def test_v13_3_1_an_install_older_than_rs256_and_es256_gains_their_keyrings(tmp_path: Path) -> None:
-    """ASVS V13.3.1: an install from before the RS256 and ES256 keyrings starts
-    (here: any command opening the keystore) and gets both made, each with its
+    """ASVS V13.3.1: an install from before the RS256, ES256 and notary keyrings starts
+    (here: any command opening the keystore) and gets them made, each with its
     one active key, while every key it had is left exactly as it was."""
     data = tmp_path / "data"
     assert run("init", "--data-dir", str(data))[0] == 0
-    for added in ("signing-rs256", "signing-es256"):
+    for added in ("signing-rs256", "signing-es256", "notary"):
         (data / "keys" / f"{added}.json").unlink()
     before = fingerprint(data / "keys")
     code, out, err = run("keys", "list", "--data-dir", str(data))
     assert code == 0, err
     after = fingerprint(data / "keys")
     assert {name: after[name] for name in before} == before
-    assert sorted(set(after) - set(before)) == ["signing-es256.json", "signing-rs256.json"]
-    for added in ("signing-rs256", "signing-es256"):
+    assert sorted(set(after) - set(before)) == ["notary.json", "signing-es256.json", "signing-rs256.json"]
+    for added in ("signing-rs256", "signing-es256", "notary"):
         assert stat.S_IMODE((data / "keys" / f"{added}.json").stat().st_mode) == 0o600
         assert added in out
     assert run("keys", "list", "--data-dir", str(data))[0] == 0
@@ -257,16 +258,17 @@ def test_serve_app_that_cannot_be_imported_is_one_line(tmp_path: Path) -> None:
 
 
 def test_v2_4_1_several_workers_without_redis_are_refused(tmp_path: Path) -> None:
-    """V2.4.1: in-memory throttle counters are per worker, so 4 workers would
-    quadruple every limit; serve refuses in one line (dev too), check reports it."""
+    """V2.4.1, V16.3.3: in-memory throttle and detection counters are per worker, so 4 workers
+    would quadruple every limit and every HTTP-signal alert threshold; serve refuses in one line
+    (dev too), check reports it."""
     data = tmp_path / "data"
     assert run("init", "--data-dir", str(data))[0] == 0
     code, _, err = run("serve", "--data-dir", str(data), "--workers", "4")
     assert code == 2
     assert error_lines(err) == [
         "error: refusing to start: server.workers: 4 workers without redis_url would each keep their own "
-        "throttle counters, multiplying every rate limit; set redis_url so the workers share counters, or set "
-        "server.workers = 1"
+        "throttle and detection counters, multiplying every rate limit and every HTTP-signal alert threshold; "
+        "set redis_url so the workers share counters, or set server.workers = 1"
     ]
     code, out, _ = run("check", "--data-dir", str(data))  # serve has put workers=4 in the environment
     assert code == 1

@@ -93,8 +93,8 @@ async def test_v13_3_4_rotating_signing_keys_breaks_no_session(harness: Harness)
     ("args", "message"),
     [
         (("keys", "revoke", "signing", "no-such-kid"), "no signing key no-such-kid"),
-        (("keys", "revoke", "encryption", "whatever"), "only signing keys are revoked"),
-        (("keys", "revoke", "hmac", "whatever"), "only signing keys are revoked"),
+        (("keys", "revoke", "encryption", "whatever"), "only signing and notary keys are revoked"),
+        (("keys", "revoke", "hmac", "whatever"), "only signing and notary keys are revoked"),
     ],
     ids=["unknown-kid", "encryption", "hmac"],
 )

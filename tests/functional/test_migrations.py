@@ -29,6 +29,7 @@ import bastion
 from bastion import models
 from bastion.data.models import DEFINITIONS
 from bastion.migrations import alembic_config, head_revision, is_current, upgrade
+from bastion.oauth.models import OAuthClient
 from bastion.settings import Settings
 
 SettingsFactory = Callable[..., Settings]
@@ -124,6 +125,64 @@ def test_a_database_whose_data_domain_made_its_table_keeps_it(tmp_path: Path, da
             await engine.dispose()
 
     assert asyncio.run(read()) == ["notes"]
+    assert _differences(url, models.metadata) == []
+
+
+def _client_row(client_id: str, secret_hash: str | None, method: str) -> dict[str, Any]:
+    return {
+        "id": client_id, "name": client_id, "secret_hash": secret_hash, "public": method == "none",
+        "first_party": False, "token_endpoint_auth_method": method, "redirect_uris": ["https://app.example/cb"],
+        "post_logout_redirect_uris": [], "grant_types": ["authorization_code"], "scopes": ["openid"],
+        "require_par": False, "require_dpop": False, "id_token_alg": "RS256", "access_token_alg": "RS256",
+        "claims": {}, "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }  # fmt: skip
+
+
+def test_upgrading_from_0009_gives_existing_client_secrets_a_year(tmp_path: Path, database_url: str | None) -> None:
+    """V13.3.4 (secrets expire): revision 0010 gives every secret registered before it an
+    expiry a year from the upgrade, so none stops working on the day of the upgrade and
+    each is reminded before it does; a public client and a private_key_jwt one (no
+    secret) keep none."""
+    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0009")
+    # oauth_clients as 0009 left it: every column of the model but the new one.
+    columns = [sa.column(c.name, c.type) for c in OAuthClient.__table__.columns if c.name != "secret_expires_at"]
+    old = sa.table("oauth_clients", *columns)
+    rows = [
+        _client_row("confidential", "hmac:k1:digest", "client_secret_basic"),
+        _client_row("public", None, "none"),
+        _client_row("keyed", None, "private_key_jwt"),
+    ]
+
+    async def insert_old() -> None:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(sa.insert(old), rows)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert_old())
+    before = dt.datetime.now(dt.UTC)
+    upgrade(url)
+    after = dt.datetime.now(dt.UTC)
+
+    async def read() -> dict[str, dt.datetime | None]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                found = await connection.execute(sa.select(OAuthClient.id, OAuthClient.secret_expires_at))
+                return {row.id: row.secret_expires_at for row in found}
+        finally:
+            await engine.dispose()
+
+    expiries = asyncio.run(read())
+    year = dt.timedelta(days=365)
+    confidential = expiries["confidential"]
+    assert confidential is not None
+    assert before + year - dt.timedelta(seconds=1) <= confidential <= after + year
+    assert expiries["public"] is None
+    assert expiries["keyed"] is None
     assert _differences(url, models.metadata) == []
 
 

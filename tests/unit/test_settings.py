@@ -63,3 +63,12 @@ def test_dev_falls_back_to_the_generated_key_but_prod_does_not(tmp_path: Path) -
 def test_api_key_default_lifetime_cannot_exceed_the_maximum(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="api_key_default_days is longer than api_key_max_days"):
         load_settings(tmp_path, auth={"api_key_default_days": 400})
+
+
+def test_the_checkpoint_interval_is_at_most_a_minute(tmp_path: Path) -> None:
+    """V16.4.2: every event older than the last checkpoint, at most 60 s old, is covered."""
+    assert load_settings(tmp_path, audit={"checkpoint_interval": "60s"}).audit.checkpoint_interval == 60.0
+    assert load_settings(tmp_path, audit={"checkpoint_interval": "15s"}).audit.checkpoint_interval == 15.0
+    for too_long in ("61s", "5m", "0s"):
+        with pytest.raises(ConfigError, match=r"audit\.checkpoint_interval"):
+            load_settings(tmp_path, audit={"checkpoint_interval": too_long})

@@ -21,6 +21,8 @@ class Permission(StrEnum):
     RECORDS = "records:*"
     ADMIN_USERS_READ = "admin:users:read"
     ADMIN_USERS_WRITE = "admin:users:write"
+    # Every record of any user, decrypted: more than reading the user list, so its own grant.
+    ADMIN_USERS_EXPORT = "admin:users:export"
     ADMIN_ROLES_READ = "admin:roles:read"
     ADMIN_ROLES_WRITE = "admin:roles:write"
     ADMIN_API_KEYS_READ = "admin:api-keys:read"
@@ -32,6 +34,11 @@ class Permission(StrEnum):
     # The admin plane is never an OAuth scope (bastion.oauth.scopes.GRANTABLE_PERMISSIONS).
     ADMIN_OAUTH_CLIENTS_READ = "admin:oauth-clients:read"
     ADMIN_OAUTH_CLIENTS_WRITE = "admin:oauth-clients:write"
+    ADMIN_AUDIT_READ = "admin:audit:read"
+    ADMIN_ALERTS_READ = "admin:alerts:read"
+    ADMIN_ALERTS_WRITE = "admin:alerts:write"
+    ADMIN_BLOCKS_READ = "admin:blocks:read"
+    ADMIN_BLOCKS_WRITE = "admin:blocks:write"
 
 
 ALL = "*"

@@ -276,12 +276,13 @@ async def rotate_oauth_client_secret(
     """A new secret, shown this once; the old one stops working at once."""
     try:
         async with unit_of_work(request) as uow:
-            secret = await ClientRegistry.of(request.app.state).rotate_secret(uow, client_id, actor_id=caller.user_id)
+            rotated = await ClientRegistry.of(request.app.state).rotate_secret(uow, client_id, actor_id=caller.user_id)
     except InvalidClientMetadata as refused:
         raise ValidationFailed(refused.message, extra={"error": refused.error}) from None
-    if secret is None:
+    if rotated is None:
         raise NotFound
-    return {"client_id": client_id, "client_secret": secret}
+    secret, expires_at = rotated
+    return {"client_id": client_id, "client_secret": secret, "secret_expires_at": expires_at.isoformat()}
 
 
 @router.delete("/oauth/clients/{client_id}", status_code=204, responses=_NO_CLIENT)

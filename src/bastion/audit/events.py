@@ -44,6 +44,9 @@ class EventTag(StrEnum):
     OAUTH_CLIENT_CREATE = "oauth:client:create"
     OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
     OAUTH_CLIENT_DELETE = "oauth:client:delete"
+    # A client refused at the token-style endpoints; recorded only for a right secret
+    # past its expiry (details: {"reason": "secret_expired"}), which its owner must fix.
+    OAUTH_CLIENT_AUTH = "oauth:client:auth"
     # Sign-in with other providers (Bastion as an OAuth client).
     OAUTH_PROVIDER_SIGN_IN = "oauth:provider:sign_in"
     OAUTH_IDENTITY_LINK = "oauth:identity:link"
@@ -61,6 +64,39 @@ class EventTag(StrEnum):
     OAUTH_TOKEN_REVOKE = "oauth:token_revoke"
     OAUTH_DEVICE_AUTHORIZE = "oauth:device_authorize"
     OAUTH_PUSHED_REQUEST = "oauth:par"
+    # Sign-in hardening set by detection rules (bastion.monitor).
+    STEP_UP_REQUIRED = "auth:step_up:required"
+    PASSWORD_RESET_REQUIRED = "auth:password:reset_required"
+    NEW_DEVICE = "auth:login:new_device"
+    # The audit log itself, monitoring and the incident toolkit.
+    AUDIT_VERIFY = "audit:verify"
+    AUDIT_EXPORT = "audit:export"
+    # A checkpoint sink (file, webhook, syslog) refused a checkpoint; the stored one stands.
+    AUDIT_SINK_FAILED = "audit:sink_failed"
+    # Rows left out of the tree: dated more than the tolerance behind the log (inserted, or a clock far off).
+    AUDIT_BACKDATED = "audit:backdated"
+    ALERT_RAISED = "monitor:alert"
+    ALERT_ACK = "monitor:alert:ack"
+    BLOCK_ADD = "monitor:block:add"
+    BLOCK_REMOVE = "monitor:block:remove"
+    LOCKDOWN_ON = "incident:lockdown:on"
+    LOCKDOWN_OFF = "incident:lockdown:off"
+    REVOKE_ALL = "incident:revoke_all"
+    INCIDENT_EXPORT = "incident:export"
+    # Backups (bastion.backups): each run, scheduled or not, success or failure.
+    BACKUP_CREATE = "backup:create"
+    BACKUP_VERIFY = "backup:verify"
+    BACKUP_RESTORE = "backup:restore"
+    BACKUP_DRILL = "backup:drill"
+    BACKUP_PRUNE = "backup:prune"
+    # Privacy (bastion.privacy): a user's data handed back or erased, retention purges.
+    PRIVACY_EXPORT = "privacy:export"
+    PRIVACY_ERASE = "privacy:erase"
+    PRIVACY_PURGE = "privacy:purge"
+    # Rotation (bastion.rotation): scheduled key rotations are KEY_ROTATE with details
+    # {"scheduled": true}; reminders before a credential expires, reloads of files.
+    ROTATION_REMIND = "rotation:remind"
+    ROTATION_RELOAD = "rotation:reload"
     # Events of routes added through the extension API; details say what happened.
     EXTENSION = "extension"
 

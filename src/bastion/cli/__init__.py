@@ -16,19 +16,31 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bastion import __version__
+from bastion.cli import backup_ops
 from bastion.cli import data as data_commands
-from bastion.cli.common import DataDir, fail, one_line_errors, out
+from bastion.cli import delivery as delivery_commands
+from bastion.cli import erasure as erasure_commands
+from bastion.cli.audit import audit as audit_commands
+from bastion.cli.backup import backup as backup_commands
+from bastion.cli.block import block as block_commands
+from bastion.cli.common import DataDir, OneLineUsage, fail, one_line_errors, out, settings_for
 from bastion.cli.identity import sessions, users
+from bastion.cli.incident import incident as incident_commands
 from bastion.cli.mail import mail as mail_commands
+from bastion.cli.monitor import alerts as alerts_commands
 from bastion.cli.network import ca as ca_commands
 from bastion.cli.network import firewall as firewall_commands
 from bastion.cli.oauth import oauth as oauth_commands
+from bastion.cli.posture import register as register_posture
+from bastion.cli.privacy import privacy as privacy_commands
+from bastion.cli.privacy import register as register_privacy
 
 if TYPE_CHECKING:
     from bastion.settings import Settings
 
 app = typer.Typer(
     name="bastion",
+    cls=OneLineUsage,  # usage errors in one line, as every other failure
     help="Bastion: a self-hosted, secure-by-default backend server.",
     no_args_is_help=True,
     add_completion=False,
@@ -36,14 +48,9 @@ app = typer.Typer(
 )
 
 
-def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
-    from bastion.settings import load_settings
-
-    with one_line_errors():
-        return load_settings(data_dir, **overrides)
-
-
 app.add_typer(users, name="user")
+register_privacy(users)  # user export (bastion.cli.privacy)
+erasure_commands.register(users)  # user erase (bastion.cli.erasure)
 app.add_typer(sessions, name="sessions")
 app.add_typer(ca_commands, name="ca")
 app.add_typer(firewall_commands, name="firewall")
@@ -51,6 +58,15 @@ app.add_typer(data_commands.collections, name="collections")
 app.add_typer(data_commands.keys, name="keys")
 app.add_typer(mail_commands, name="mail")
 app.add_typer(oauth_commands, name="oauth")
+app.add_typer(alerts_commands, name="alerts")
+delivery_commands.register(alerts_commands)  # alerts deliveries | redeliver (bastion.cli.delivery)
+app.add_typer(block_commands, name="block")
+app.add_typer(audit_commands, name="audit")
+app.add_typer(incident_commands, name="incident")
+register_posture(app)  # check, sbom, advisories (bastion.cli.posture)
+app.add_typer(backup_commands, name="backup")
+app.add_typer(privacy_commands, name="privacy")
+backup_ops.register(backup_commands)  # backup restore | drill | prune (bastion.cli.backup_ops)
 
 
 def _print_version(value: bool) -> None:
@@ -98,24 +114,6 @@ def migrate(data_dir: DataDir = None) -> None:
         changes = instance.migrate(load_settings(data_dir))
     data_commands.show(changes, applied=True)
     out.print("[green]schema is up to date[/]")
-
-
-@app.command()
-def check(data_dir: DataDir = None) -> None:
-    """Print the security posture findings without starting the server."""
-    from rich.table import Table
-
-    from bastion.posture import check_settings
-
-    findings = check_settings(settings_for(data_dir))
-    table = Table("severity", "setting", "finding", "fix", title="Bastion posture")
-    colours = {"error": "red", "warning": "yellow", "info": "cyan"}
-    for finding in findings:
-        colour = colours[finding.severity]
-        table.add_row(f"[{colour}]{finding.severity}[/]", finding.setting, finding.message, finding.fix)
-    out.print(table)
-    if any(f.severity == "error" for f in findings):
-        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,13 +1,15 @@
 """``bastion oauth client …``: register, list, show, rotate the secret of, and delete OAuth clients.
 
 ``create`` and ``rotate-secret`` print one JSON object as their last line
-(``client_id`` and, for a client with a secret, ``client_secret``): the only
-time the secret is shown, since only its keyed hash is stored. The services
-are imported inside the commands, so ``--help`` does not load them.
+(``client_id`` and, for a client with a secret, ``client_secret`` and
+``secret_expires_at``): the only time the secret is shown, since only its
+keyed hash is stored. The services are imported inside the commands, so
+``--help`` does not load them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -127,8 +129,11 @@ def create(  # noqa: PLR0917 - typer maps each parameter to an option
 
     client, secret = run(data_dir, action)
     err.print(f"registered {client.name} ({client.token_endpoint_auth_method})", highlight=False)
-    if secret is not None:
-        err.print("the client secret is shown once: store it now", highlight=False)
+    if secret is not None and client.secret_expires_at is not None:
+        err.print(
+            f"the client secret is shown once: store it now; it expires {client.secret_expires_at:%Y-%m-%d %H:%M} UTC",
+            highlight=False,
+        )
     _print_json({**client.describe(), **({"client_secret": secret} if secret is not None else {})})
 
 
@@ -149,7 +154,7 @@ def list_clients(data_dir: DataDir = None) -> None:
     async def action(services: Services, uow: UnitOfWork) -> list[Client]:
         return await ClientRegistry.of(services).list(uow.db)
 
-    table = Table("name", "auth method", "grants", "scopes", "created")
+    table = Table("name", "auth method", "grants", "scopes", "created", "secret expires")
     # Never wrapped: it is what the other commands take.
     table.add_column("client_id", no_wrap=True, min_width=22)
     for client in run(data_dir, action):
@@ -159,6 +164,7 @@ def list_clients(data_dir: DataDir = None) -> None:
             ",".join(client.grant_types),
             " ".join(client.scopes),
             client.created_at.isoformat(timespec="seconds") if client.created_at else "",
+            client.secret_expires_at.isoformat(timespec="seconds") if client.secret_expires_at else "",
             client.id,
         )
     out.print(table)
@@ -183,18 +189,18 @@ def rotate_secret(client_id: Annotated[str, typer.Argument(help="The client_id."
     """A new secret (the old one stops working now); the last line is JSON with it."""
     from bastion.oauth.clients import ClientRegistry, InvalidClientMetadata
 
-    async def action(services: Services, uow: UnitOfWork) -> str:
+    async def action(services: Services, uow: UnitOfWork) -> tuple[str, dt.datetime]:
         try:
-            secret = await ClientRegistry.of(services).rotate_secret(uow, client_id)
+            rotated = await ClientRegistry.of(services).rotate_secret(uow, client_id)
         except InvalidClientMetadata as refused:
             raise CommandError(refused.message) from None
-        if secret is None:
+        if rotated is None:
             raise CommandError("no client with that client_id")
-        return secret
+        return rotated
 
-    secret = run(data_dir, action)
+    secret, expires_at = run(data_dir, action)
     err.print("the new client secret is shown once: store it now; the old one no longer works", highlight=False)
-    _print_json({"client_id": client_id, "client_secret": secret})
+    _print_json({"client_id": client_id, "client_secret": secret, "secret_expires_at": expires_at.isoformat()})
 
 
 @clients.command("delete")

@@ -29,3 +29,17 @@ COLLECTION_TABLE_PREFIX = "c_"
 def is_collection_table(name: str) -> bool:
     """Whether ``name`` is a collection's record table (owned by the data domain, not the migrations)."""
     return name.startswith(COLLECTION_TABLE_PREFIX)
+
+
+# One data key per user (crypto-shredding): the user's encrypted record fields
+# are sealed with it, and it is itself wrapped by the "encryption" keyring.
+# Erasure deletes the row, and with it every way to read those fields. The
+# foreign key makes a key for an account that is gone impossible: a record
+# created while its owner is being erased fails instead of outliving them.
+USER_KEYS = sa.Table(
+    "user_keys",
+    Base.metadata,
+    sa.Column("user_id", sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

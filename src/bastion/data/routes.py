@@ -162,12 +162,19 @@ def _collection_routes(collection: Collection) -> list[APIRoute]:
         return inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=model)
 
     tag: list[str | Enum] = [f"collection: {collection.name}"]
-    specs: list[tuple[str, str, list[inspect.Parameter], Any, int]] = [
-        (base, "GET", [query], collection.page_model, 200),
-        (base, "POST", [body(collection.create_model)], collection.record_model, 201),
-        (f"{base}/{{record_id}}", "GET", [record_id], collection.record_model, 200),
-        (f"{base}/{{record_id}}", "PATCH", [record_id, body(collection.update_model)], collection.record_model, 200),
-        (f"{base}/{{record_id}}", "DELETE", [record_id], None, 204),
+    specs: list[tuple[str, str, list[inspect.Parameter], Any, int, str]] = [
+        (base, "GET", [query], collection.page_model, 200, "list"),
+        (base, "POST", [body(collection.create_model)], collection.record_model, 201, "create"),
+        (f"{base}/{{record_id}}", "GET", [record_id], collection.record_model, 200, "read"),
+        (
+            f"{base}/{{record_id}}",
+            "PATCH",
+            [record_id, body(collection.update_model)],
+            collection.record_model,
+            200,
+            "update",
+        ),
+        (f"{base}/{{record_id}}", "DELETE", [record_id], None, 204, "delete"),
     ]
     return [
         APIRoute(
@@ -180,8 +187,12 @@ def _collection_routes(collection: Collection) -> list[APIRoute]:
             tags=tag,
             name=f"{method.lower()}_{collection.name}{'_one' if '{record_id}' in path else ''}",
             summary=f"{method} {collection.name}",
+            # The collection's rules decide: a public operation takes a credential but needs none.
+            openapi_extra={
+                "security": [{"bearer": []}, {}] if "public" in collection.rules.get(op, ()) else [{"bearer": []}]
+            },
         )
-        for path, method, parameters, model, status in specs
+        for path, method, parameters, model, status, op in specs
     ]
 
 

@@ -52,6 +52,7 @@ from bastion.settings import CollectionSettings, ConfigError, FieldSettings, Rec
 if TYPE_CHECKING:
     from bastion.access import Principal
     from bastion.data.sealing import FieldSealer
+    from bastion.security import DataKey
 
 Record = dict[str, Any]
 # Distinct list statements kept per collection (least recently used dropped first).
@@ -196,6 +197,28 @@ class Collection:
             for name, kind in self.fields.items()
             if kind.type == "relation"
         }
+
+    # A user's records in every collection, for export and erasure. Parameter: owner.
+    @functools.cached_property
+    def of_owner(self) -> sa.Select[Any]:
+        return sa.select(*self.selected).where(self.table.c.owner == sa.bindparam("owner")).order_by(self.table.c.id)
+
+    @functools.cached_property
+    def delete_of_owner(self) -> sa.Delete:
+        return sa.delete(self.table).where(self.table.c.owner == sa.bindparam("owner"))
+
+    def clear_relations_to_owner(self, target: Collection) -> dict[str, sa.Update]:
+        """Per relation field into ``target``: set it to NULL where it points at a record of ``owner``."""
+        theirs = sa.select(target.table.c.id).where(target.table.c.owner == sa.bindparam("owner")).scalar_subquery()
+        return {
+            name: sa.update(self.table).where(self.table.c[name].in_(theirs)).values({name: None})
+            for name, kind in self.fields.items()
+            if kind.type == "relation" and kind.collection == target.name
+        }
+
+    @property
+    def has_sealed_fields(self) -> bool:
+        return bool(self.presenter.sealed)
 
     @functools.cached_property
     def presenter(self) -> Presenter:
@@ -372,12 +395,20 @@ class Presenter:
         """A row as the table would return it, from column values by name."""
         return tuple(mapping.get(name) for name in self.columns)
 
-    def __call__(self, row: Sequence[Any], sealer: FieldSealer, plaintext: Mapping[str, Any] | None = None) -> Record:
-        """``row`` (in the table's column order); ``plaintext``: sealed values already known (just written)."""
+    def __call__(
+        self,
+        row: Sequence[Any],
+        sealer: FieldSealer,
+        plaintext: Mapping[str, Any] | None = None,
+        keys: Mapping[str, DataKey] | None = None,
+    ) -> Record:
+        """``row`` (in the table's column order); ``plaintext``: sealed values already known (just written);
+        ``keys``: the owners' data keys by owner id (text), for values sealed with them."""
         record_id = str(row[0])
         owner = row[1]
         out = self.empty.copy()
         out["id"] = record_id
+        text = None
         if owner is not None:
             # The rows of a list mostly share one owner: its text is made once.
             known, text = self._owner
@@ -392,11 +423,12 @@ class Presenter:
         for name, i, convert in self.converted:
             value = row[i]
             out[name] = None if value is None else convert(value)
+        key = keys.get(text) if keys and text is not None else None
         for name, i in self.sealed:
             value = row[i]
             if value is not None:
                 known = plaintext.get(name) if plaintext else None
-                out[name] = known if known is not None else sealer.open(self.collection, name, record_id, value)
+                out[name] = known if known is not None else sealer.open(self.collection, name, record_id, value, key)
         return out
 
 

@@ -55,12 +55,14 @@ from bastion.data.tables import (
     run_plan,
     sources,
 )
+from bastion.data.userkeys import OwnerGone, owner_exists, write_owned
 from bastion.data.validation import query_value_type, unknown_parameter
 from bastion.db import Database, DatabaseUnavailable, Transaction, open_database
+from bastion.db.database import Queries
 from bastion.http.handlers import locate
 from bastion.http.problems import NotReady, Unauthorized
 from bastion.logging import get_logger
-from bastion.security import InvalidCiphertext, token_bytes
+from bastion.security import DataKey, InvalidCiphertext, token_bytes
 from bastion.settings import CollectionSettings, ConfigError, RecordOp, Settings
 from bastion.uow import UnitOfWork
 
@@ -78,6 +80,7 @@ CATALOG_RELOAD_SECONDS = 1.0
 _UNAVAILABLE = (DatabaseUnavailable, sqlite3.Error, OSError)
 
 Record = dict[str, Any]
+Records = list[Record]
 
 
 @dataclass(frozen=True)
@@ -187,14 +190,16 @@ class DataService:
         await self._check_relations(uow, collection, caller, values)
         now = self.clock.now()
         record_id = new_record_id(int(now.timestamp() * 1000), token_bytes(10))
+        owner = caller.user_id if caller else None
+        key = await self._key_for_writing(uow, collection, owner, values)
         row = {
             "id": record_id,
-            "owner": caller.user_id if caller else None,
+            "owner": owner,
             "created_at": now,
             "updated_at": now,
-            **self._to_columns(collection, record_id, values),
+            **self._to_columns(collection, record_id, values, key),
         }
-        await uow.db.execute(collection.insert, row)
+        await write_owned(uow.db, collection.insert, row)
         self._audit(uow, EventTag.RECORD_CREATE, collection, "create", caller, record_id)
         presenter = collection.presenter
         return presenter(presenter.row(row), self.sealer, plaintext=values)
@@ -202,7 +207,8 @@ class DataService:
     async def read(self, uow: UnitOfWork, name: str, caller: Principal | None, record_id: uuid.UUID) -> Record:
         collection = await self.collection(name)
         row = await self._fetch(uow, collection, "read", caller, record_id)
-        return self._present_checked(uow, collection, caller, row)
+        keys = await self._keys_for_reading(uow.db, collection, [row])
+        return self._present_checked(uow, collection, caller, row, keys=keys)
 
     async def update(
         self, uow: UnitOfWork, name: str, caller: Principal | None, record_id: uuid.UUID, body: bytes
@@ -212,11 +218,20 @@ class DataService:
         data = _parse_body(collection.update_model, body)
         values = data.model_dump(include=data.model_fields_set)
         await self._check_relations(uow, collection, caller, values)
-        changes = {"updated_at": self.clock.now(), **self._to_columns(collection, record_id, values)}
-        await uow.db.execute(collection.update, {"_record_id": record_id, **changes})
+        # Sealed with the record's owner's key, whoever writes it (an admin editing a user's record too).
+        owner = None if row["owner"] is None else uuid.UUID(str(row["owner"]))
+        key = await self._key_for_writing(uow, collection, owner, values)
+        changes = {"updated_at": self.clock.now(), **self._to_columns(collection, record_id, values, key)}
+        if await uow.db.execute(collection.update, {"_record_id": record_id, **changes}) == 0:
+            # Deleted since it was read: with its owner, by an erasure (OwnerGone, as the
+            # encrypted path answers), or alone (as if it had never been there).
+            if owner is not None and not await owner_exists(uow.db, owner):
+                raise OwnerGone
+            raise RecordNotFound
         self._audit(uow, EventTag.RECORD_UPDATE, collection, "update", caller, record_id)
         merged = collection.presenter.row({**row, **changes})
-        return self._present_checked(uow, collection, caller, merged, plaintext=values)
+        keys = await self._keys_for_reading(uow.db, collection, [merged])
+        return self._present_checked(uow, collection, caller, merged, plaintext=values, keys=keys)
 
     async def delete(self, uow: UnitOfWork, name: str, caller: Principal | None, record_id: uuid.UUID) -> None:
         collection = await self.collection(name)
@@ -258,12 +273,60 @@ class DataService:
                 bound["c_value"] = value
         statement = collection.list_statement(ListShape(own, tuple(filters), sort, cursor))
         rows = await uow.db.all(statement, bound)
-        items = [self._present_checked(uow, collection, caller, row) for row in rows[:limit]]
+        keys = await self._keys_for_reading(uow.db, collection, rows[:limit])
+        items = [self._present_checked(uow, collection, caller, row, keys=keys) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = _encode_cursor(sort, None if key == "id" else getattr(last, key), last.id)
         return Page(items, next_cursor)
+
+    # --- one owner's records (export, erasure) ----------------------------
+
+    async def records_of_owner(self, user_id: uuid.UUID, db: Queries | None = None) -> dict[str, Records]:
+        """Every record ``user_id`` owns, decrypted, by collection (every collection named,
+        in name order, an empty list where they own none), each in id (creation) order.
+
+        For the export (GDPR art. 15, 20): read in ``db`` (the export's transaction,
+        so the records and the rest of the document are one read) or, without it,
+        one snapshot per collection on the reader; without rules (the caller decides
+        who may export). Raises CorruptRecord if a sealed value fails its integrity check.
+        """
+        await self.refresh()
+        reader = db if db is not None else self.db
+        out: dict[str, Records] = {}
+        for name, collection in sorted(self.catalog.collections.items()):
+            rows = await reader.all(collection.of_owner, {"owner": user_id})
+            keys = await self._keys_for_reading(reader, collection, rows)
+            try:
+                out[name] = [collection.presenter(row, self.sealer, keys=keys) for row in rows]
+            except InvalidCiphertext:
+                log.error("record failed its integrity check", collection=name, owner=str(user_id))
+                raise CorruptRecord from None
+        return out
+
+    async def erase_owner(self, tx: Transaction, user_id: uuid.UUID) -> dict[str, int]:
+        """Delete every record ``user_id`` owns, in every collection, and destroy their data key
+        (in ``tx``; call ``sealer.user_keys.forget(user_id)`` again once it commits).
+
+        The key goes first: on PostgreSQL its delete waits for any record
+        write still using it (``UserKeys.for_writing`` reads it FOR SHARE), so
+        the record deletes that follow see those records too. Relations of
+        other users' records into theirs are cleared, as a delete does.
+        Returns the records deleted per collection (those with any).
+        """
+        await self.refresh()
+        await self.sealer.user_keys.destroy(tx, user_id)
+        deleted: dict[str, int] = {}
+        for name, collection in sorted(self.catalog.collections.items()):
+            for referrer, _ in self.catalog.referrers(name):
+                for statement in referrer.clear_relations_to_owner(collection).values():
+                    await tx.execute(statement, {"owner": user_id})
+        for name, collection in sorted(self.catalog.collections.items()):
+            count = await tx.execute(collection.delete_of_owner, {"owner": user_id})
+            if count:
+                deleted[name] = count
+        return deleted
 
     # --- access ---------------------------------------------------------
 
@@ -357,12 +420,39 @@ class DataService:
 
     # --- values ---------------------------------------------------------
 
-    def _to_columns(self, collection: Collection, record_id: uuid.UUID, values: Mapping[Any, Any]) -> Record:
+    async def _key_for_writing(
+        self, uow: UnitOfWork, collection: Collection, owner: uuid.UUID | None, values: Mapping[str, Any]
+    ) -> DataKey | None:
+        """The owner's data key if ``values`` hold a value to seal (None: no owner, or nothing to seal)."""
+        if owner is None or not any(
+            value is not None and collection.fields[name].type == "encrypted" for name, value in values.items()
+        ):
+            return None
+        # OwnerGone (401) if the account was erased while this request ran.
+        return await self.sealer.user_keys.for_writing(uow.db, owner, self.clock.now())
+
+    async def _keys_for_reading(
+        self, db: Queries, collection: Collection, rows: Sequence[Sequence[Any]]
+    ) -> dict[str, DataKey]:
+        """The data keys of the owners of ``rows``, by owner id (text), when the collection seals anything."""
+        if not collection.has_sealed_fields:
+            return {}
+        owners = {uuid.UUID(str(row[1])) for row in rows if row[1] is not None}
+        if not owners:
+            return {}
+        found = await self.sealer.user_keys.for_reading(db, owners)
+        return {str(owner): key for owner, key in found.items()}
+
+    def _to_columns(
+        self, collection: Collection, record_id: uuid.UUID, values: Mapping[Any, Any], key: DataKey | None = None
+    ) -> Record:
         columns: Record = {}
         for name, value in values.items():
             kind = collection.fields[name]
             if kind.type == "encrypted":
-                columns[name] = None if value is None else self.sealer.seal(collection.name, name, record_id, value)
+                columns[name] = (
+                    None if value is None else self.sealer.seal(collection.name, name, record_id, value, key)
+                )
                 if kind.searchable:
                     columns[name + BLIND_INDEX_SUFFIX] = (
                         None if value is None else self.sealer.digest(collection.name, name, value)
@@ -373,17 +463,18 @@ class DataService:
                 columns[name] = value
         return columns
 
-    def _present_checked(
+    def _present_checked(  # noqa: PLR0917 - private, and every argument is a distinct fact
         self,
         uow: UnitOfWork,
         collection: Collection,
         caller: Principal | None,
         row: Sequence[Any],
         plaintext: Mapping[str, Any] | None = None,
+        keys: Mapping[str, DataKey] | None = None,
     ) -> Record:
         """``row`` (in the table's column order) as the API shows it; a tampered value is a 500 and an event."""
         try:
-            return collection.presenter(row, self.sealer, plaintext)
+            return collection.presenter(row, self.sealer, plaintext, keys)
         except InvalidCiphertext:
             log.error("record failed its integrity check", collection=collection.name, record_id=str(row[0]))
             self._audit(uow, EventTag.RECORD_TAMPERED, collection, "read", caller, row[0], outcome=Outcome.FAILURE)

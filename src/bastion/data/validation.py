@@ -24,6 +24,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -104,6 +105,14 @@ def _relative_links_stay_here(tag: str, attribute: str, value: str) -> str | Non
     return value
 
 
+# What _no_controls refuses, said in the document too (as a pattern, so that clients and
+# fuzzers know it): Unicode category Cc is U+0000-U+001F and U+007F-U+009F.
+_NO_CONTROLS = Field(json_schema_extra={"allOf": [{"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}]})
+_NO_CONTROLS_BUT_LINES = Field(
+    json_schema_extra={"allOf": [{"pattern": "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"}]}
+)
+
+
 def _no_controls(allowed: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         # Control characters have no business in text fields and hide in logs,
@@ -159,6 +168,7 @@ def body_type(field: FieldSettings) -> Any:
             Strict(),
             StringConstraints(min_length=field.min_length, max_length=max_length(field), pattern=field.pattern),
             AfterValidator(_no_controls("")),
+            _NO_CONTROLS,
         ]
     if field.type == "text":
         return Annotated[
@@ -166,6 +176,7 @@ def body_type(field: FieldSettings) -> Any:
             Strict(),
             StringConstraints(min_length=field.min_length, max_length=max_length(field)),
             AfterValidator(_no_controls("\t\n\r")),
+            _NO_CONTROLS_BUT_LINES,
         ]
     if field.type == "richtext":
         # The length bound applies before sanitizing, so it also bounds its
@@ -175,11 +186,18 @@ def body_type(field: FieldSettings) -> Any:
             Strict(),
             StringConstraints(max_length=max_length(field)),
             AfterValidator(_no_controls("\t\n\r")),
+            _NO_CONTROLS_BUT_LINES,
             AfterValidator(_sanitized_within(max_length(field))),
         ]
     if field.type == "json":
         return Annotated[JsonValue, AfterValidator(_json_bounded(field.max_bytes or 16_384, field.max_depth or 8))]
     return _scalar_type(field, strict=True)
+
+
+def _whole_number(value: Any) -> Any:
+    """5.0 is the integer 5, as JSON Schema has it (the document says "type: integer"); 5.5,
+    "5" and true stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _scalar_type(field: FieldSettings, *, strict: bool) -> Any:  # noqa: PLR0911 - one branch per field type
@@ -188,7 +206,7 @@ def _scalar_type(field: FieldSettings, *, strict: bool) -> Any:  # noqa: PLR0911
     if field.type == "integer":
         low = max(int(field.min), -MAX_SAFE_INTEGER) if field.min is not None else -MAX_SAFE_INTEGER
         high = min(int(field.max), MAX_SAFE_INTEGER) if field.max is not None else MAX_SAFE_INTEGER
-        return Annotated[int, strictness, Field(ge=low, le=high)]
+        return Annotated[int, strictness, Field(ge=low, le=high), BeforeValidator(_whole_number)]
     if field.type == "number":
         return Annotated[float, Field(ge=field.min, le=field.max, allow_inf_nan=False)]
     if field.type == "boolean":

@@ -15,7 +15,8 @@
 Statements are SQLAlchemy Core, run as ``bastion.db.statements`` compiles
 them, with bound parameters only. A statement has a time budget
 (``QueryBudgetExceeded``, answered 503): a hostile filter on an unindexed
-field cannot stall a worker.
+field cannot stall a worker. A change that a foreign key refuses (the row
+it refers to is gone) raises ``MissingReference`` on either backend.
 
 The two backends are ``bastion.db.sqlite.SqliteDatabase`` and
 ``bastion.db.postgres.PostgresDatabase``; ``bastion.db.open_database(url)`` picks one.
@@ -47,6 +48,15 @@ class DatabaseGone(DatabaseUnavailable):
 
 class QueryBudgetExceeded(DatabaseUnavailable):
     """A statement ran past its time budget and was stopped."""
+
+
+class MissingReference(Exception):
+    """A change was refused by a foreign key: the row it refers to is not there (any more).
+
+    Only that refusal: a unique or check constraint's stays the driver's own
+    error. The domain whose rows refer to another's turns it into its own
+    answer (``bastion.data`` into ``OwnerGone``: the owner was erased meanwhile).
+    """
 
 
 class Queries(Protocol):
@@ -92,6 +102,10 @@ class Database(Queries, Protocol):
 
     async def run_sync(self, work: Callable[[Connection], T]) -> T:
         """``work`` on a SQLAlchemy connection, in a transaction of its own (schema changes)."""
+
+    async def scrub(self, tables: Sequence[str]) -> bool:
+        """Leave nothing readable of rows just deleted from ``tables`` where the engine
+        allows (SQLite: truncate the log; PostgreSQL: VACUUM); whether it completed."""
 
     async def ping(self) -> bool:
         """Whether the database answers (and, for SQLite, is still the file it opened)."""

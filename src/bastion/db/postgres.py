@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import asyncpg
@@ -21,7 +22,14 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
-from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseUnavailable, Deferred, Params, QueryBudgetExceeded
+from bastion.db.database import (
+    STATEMENT_BUDGET_SECONDS,
+    DatabaseUnavailable,
+    Deferred,
+    MissingReference,
+    Params,
+    QueryBudgetExceeded,
+)
 from bastion.db.statements import Compiled, Statements, json_text
 
 T = TypeVar("T")
@@ -35,6 +43,19 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
     (by the standard library: orjson reads integers past 64 bits as floats)."""
     for name in ("json", "jsonb"):
         await connection.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog")
+
+
+@contextmanager
+def _statement() -> Iterator[None]:
+    """One statement's driver errors as the database's: past its budget, server away, foreign key refused."""
+    try:
+        yield
+    except asyncpg.QueryCanceledError:
+        raise QueryBudgetExceeded from None
+    except asyncpg.ForeignKeyViolationError:
+        raise MissingReference from None
+    except _AWAY as exc:
+        raise DatabaseUnavailable from exc
 
 
 def _flat(bound: tuple[str, list[Any]]) -> list[Any]:
@@ -76,15 +97,11 @@ class PostgresDatabase:
     ) -> tuple[Compiled, list[Any]]:
         compiled = self.statements.compiled(statement, params)
         sql, arguments = compiled.bind(params)
-        try:
+        with _statement():
             if connection is not None:
                 return compiled, await connection.fetch(sql, *arguments)
             pool = await self.pool()
             return compiled, await pool.fetch(sql, *arguments)
-        except asyncpg.QueryCanceledError:
-            raise QueryBudgetExceeded from None
-        except _AWAY as exc:
-            raise DatabaseUnavailable from exc
 
     async def one(self, statement: ClauseElement, params: Params = None) -> Any | None:
         compiled, rows = await self.run(None, statement, params)
@@ -106,6 +123,29 @@ class PostgresDatabase:
             self._schema_engine = create_async_engine(self.url, pool_size=1, max_overflow=1)
         async with self._schema_engine.begin() as connection:
             return await connection.run_sync(work)
+
+    async def scrub(self, tables: Sequence[str]) -> bool:
+        """After deletes that must leave nothing readable (an erasure): VACUUM ``tables``,
+        so their dead row versions are removed and the space reused, rather than kept
+        until autovacuum comes by. Plain VACUUM takes no lock that blocks reads or
+        writes; it does not promise the freed bytes are overwritten at once, nor
+        reach the WAL segments, replicas or base backups (docs/privacy.md)."""
+        names = ", ".join(_quoted(name) for name in tables)
+        if not names:
+            return True
+        pool = await self.pool()
+        try:
+            async with pool.acquire() as connection:
+                # VACUUM cannot run in a transaction, so no SET LOCAL: the pool's
+                # statement budget is lifted for this one statement and put back.
+                await connection.execute(f"SET statement_timeout = {int(SCRUB_SECONDS * 1000)}")
+                try:
+                    await connection.execute(f"VACUUM {names}")
+                finally:
+                    await connection.execute(f"SET statement_timeout = {int(self.budget * 1000)}")
+        except _AWAY as exc:
+            raise DatabaseUnavailable from exc
+        return True
 
     async def ping(self) -> bool:
         try:
@@ -167,12 +207,8 @@ class PostgresTransaction:
     async def execute(self, statement: ClauseElement, params: Params = None) -> int:
         connection = await self._open()
         compiled = self.db.statements.compiled(statement, params)
-        try:
+        with _statement():
             status = await connection.execute(*_flat(compiled.bind(params)))
-        except asyncpg.QueryCanceledError:
-            raise QueryBudgetExceeded from None
-        except _AWAY as exc:
-            raise DatabaseUnavailable from exc
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
 
@@ -181,13 +217,9 @@ class PostgresTransaction:
             return
         connection = await self._open()
         compiled = self.db.statements.compiled(statement, rows[0])
-        try:
+        with _statement():
             bound = [compiled.bind(row) for row in rows]
             await connection.executemany(bound[0][0], [arguments for _, arguments in bound])
-        except asyncpg.QueryCanceledError:
-            raise QueryBudgetExceeded from None
-        except _AWAY as exc:
-            raise DatabaseUnavailable from exc
 
     def defer(self, statement: ClauseElement, row: Mapping[str, Any]) -> None:
         self._deferred.add(statement, row)
@@ -213,3 +245,12 @@ class PostgresTransaction:
                     raise DatabaseUnavailable from exc
                 finally:
                     await (await self.db.pool()).release(connection)
+
+
+# How long the VACUUM after an erasure may run (the tables it names are scanned once).
+SCRUB_SECONDS = 60.0
+
+
+def _quoted(name: str) -> str:
+    """A table name as a quoted identifier (the names are Bastion's own: ``users``, ``c_<collection>``)."""
+    return '"' + name.replace('"', '""') + '"'

@@ -45,7 +45,14 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ClauseElement
 
-from bastion.db.database import STATEMENT_BUDGET_SECONDS, DatabaseGone, Deferred, Params, QueryBudgetExceeded
+from bastion.db.database import (
+    STATEMENT_BUDGET_SECONDS,
+    DatabaseGone,
+    Deferred,
+    MissingReference,
+    Params,
+    QueryBudgetExceeded,
+)
 from bastion.db.statements import Compiled, Statements, json_text
 from bastion.logging import get_logger
 
@@ -116,13 +123,18 @@ class _Budget:
 
     @contextmanager
     def running(self, seconds: float) -> Iterator[None]:
-        """One statement, stopped (QueryBudgetExceeded) once it runs past ``seconds``."""
+        """One statement, stopped (QueryBudgetExceeded) once it runs past ``seconds``;
+        a foreign key's refusal is MissingReference (every statement runs in here)."""
         self.deadline = time.monotonic() + seconds
         try:
             yield
         except sqlite3.OperationalError as exc:
             if str(exc) == "interrupted":
                 raise QueryBudgetExceeded from None
+            raise
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+                raise MissingReference from None
             raise
         finally:
             self.deadline = float("inf")
@@ -143,6 +155,11 @@ def connect(path: Path | str, *, uri: bool = False) -> sqlite3.Connection:
     # synchronous=FULL makes every commit (auth and audit writes above all) survive a power cut.
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
+    # Deleted content is overwritten with zeros, in the file and the log, so
+    # an erased user's rows (and any deleted row) leave nothing readable in
+    # free pages; wal_checkpoint(TRUNCATE) after an erasure (``scrub``) then
+    # drops the log's older copies of those pages.
+    connection.execute("PRAGMA secure_delete=ON")
     connection.execute(f"PRAGMA busy_timeout={int(WRITER_WAIT_SECONDS * 1000)}")
     return connection
 
@@ -343,6 +360,25 @@ class SqliteDatabase:
                 return await connection.run_sync(work)
         finally:
             self._turn.release()
+
+    async def scrub(self, tables: Sequence[str]) -> bool:
+        """After deletes that must leave nothing readable (an erasure): checkpoint the
+        write-ahead log into the file and truncate it to nothing, so no older copy of
+        a page holding deleted rows stays in the log. ``secure_delete`` has zeroed
+        the rows themselves. False if another connection's read kept the log from
+        being truncated (within ``busy_timeout``); a later scrub finishes it."""
+        del tables  # the whole log goes, whatever the tables
+        await self._wait_turn()
+        try:
+            if self._writer is None:
+                self._open()
+            if self._group_open:
+                await self._commit()
+            writer: sqlite3.Connection = self._writer  # type: ignore[assignment]
+            busy, _, _ = await self._on_thread(lambda: writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+        finally:
+            self._turn.release()
+        return int(busy) == 0
 
     async def ping(self) -> bool:
         try:

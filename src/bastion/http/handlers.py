@@ -7,8 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from bastion.http.problems import NotReady, Problem, ValidationFailed, for_status, render
 
@@ -29,8 +31,19 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101
     problem = for_status(exc.status_code)
     if exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
-        problem.headers["Allow"] = exc.headers["Allow"]
+        problem.headers["Allow"] = _allowed_methods(request) or exc.headers["Allow"]
     return problem_response(request, problem)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 §15.5.6). Starlette's own 405
+    names only the first route that matched the path: one route per method (FastAPI's way)
+    would make ``Allow: POST`` of a path that also answers DELETE."""
+    methods: set[str] = set()
+    for context in iter_route_contexts(list(request.app.router.routes)):
+        if context.methods and compile_path(str(context.path or ""))[0].match(request.url.path):
+            methods |= set(context.methods)
+    return ", ".join(sorted(methods))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:

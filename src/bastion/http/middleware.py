@@ -24,7 +24,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -44,6 +44,9 @@ from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.http")
 access_log = structlog.get_logger("bastion.access")
+# Called once per answer with its scope (``scope["route"]`` is the matched
+# route, when one matched), status and duration; must not block or raise.
+ResponseObserver = Callable[[Scope, int, float], None]
 
 # A caller's own X-Request-ID is logged beside ours (client_request_id) only if
 # it is short and cannot smuggle anything into logs; it never becomes ours.
@@ -98,8 +101,12 @@ class SpineMiddleware:
         trusted_proxies: TrustedProxies,
         hsts: str | None,
         access_log: bool = True,
+        observers: Sequence[ResponseObserver] = (),
     ) -> None:
         self.app = app
+        # Told of every answer (metrics, the monitor's HTTP signals); the
+        # list is the app's, so services started in the lifespan can join it.
+        self.observers = observers
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
         self.body_timeout = body_timeout
@@ -181,17 +188,23 @@ class SpineMiddleware:
             if not status:
                 await _send_problem(send_with_headers, InternalError(), request_id)
         finally:
-            if self.access_log:
-                access_log.info(
-                    "request",
-                    method=method,
-                    # The path only: a query string may carry a token.
-                    path=scope.get("path"),
-                    status=status,
-                    duration_ms=round((time.perf_counter() - began) * 1000, 1),
-                    client=(scope.get("client") or ("", 0))[0],
-                )
+            self._answered(scope, method, status, time.perf_counter() - began)
             structlog.contextvars.unbind_contextvars(*context)
+
+    def _answered(self, scope: Scope, method: str, status: int, seconds: float) -> None:
+        """The access-log line and the observers, once per answer."""
+        if self.access_log:
+            access_log.info(
+                "request",
+                method=method,
+                # The path only: a query string may carry a token.
+                path=scope.get("path"),
+                status=status,
+                duration_ms=round(seconds * 1000, 1),
+                client=(scope.get("client") or ("", 0))[0],
+            )
+        for observe in self.observers:
+            observe(scope, status, seconds)
 
     def _check_host(self, scope: Scope, http1: bool) -> None:
         """Refuse an HTTP/1.1 request whose Host header is missing or repeated (RFC 9112 §3.2: 400).

@@ -128,6 +128,24 @@ class NotReady(Problem):
     detail = "The service is not ready."
 
 
+class LockdownActive(Problem):
+    """An incident lockdown is on (``bastion incident lockdown``): writes and
+    sign-ins are refused, reads go on. Its own ``type`` so that clients and
+    load balancers can tell it from an outage."""
+
+    status = 503
+    title = "Service Unavailable"
+    detail = "The service is in lockdown: sign-ins and changes are refused for now; reads go on."
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", "300")
+
+    @property
+    def type_uri(self) -> str:
+        return "https://bastion.dev/problems/lockdown"
+
+
 _BY_STATUS: dict[int, type[Problem]] = {
     cls.status: cls
     for cls in (

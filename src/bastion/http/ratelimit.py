@@ -23,6 +23,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
 from bastion.logging import get_logger
+from bastion.metrics import throttled
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -224,6 +225,8 @@ class RefusalLog:
         self._pending: dict[tuple[str, str], tuple[float, int]] = {}
 
     def note(self, event: str, scope: str) -> None:
+        if event == "rate_limited":
+            throttled(scope)
         now = self.clock()
         last, count = self._pending.get((event, scope), (now - self.interval, 0))
         count += 1

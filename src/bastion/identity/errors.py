@@ -41,3 +41,15 @@ class WeakPassword(ValidationFailed):
 
 class MfaStateError(ValidationFailed):
     detail = "Two-factor authentication is not in a state that allows this."
+
+
+class PasswordResetRequired(Forbidden):
+    """The right password, on an account that must choose a new one first
+    (a detection rule or an admin asked for it); a reset link is mailed.
+    Only someone who knows the password ever sees this."""
+
+    detail = "This account must choose a new password: a link to do so has been sent to its email address."
+
+    @property
+    def type_uri(self) -> str:
+        return "https://bastion.dev/problems/password-reset-required"

@@ -14,6 +14,8 @@ __all__ = [
     "mfa_changed_mail",
     "password_changed_mail",
     "password_reset_mail",
+    "password_reset_required_mail",
+    "sign_in_code_mail",
     "verification_mail",
 ]
 
@@ -90,5 +92,34 @@ def mfa_changed_mail(to: str, service: str, enabled: bool) -> Mail:
             f"Two-factor authentication was just {state} for your {service} account.\n\n"
             + _NOT_YOU.format(service=service)
             + "\n"
+        ),
+    )
+
+
+def sign_in_code_mail(to: str, service: str, code: str, ttl_minutes: int) -> Mail:
+    # The code is in the body only: subjects show up in notifications and logs.
+    return Mail(
+        to=to,
+        subject=f"Your {service} sign-in code",
+        text=(
+            f"Someone signed in to your {service} account with the right password. Because of recent "
+            "suspicious activity, the sign-in also needs this code:\n\n"
+            f"    {code}\n\n"
+            f"It works once, within {ttl_minutes} minutes.\n\n"
+            "If this was not you, do not share the code: your password is known to someone else. "
+            "Reset it now and tell the administrator of " + service + ".\n"
+        ),
+    )
+
+
+def password_reset_required_mail(to: str, link: str, service: str, ttl_minutes: int) -> Mail:
+    return Mail(
+        to=to,
+        subject=f"Choose a new {service} password",
+        text=(
+            f"Your {service} account must choose a new password before it can sign in again "
+            "(your administrator or an automatic protection asked for it).\n\n"
+            f"To choose one, open this link within {ttl_minutes} minutes:\n\n{link}\n\n"
+            "If you did not just try to sign in, someone else knows your password: choose a new one now.\n"
         ),
     )

@@ -45,6 +45,13 @@ class User(Base):
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
 
+    # Set by a detection rule (bastion.monitor): until then a password sign-in
+    # also needs a second factor (TOTP, or a code mailed to the address), so an
+    # attacked account is not locked against its owner.
+    step_up_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Set by a rule or an admin: the next sign-in must choose a new password.
+    password_reset_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa.false())
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Account:
@@ -64,6 +71,8 @@ class Account:
     totp_secret: bytes | None
     totp_enabled: bool
     totp_last_step: int | None
+    step_up_until: dt.datetime | None
+    password_reset_required: bool
 
     @classmethod
     def of(cls, row: Any) -> Account:

@@ -90,9 +90,17 @@ async def verify_email(body: schemas.TokenOnly, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/auth/login", responses=AUTH_ERRORS, dependencies=[Depends(public), Depends(LOGIN_BY_ADDRESS)])
+@router.post(
+    "/auth/login",
+    responses={**AUTH_ERRORS, 403: {"description": "Email not verified, or a new password is required"}},
+    dependencies=[Depends(public), Depends(LOGIN_BY_ADDRESS)],
+)
 async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schemas.MfaChallenge:
-    """Sign in. ``SignInGate`` applies this route's per-account throttle before routing too."""
+    """Sign in. ``SignInGate`` applies this route's per-account throttle before routing too.
+
+    The right password may answer an MFA challenge instead of tokens: TOTP
+    when it is on, or (while a detection rule requires a step-up) a code
+    mailed to the address, method ``email``."""
     email = sign_in_address(body.email)
     if email is None:  # matches no account: the same answer as a wrong password
         raise LoginFailed
@@ -100,9 +108,8 @@ async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schem
     identity = _identity(request)
     async with unit_of_work(request) as uow:
         user = await identity.authenticate(uow, email, body.password)
-        if user.totp_enabled:
-            token = await identity.start_mfa(uow, user)
-            return schemas.MfaChallenge(mfa_token=token, methods=["totp", "recovery_code"])
+        if (challenge := await identity.second_step(uow, user)) is not None:
+            return schemas.MfaChallenge(mfa_token=challenge.mfa_token, methods=list(challenge.methods))
         pair = await _sessions(request).open(uow, user.id, mfa=False, user_agent=uow.origin.user_agent or "")
     return _tokens(pair)
 
@@ -115,7 +122,10 @@ async def login(body: schemas.Login, request: Request) -> schemas.Tokens | schem
 async def mfa(body: schemas.MfaLogin, request: Request) -> schemas.Tokens:
     async with unit_of_work(request) as uow:
         user = await _identity(request).complete_mfa(uow, body.mfa_token, SecondFactor(body.code, body.recovery_code))
-        pair = await _sessions(request).open(uow, user.id, mfa=True, user_agent=uow.origin.user_agent or "")
+        # A mailed step-up code is not a second factor the admin plane accepts: only TOTP makes an MFA session.
+        pair = await _sessions(request).open(
+            uow, user.id, mfa=user.totp_enabled, user_agent=uow.origin.user_agent or ""
+        )
     return _tokens(pair)
 
 

@@ -39,6 +39,7 @@ from bastion.identity.errors import (
     InvalidToken,
     LoginFailed,
     MfaStateError,
+    PasswordResetRequired,
     RegistrationClosed,
     WeakPassword,
 )
@@ -49,18 +50,22 @@ from bastion.identity.mail_texts import (
     mfa_changed_mail,
     password_changed_mail,
     password_reset_mail,
+    password_reset_required_mail,
+    sign_in_code_mail,
     verification_mail,
 )
 from bastion.identity.models import ACCOUNT, Account, OneTimeToken, RecoveryCode, User, totp_secret_aad
 from bastion.identity.policy import PasswordPolicy
 from bastion.identity.schemas import EmailOnly
 from bastion.security import (
+    BlindIndex,
     Encryptor,
     InvalidCiphertext,
     hash_token,
     new_recovery_codes,
     new_totp_secret,
     normalize_recovery_code,
+    token_bytes,
     token_urlsafe,
     totp_uri,
     verify_totp,
@@ -71,6 +76,12 @@ from bastion.uow import UnitOfWork
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 - a token purpose, not a password
 MFA_STEP = "mfa"
+# A code mailed for a step-up sign-in (an account without TOTP that a
+# detection rule asked for more than a password). Stored as the hash of the
+# MFA step token and the code together: the six digits alone would fall to a
+# table of a million hashes, the step token's 256 bits do not.
+MFA_EMAIL_CODE = "mfa_email"
+EMAIL_CODE_MAX_TTL = 600
 # An MFA step token allows this many wrong codes before it is burnt, so one
 # password cannot buy an unlimited guess at a 6-digit code.
 MFA_ATTEMPTS = 5
@@ -235,6 +246,23 @@ class SecondFactor:
     recovery_code: str | None = None
 
 
+@dataclass(frozen=True)
+class Challenge:
+    """What a sign-in with the right password still needs: the MFA step token and the methods it accepts."""
+
+    mfa_token: str
+    methods: tuple[str, ...]
+
+
+def _email_code_hash(mfa_token: str, code: str) -> str:
+    return hash_token(f"{mfa_token}:{code.strip()}")
+
+
+def _new_email_code() -> str:
+    """Six random digits. 64 bits reduced modulo 10**6: a bias of about 10**-13, none to exploit."""
+    return f"{int.from_bytes(token_bytes(8), 'big') % 1_000_000:06d}"
+
+
 class IdentityService:
     def __init__(
         self,
@@ -244,8 +272,13 @@ class IdentityService:
         hasher: AsyncHasher,
         policy: PasswordPolicy,
         encryptor: Encryptor,
+        login_index: BlindIndex | None = None,
     ) -> None:
         self.settings = settings
+        # Keyed hash of the sign-in address as typed, in every failed sign-in's
+        # details ("login"): the monitor counts distinct logins (spraying),
+        # unknown accounts included, without the address in the event.
+        self.login_index = login_index
         self.clock = clock
         self.hasher = hasher
         self.policy = policy
@@ -393,7 +426,7 @@ class IdentityService:
         user = await self.by_email(uow.db, email)
         if user is None or user.password_hash is None:
             await self.hasher.dummy_verify(password)
-            self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE)
+            self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, details=self._login(email))
             raise LoginFailed
         if user.disabled or (user.locked_until is not None and user.locked_until > now):
             await self.hasher.dummy_verify(password)
@@ -402,12 +435,12 @@ class IdentityService:
                 EventTag.LOGIN,
                 outcome=Outcome.DENIED,
                 subject_id=user.id,
-                details={"reason": "disabled" if user.disabled else "locked"},
+                details={"reason": "disabled" if user.disabled else "locked", **self._login(email)},
             )
             raise LoginFailed
         valid, new_hash = await self.hasher.verify_and_update(user.password_hash, self.policy.normalize(password))
         if not valid:
-            self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id)
+            self._audit(uow, EventTag.LOGIN, outcome=Outcome.FAILURE, subject_id=user.id, details=self._login(email))
             await self._count_towards_lockout(uow, user, _WRONG_PASSWORDS)
             raise LoginFailed
         # The right password clears the count of wrong ones; a clean account writes nothing here.
@@ -418,7 +451,24 @@ class IdentityService:
             user = await self._update(uow, user, **changes)
         if user.email_verified_at is None:
             raise EmailNotVerified
+        if user.password_reset_required:
+            # The password is right but no longer enough: only the mailbox's
+            # owner, through the reset link, signs in again.
+            self._audit(
+                uow, EventTag.LOGIN, outcome=Outcome.DENIED, subject_id=user.id,
+                details={"reason": "password_reset_required"},
+            )  # fmt: skip
+            token = await self._issue_token(uow, user, RESET_PASSWORD, self.settings.email_token_ttl)
+            link, minutes = self._link("reset-password", token), self.settings.email_token_ttl // 60
+            uow.outbox.append(password_reset_required_mail(user.email, link, self.settings.service_name, minutes))
+            raise PasswordResetRequired
         return user
+
+    def _login(self, email: str) -> dict[str, str]:
+        """``{"login": <16 hex>}``, a keyed hash of the normalised address (bastion.monitor counts them)."""
+        if self.login_index is None:
+            return {}
+        return {"login": self.login_index.digest(normalize_email(email), "monitor.login")[:16]}
 
     async def _count_towards_lockout(self, uow: UnitOfWork, user: Account, counter: _Counter) -> None:
         """Record a wrong password (``_WRONG_PASSWORDS``) or second factor
@@ -448,6 +498,68 @@ class IdentityService:
         self._audit(uow, EventTag.LOGIN_MFA_REQUIRED, actor_id=user.id)
         return await self._issue_token(uow, user, MFA_STEP, self.settings.mfa_token_ttl)
 
+    def stepped_up(self, user: Account) -> bool:
+        """Whether a detection rule asked ``user``'s next sign-ins for more than a password (``step_up_until``)."""
+        return user.step_up_until is not None and user.step_up_until > self.clock.now()
+
+    async def second_step(self, uow: UnitOfWork, user: Account) -> Challenge | None:
+        """What the sign-in of ``user``, whose password was right, still needs; None: nothing.
+
+        TOTP (or a recovery code) when it is on. Without TOTP, while step-up
+        is required, a six-digit code mailed to the account's address: single
+        use, valid as long as the step token, and each wrong one counted like
+        a wrong TOTP code (the step's MFA_ATTEMPTS and the account's lockout).
+        """
+        if user.totp_enabled:
+            return Challenge(await self.start_mfa(uow, user), ("totp", "recovery_code"))
+        if not self.stepped_up(user):
+            return None
+        token, code, now = await self.start_mfa(uow, user), _new_email_code(), self.clock.now()
+        # ASVS V6.5.5: an out-of-band code lives at most 10 minutes (the step token may live 15).
+        ttl = min(self.settings.mfa_token_ttl, EMAIL_CODE_MAX_TTL)
+        await uow.db.execute(
+            _ISSUE_TOKEN,
+            {
+                "token_hash": _email_code_hash(token, code),
+                "purpose": MFA_EMAIL_CODE,
+                "user_id": user.id,
+                "created_at": now,
+                "expires_at": now + dt.timedelta(seconds=ttl),
+            },
+        )
+        minutes = max(1, ttl // 60)
+        uow.outbox.append(sign_in_code_mail(user.email, self.settings.service_name, code, minutes))
+        return Challenge(token, ("email",))
+
+    async def require_step_up(
+        self, uow: UnitOfWork, user: Account, *, until: dt.datetime, reason: str, actor_id: uuid.UUID | None = None
+    ) -> Account:
+        """Until ``until``, a password alone does not sign ``user`` in (``second_step``).
+
+        Never shortens a step-up in force.
+        """
+        if user.step_up_until is not None and user.step_up_until >= until:
+            return user
+        user = await self._update(uow, user, step_up_until=until)
+        self._audit(
+            uow, EventTag.STEP_UP_REQUIRED, actor_id=actor_id, subject_id=user.id,
+            details={"reason": reason[:64], "until": until.isoformat()},
+        )  # fmt: skip
+        return user
+
+    async def require_password_reset(
+        self, uow: UnitOfWork, user: Account, *, reason: str, actor_id: uuid.UUID | None = None
+    ) -> Account:
+        """``user``'s next sign-in must choose a new password (``authenticate`` refuses and mails a link)."""
+        if user.password_reset_required:
+            return user
+        user = await self._update(uow, user, password_reset_required=True)
+        self._audit(
+            uow, EventTag.PASSWORD_RESET_REQUIRED, actor_id=actor_id, subject_id=user.id,
+            details={"reason": reason[:64]},
+        )  # fmt: skip
+        return user
+
     async def complete_mfa(self, uow: UnitOfWork, mfa_token: str, factor: SecondFactor) -> Account:
         """The second factor, bound to the first by the single-use MFA step token.
 
@@ -460,7 +572,7 @@ class IdentityService:
         """
         row = await self._live_token(uow, mfa_token, MFA_STEP)
         user = await self.by_id(uow.db, row.user_id) if row else None
-        if row is None or user is None or user.disabled or not user.totp_enabled:
+        if row is None or user is None or user.disabled:
             raise InvalidMfa
         now = self.clock.now()
         if self._locked(user):
@@ -468,7 +580,10 @@ class IdentityService:
             self._audit(uow, EventTag.MFA, outcome=Outcome.DENIED, subject_id=user.id, details={"reason": "locked"})
             raise InvalidMfa
         # Judged (a recovery code is an Argon2 verify) before the first write.
-        spend = await self._match_second_factor(uow, user, factor)
+        if user.totp_enabled:
+            spend = await self._match_second_factor(uow, user, factor)
+        else:
+            spend = await self._match_email_code(uow, mfa_token, factor)
         if spend is None:
             await claim(uow.db, _COUNT_MFA_ATTEMPT, {"token_id": row.id, "now": now})
             self._audit(uow, EventTag.MFA, outcome=Outcome.FAILURE, subject_id=user.id)
@@ -478,11 +593,22 @@ class IdentityService:
             raise InvalidMfa
         if await claim(uow.db, *spend) is None:
             raise InvalidMfa
-        if user.failed_mfa:
-            user = await self._update(uow, user, failed_mfa=0)
-        method = "recovery_code" if factor.recovery_code else "totp"
+        # A stepped-up sign-in is what the step-up asked for: it ends it.
+        cleared: dict[str, Any] = {"step_up_until": None} if user.step_up_until is not None else {}
+        if user.failed_mfa or cleared:
+            user = await self._update(uow, user, failed_mfa=0, **cleared)
+        method = "email" if not user.totp_enabled else "recovery_code" if factor.recovery_code else "totp"
         self._audit(uow, EventTag.MFA, actor_id=user.id, details={"method": method})
         return user
+
+    async def _match_email_code(self, uow: UnitOfWork, mfa_token: str, factor: SecondFactor) -> Spend | None:
+        """The claim that spends the mailed code of this step if ``factor.code`` is it, else None."""
+        if factor.code is None:
+            return None
+        hashed = _email_code_hash(mfa_token, factor.code)
+        if await self._live_token(uow, hashed, MFA_EMAIL_CODE, hashed=True) is None:
+            return None
+        return _SPEND_TOKEN, {"hashed": hashed, "for_purpose": MFA_EMAIL_CODE, "now": self.clock.now()}
 
     # --- passwords ------------------------------------------------------
 
@@ -529,6 +655,7 @@ class IdentityService:
             locked_until=None,
             failed_logins=0,
             failed_mfa=0,
+            password_reset_required=False,
             # Whoever reads the inbox owns the account, so the address is verified.
             email_verified_at=user.email_verified_at or now,
         )
@@ -562,6 +689,23 @@ class IdentityService:
         if not valid:
             await self._count_towards_lockout(uow, user, _WRONG_PASSWORDS)
         return valid
+
+    async def confirm_erasure(self, uow: UnitOfWork, user: Account, password: str, factor: SecondFactor | None) -> None:
+        """The owner's proof for erasing their account: the password and, with TOTP on,
+        a second factor (spent here, so one code confirms one erasure). Raises
+        LoginFailed or InvalidMfa, each counted towards the lockout as at sign-in;
+        a failure is a ``privacy:erase`` failure event, and nothing is erased.
+        """
+        if not await self.reauthenticate(uow, user, password):
+            self._audit(uow, EventTag.PRIVACY_ERASE, outcome=Outcome.FAILURE, actor_id=user.id)
+            raise LoginFailed
+        if not user.totp_enabled:
+            return
+        spend = None if factor is None else await self._match_second_factor(uow, user, factor)
+        if spend is None or await claim(uow.db, *spend) is None:
+            self._audit(uow, EventTag.PRIVACY_ERASE, outcome=Outcome.FAILURE, actor_id=user.id)
+            await self._count_towards_lockout(uow, user, _WRONG_SECOND_FACTORS)
+            raise InvalidMfa
 
     def _locked(self, user: Account) -> bool:
         return user.locked_until is not None and user.locked_until > self.clock.now()
@@ -680,9 +824,10 @@ class IdentityService:
         )
         return token
 
-    async def _live_token(self, uow: UnitOfWork, token: str, purpose: str) -> Any | None:
+    async def _live_token(self, uow: UnitOfWork, token: str, purpose: str, *, hashed: bool = False) -> Any | None:
         """The token's row (id, user_id, …) if it looks usable now: a hint only, a claim decides (bastion.db.claims)."""
-        row = await uow.db.one(_LIVE_TOKEN, {"hashed": hash_token(token), "for_purpose": purpose})
+        digest = token if hashed else hash_token(token)
+        row = await uow.db.one(_LIVE_TOKEN, {"hashed": digest, "for_purpose": purpose})
         now = self.clock.now()
         if row is None or row.used_at is not None or row.attempts >= MFA_ATTEMPTS or row.expires_at <= now:
             return None

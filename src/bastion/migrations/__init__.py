@@ -74,6 +74,14 @@ def head_revision() -> str | None:
     return heads.pop() if len(heads) == 1 and parents <= revisions else None
 
 
+def known_revisions() -> set[str]:
+    """Every revision in ``versions/``: a backup whose schema is not among them is from a newer Bastion."""
+    found: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        found.update(_REVISION.findall(script.read_text(encoding="utf-8")))
+    return found
+
+
 def is_current(url: str) -> bool:
     """Whether the SQLite database at ``url`` is at the head revision already (read-only; False when unsure).
 

@@ -9,9 +9,12 @@ In order, for every HTTP request:
 
 1. too many header lines: 431 (hyper already refuses more than 100);
 2. the listener's own allow/deny lists (``server.*`` or ``admin.*``): 403;
-3. every route group whose prefix matches the path: 403;
-4. listener separation: ``/admin`` and below answer 404 on the public
-   listener, and everything else answers 404 on the admin listener.
+3. on the public listener, the blocked addresses and networks
+   (``bastion.network.blocks``: ``bastion block add``, automatic responses): 403;
+4. every route group whose prefix matches the path: 403;
+5. listener separation: ``/admin`` and below, and ``/metrics``, answer 404
+   on the public listener, and everything else answers 404 on the admin
+   listener.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,10 +32,16 @@ from bastion.logging import get_logger
 from bastion.network.listener import attributed, listener_of
 from bastion.settings import Settings
 
+if TYPE_CHECKING:
+    from bastion.network.blocks import BlockList
+
 log = get_logger("bastion.network")
 
 Network = IPv4Network | IPv6Network
 ADMIN_PREFIX = "/admin"
+# Admin-plane paths outside /admin: the Prometheus scrape (bastion.admin.metrics),
+# where scrapers look for it.
+ADMIN_PATHS = frozenset({"/metrics"})
 
 
 class HeaderFieldsTooLarge(Problem):
@@ -127,11 +137,17 @@ class NetworkGuard:
         if not self.policies[listener].permits(address):
             log.warning("ip policy denied", listener=listener, client_ip=address, path=path)
             raise Forbidden
+        # Blocks guard the public side only: the admin plane (mTLS and its own
+        # allowlist) stays reachable, so an operator can lift a mistaken block.
+        blocks: BlockList | None = getattr(scope["app"].state, "blocks", None) if "app" in scope else None
+        if listener == "public" and blocks is not None and await blocks.is_blocked(address):
+            log.debug("blocked address refused", client_ip=address)
+            raise Forbidden
         for group in self.route_groups:
             if group.matches(path) and not group.policy.permits(address):
                 log.warning("ip policy denied", route_group=group.prefix, client_ip=address, path=path)
                 raise Forbidden
-        on_admin_path = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+        on_admin_path = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/") or path in ADMIN_PATHS
         # The same 404 as any unknown path: the public side does not even
         # reveal that an admin plane exists.
         if on_admin_path != (listener == "admin"):

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bastion.logging import configure_server_logging, get_logger, server_log_format
+from bastion.metrics import start_multiprocess
 from bastion.network import supervisor as supervision
 from bastion.network.ca import BastionCa, CaPaths
 from bastion.network.listener import admin_mode
@@ -190,6 +191,9 @@ def launch(settings: Settings, listeners: list[Listener]) -> NoReturn:
     the memory the application took here goes with it.
     """
     reports = Path(tempfile.mkdtemp(prefix="bastion-startup-"))
+    # Before any listener exists: each process forked or spawned from here
+    # writes its samples into this directory, and any one scrape sums them.
+    metrics_dir = start_multiprocess()
     pid = os.getpid()
     running: dict[str, int] = {}
     start: list[str] = []
@@ -204,6 +208,7 @@ def launch(settings: Settings, listeners: list[Listener]) -> NoReturn:
     plan_json = json.dumps(
         {
             "report_dir": str(reports),
+            "metrics_dir": str(metrics_dir),
             "drain_seconds": _DRAIN_SECONDS,
             "log_format": server_log_format(settings),
             "log_level": settings.log.level,
@@ -282,6 +287,8 @@ def run_listener(name: str, supervisor: int | None = None) -> None:
     ``supervisor``: the pid of ``bastion serve``; this process ends with it.
     """
     _end_with_parent(supervisor)
+    if supervisor is not None:
+        os.environ[supervision.SUPERVISOR_PID_ENV] = str(supervisor)
     try:
         settings = load_settings()
         configure_server_logging(settings)

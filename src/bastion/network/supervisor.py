@@ -50,6 +50,9 @@ REPORT_ENV = "BASTION_STARTUP_REPORT"
 STARTUP_FAILED = 2
 # The environment variable that hands a listener its already bound socket.
 LISTENER_FD_ENV = "BASTION_LISTENER_FD"
+# The supervisor's pid, in every listener's environment (and so its workers'):
+# the rotation job sends it SIGHUP when a certificate or secret file changes.
+SUPERVISOR_PID_ENV = "BASTION_SUPERVISOR_PID"
 _KILL_GRACE_SECONDS = 5
 # The signals this process handles. `bastion serve` blocks them across the
 # exec; ``run`` unblocks them once its handlers are in place.
@@ -61,6 +64,8 @@ class Supervisor:
 
     def __init__(self, plan: dict[str, Any]) -> None:
         self.reports = Path(plan["report_dir"])
+        # The listeners' metric samples (bastion.metrics): gone with the instance.
+        self.metrics = Path(plan["metrics_dir"]) if plan.get("metrics_dir") else None
         self.drain_seconds = float(plan["drain_seconds"])
         self.log_format = str(plan["log_format"])
         # name -> pid of a running listener (forked before the exec, or spawned here).
@@ -103,6 +108,8 @@ class Supervisor:
         finally:
             self._stop_all()
             shutil.rmtree(self.reports, ignore_errors=True)
+            if self.metrics is not None:
+                shutil.rmtree(self.metrics, ignore_errors=True)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             signal.set_wakeup_fd(previous_wakeup)

@@ -20,9 +20,14 @@ dynamic registration):
 A client secret is 32 random bytes, shown once, and stored as a keyed hash
 (``bastion.security.keyed``): it is high-entropy, so it needs no password
 hash's cost, and the digest names its key, so rotating the "hmac" keyring
-does not invalidate it. Deleting a client deletes its grants, codes,
-consents and pushed requests with it (foreign keys ``ON DELETE CASCADE``):
-every token issued to it stops working.
+does not invalidate it. It expires ``oauth.client_secret_lifetime`` after it
+was issued (``secret_expires_at``; registration and rotation set it): past
+that it no longer authenticates (``bastion.oauth.rfc7523``), and the rotation
+job reminds the client's owner beforehand (``bastion.rotation.reminders``).
+
+Deleting a client deletes its grants, codes, consents and pushed requests
+with it (foreign keys ``ON DELETE CASCADE``): every token issued to it stops
+working.
 """
 
 from __future__ import annotations
@@ -132,11 +137,16 @@ class Client:
     claims: Mapping[str, str]
     created_at: dt.datetime | None = None
     secret_rotated_at: dt.datetime | None = None
+    secret_expires_at: dt.datetime | None = None
 
     @property
     def confidential(self) -> bool:
         """RFC 6749 §2.1: it can authenticate (a secret or a key)."""
         return not self.public
+
+    def secret_expired(self, now: dt.datetime) -> bool:
+        """Whether its secret no longer authenticates at ``now`` (False without a secret or an expiry)."""
+        return self.secret_expires_at is not None and now >= self.secret_expires_at
 
     def describe(self) -> dict[str, Any]:
         """Its metadata as JSON (RFC 7591 §2 names), never a secret."""
@@ -160,6 +170,7 @@ class Client:
             "claims": dict(self.claims),
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "secret_rotated_at": self.secret_rotated_at.isoformat() if self.secret_rotated_at else None,
+            "secret_expires_at": self.secret_expires_at.isoformat() if self.secret_expires_at else None,
         }
 
 
@@ -208,7 +219,11 @@ _INSERT = insert(OAuthClient)
 _ROTATE = (
     update(OAuthClient)
     .where(OAuthClient.id == bindparam("client_id"), OAuthClient.secret_hash.is_not(None))
-    .values(secret_hash=bindparam("secret_hash"), secret_rotated_at=bindparam("now"))
+    .values(
+        secret_hash=bindparam("secret_hash"),
+        secret_rotated_at=bindparam("now"),
+        secret_expires_at=bindparam("expires_at"),
+    )
     .returning(OAuthClient.id)
 )
 _DELETE = delete(OAuthClient).where(OAuthClient.id == bindparam("client_id"))
@@ -235,6 +250,7 @@ def _client(row: Any) -> Client:
         claims=dict(row.claims or {}),
         created_at=row.created_at,
         secret_rotated_at=row.secret_rotated_at,
+        secret_expires_at=row.secret_expires_at,
     )
 
 
@@ -391,6 +407,7 @@ class ClientRegistry:
                 "name": valid.name,
                 "secret_hash": self._digest(secret) if secret is not None else None,
                 "secret_rotated_at": None,
+                "secret_expires_at": self._secret_expiry(now) if secret is not None else None,
                 "public": valid.public,
                 "first_party": valid.first_party,
                 "token_endpoint_auth_method": valid.token_endpoint_auth_method,
@@ -431,8 +448,11 @@ class ClientRegistry:
         """Every client, oldest first."""
         return [_client(row) for row in await db.all(_ALL)]
 
-    async def rotate_secret(self, uow: UnitOfWork, client_id: str, *, actor_id: uuid.UUID | None = None) -> str | None:
-        """A new secret for a client that has one (the old one stops working at once); None if no such client.
+    async def rotate_secret(
+        self, uow: UnitOfWork, client_id: str, *, actor_id: uuid.UUID | None = None
+    ) -> tuple[str, dt.datetime] | None:
+        """A new secret for a client that has one, and when it expires (the old one stops working
+        at once); None if no such client.
 
         InvalidClientMetadata for a client without a secret (public, or ``private_key_jwt``).
         """
@@ -440,8 +460,11 @@ class ClientRegistry:
         if client is None:
             return None
         secret = token_urlsafe(32)
+        now = self.clock.now()
+        expires_at = self._secret_expiry(now)
         rotated = await uow.db.changed(
-            _ROTATE, {"client_id": client_id, "secret_hash": self._digest(secret), "now": self.clock.now()}
+            _ROTATE,
+            {"client_id": client_id, "secret_hash": self._digest(secret), "now": now, "expires_at": expires_at},
         )
         if rotated is None:
             _refuse(f"this client authenticates with {client.token_endpoint_auth_method}: it has no secret")
@@ -451,9 +474,9 @@ class ClientRegistry:
             EventTag.OAUTH_CLIENT_SECRET_ROTATE,
             origin=uow.origin,
             actor_id=actor_id,
-            details={"client_id": client_id},
+            details={"client_id": client_id, "expires_at": expires_at.isoformat()},
         )
-        return secret
+        return secret, expires_at
 
     async def delete(self, uow: UnitOfWork, client_id: str, *, actor_id: uuid.UUID | None = None) -> bool:
         """Delete a client and, by cascade, every grant, code, consent and request of it; False if none."""
@@ -482,6 +505,9 @@ class ClientRegistry:
 
     def _digest(self, secret: str) -> str:
         return keyed_hash(self._hmac, secret, _SECRET_CONTEXT)
+
+    def _secret_expiry(self, issued_at: dt.datetime) -> dt.datetime:
+        return issued_at + dt.timedelta(seconds=self.settings.oauth.client_secret_lifetime)
 
 
 def _grants(metadata: ClientMetadata, *, public: bool) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ Parameters sent without a value are treated as omitted, a parameter must
 not be included more than once, and request and response parameters are
 ``application/x-www-form-urlencoded`` on the endpoints clients call. Every
 value is bounded, so an oversized one is an ``invalid_request`` before any
-work is done.
+work is done, and so is a NUL anywhere.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class Params(Mapping[str, str]):
                 raise OAuthError("invalid_request", "A parameter is too long, or there are too many.")
             if name in self._values:
                 raise OAuthError("invalid_request", "A parameter is repeated.")
+            # No OAuth value holds NUL, and PostgreSQL refuses it in text outright: a
+            # client_id of "x%00" must be an invalid_request, not a 500 from the lookup.
+            if "\x00" in name or "\x00" in value:
+                raise OAuthError("invalid_request", "A parameter holds a NUL character.")
             if value:
                 self._values[name] = value
 

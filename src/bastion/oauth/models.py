@@ -33,6 +33,9 @@ class OAuthClient(Base):
     # A keyed hash of the secret (high-entropy, so no password-hash cost); None for public clients.
     secret_hash: Mapped[str | None] = mapped_column(String(128))
     secret_rotated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the secret stops authenticating (oauth.client_secret_lifetime after it was issued);
+    # None for a client without a secret (public, private_key_jwt).
+    secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))

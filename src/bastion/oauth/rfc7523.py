@@ -18,9 +18,13 @@ A client authenticates with the one method it registered
 
 Using two methods in one request is an ``invalid_request`` (RFC 6749 §2.3:
 "MUST NOT use more than one authentication method in each request"). Any
-other failure (unknown client, wrong secret, another client's secret, a
-method other than the registered one, a bad assertion) is the same
-``invalid_client`` with status 401, and changes nothing.
+other failure (unknown client, wrong secret, another client's secret, an
+expired secret, a method other than the registered one, a bad assertion) is
+the same ``invalid_client`` with status 401, and changes nothing but this: a
+right secret past its ``secret_expires_at`` is recorded (``oauth:client:auth``,
+failure, reason ``secret_expired``), since it is the client's owner, not an
+attacker, who needs to hear of it. The secret is compared before the expiry
+is looked at, so an expired secret costs what a wrong one does up to there.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from fastapi import Request
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bastion.audit import EventTag, Outcome, record_event
 from bastion.db.database import Transaction
 from bastion.oauth.clients import TOKEN_ALGORITHMS, Client, ClientRegistry, client_and_secret
 from bastion.oauth.errors import OAuthError
@@ -44,6 +49,7 @@ from bastion.oauth.models import OAuthReplay
 from bastion.oauth.service import OAuthService
 from bastion.oauth.ssrf import fetch_jwks
 from bastion.security import InvalidToken, hash_token, verify_jwt_with_jwks
+from bastion.uow import origin_of
 
 __all__ = ["ASSERTION_TYPE", "MAX_ASSERTION_LIFETIME", "authenticate_client"]
 
@@ -86,10 +92,31 @@ async def authenticate_client(request: Request, params: Params, db: Transaction,
     if method in {"client_secret_basic", "client_secret_post"}:
         if secret is None or not registry.secret_matches(secret, stored):
             raise _invalid_client()
+        if client.secret_expired(oauth.clock.now()):
+            _record_expired(request, db, oauth, client)
+            raise _invalid_client()
     elif method == "private_key_jwt":
         assert assertion is not None  # noqa: S101 - the method is chosen by its presence above
         await _check_assertion(db, client, assertion, oauth)
     return client
+
+
+def _record_expired(request: Request, db: Transaction, oauth: OAuthService, client: Client) -> None:
+    """The audit event of a right secret refused for its age (committed with the refusal: OAuthError is a Problem)."""
+    assert client.secret_expires_at is not None  # noqa: S101 - secret_expired says so
+    record_event(
+        db,
+        oauth.clock,
+        EventTag.OAUTH_CLIENT_AUTH,
+        origin=origin_of(request),
+        outcome=Outcome.FAILURE,
+        details={
+            "client_id": client.id,
+            "method": client.token_endpoint_auth_method,
+            "reason": "secret_expired",
+            "expired_at": client.secret_expires_at.isoformat(),
+        },
+    )
 
 
 def _presented(request: Request, params: Params) -> tuple[str, str, str | None, str | None]:

@@ -11,7 +11,10 @@ no more than a user's consent will give it: never ``first_party`` (which
 skips consent), never ``client_credentials`` (a token that acts as the
 client itself, with the scopes it gave itself). Unknown metadata is
 ignored (§2). The route is throttled per address, and answers 404 while
-registration is off, as if it did not exist.
+registration is off, as if it did not exist. A secret expires
+``oauth.client_secret_lifetime`` after registration; ``client_secret_expires_at``
+says when (§3.2.1, seconds since the epoch), and a self-registered client has
+no owner, so its reminder goes to ``alerts.mail_to``.
 """
 
 from __future__ import annotations
@@ -108,10 +111,13 @@ async def register(request: Request) -> Response:
     body = {
         key: value
         for key, value in client.describe().items()
-        if value is not None and key not in {"first_party", "public", "created_at", "secret_rotated_at", "claims"}
+        if value is not None
+        and key not in {"first_party", "public", "created_at", "secret_rotated_at", "secret_expires_at", "claims"}
     }
     body["client_id_issued_at"] = int(client.created_at.timestamp()) if client.created_at else 0
     if secret is not None:
+        assert client.secret_expires_at is not None  # noqa: S101 - create sets it with a secret
         body["client_secret"] = secret
-        body["client_secret_expires_at"] = 0  # RFC 7591 §3.2.1: it does not expire
+        # RFC 7591 §3.2.1: "Time at which the client secret will expire", in seconds since the epoch.
+        body["client_secret_expires_at"] = int(client.secret_expires_at.timestamp())
     return json_response(body, status=201)

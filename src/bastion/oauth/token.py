@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,6 +266,7 @@ async def _refresh_token(ex: _Exchange) -> dict[str, Any]:
     # Before the claim: without its key, a stolen bound token cannot even be spent (RFC 9449 §5).
     if found.dpop_jkt is not None and ex.jkt != found.dpop_jkt:
         raise OAuthError("invalid_dpop_proof", "This refresh token is bound to another DPoP key.")
+    await _admit(ex, found.user_id, found.amr)  # before the claim: refused, the token stays usable
     # Of two racing refreshes one wins; the other is the reuse it cannot be told from.
     if await claim(ex.db, _CLAIM_REFRESH, {"token_id": found.token_id, "now": now}) is None:
         if found.revoked_at is None:
@@ -402,6 +403,7 @@ async def _tokens(
     session_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """The token response (RFC 6749 §5.1; OpenID Connect Core §3.1.3.3)."""
+    await _admit(ex, user_id, authentication.amr if authentication else [])
     client, oauth = ex.client, ex.oauth
     access = issue_access_token(
         oauth,
@@ -459,6 +461,13 @@ async def _tokens(
     return body
 
 
+async def _admit(ex: _Exchange, user_id: uuid.UUID | None, amr: Sequence[str] | None) -> None:
+    """During lockdown a grant for a user is a sign-in: only an admin who signed in with a second factor."""
+    lockdown = ex.oauth.sessions.lockdown
+    if lockdown is not None and user_id is not None:
+        await lockdown.admit_sign_in(ex.db, user_id, mfa="otp" in (amr or []))
+
+
 async def revoke_grants(
     tx: Transaction,
     *,
@@ -489,3 +498,18 @@ async def revoke_grants(
     if len(conditions) == 1:
         raise ValueError("revoke_grants needs at least one filter")
     return await tx.execute(update(OAuthGrant).where(*conditions).values(revoked_at=now, revoke_reason=reason[:64]))
+
+
+async def revoke_everything(tx: Transaction, *, reason: str, now: dt.datetime) -> tuple[int, int]:
+    """Revoke every live grant and spend every unspent code (``bastion incident revoke-all --oauth``).
+
+    How many grants, and how many codes (authorization and device): a code
+    issued a moment before would otherwise become a new grant after this.
+    """
+    grants = await tx.execute(
+        update(OAuthGrant).where(OAuthGrant.revoked_at.is_(None)).values(revoked_at=now, revoke_reason=reason[:64])
+    )
+    # Marked spent, not expired: whatever the token endpoint's clock says, a spent code is refused.
+    codes = await tx.execute(update(OAuthCode).where(OAuthCode.used_at.is_(None)).values(used_at=now))
+    codes += await tx.execute(update(OAuthDeviceCode).where(OAuthDeviceCode.used_at.is_(None)).values(used_at=now))
+    return grants, codes

@@ -51,7 +51,7 @@ from bastion.access import public
 from bastion.http.middleware import allow_form_action
 from bastion.http.problems import Problem, TooManyRequests
 from bastion.http.throttle import Throttle
-from bastion.identity.errors import EmailNotVerified, InvalidMfa, LoginFailed
+from bastion.identity.errors import EmailNotVerified, InvalidMfa, LoginFailed, PasswordResetRequired
 from bastion.identity.service import SecondFactor
 from bastion.identity.throttle import LOGIN_BY_ACCOUNT, LOGIN_BY_ADDRESS, MFA_BY_ADDRESS, account_key, sign_in_address
 from bastion.oauth import authorize, consent, device, logout
@@ -262,11 +262,12 @@ async def sign_in(request: Request) -> Response:
         await LOGIN_BY_ACCOUNT.hit(request, account_key(email))
         async with unit_of_work(request) as uow:
             user = await oauth.identity.authenticate(uow, email, form.get("password", ""))
-            if user.totp_enabled:
-                token = await oauth.identity.start_mfa(uow, user)
+            # TOTP, or a mailed code while a detection rule requires a step-up (same page, same field).
+            if (challenge := await oauth.identity.second_step(uow, user)) is not None:
                 page: Response = _render(
-                    request, "second_factor.html", "Two-step verification", ask=ask, next=next_, mfa_token=token
-                )
+                    request, "second_factor.html", "Two-step verification", ask=ask, next=next_,
+                    mfa_token=challenge.mfa_token,
+                )  # fmt: skip
             else:
                 page = await _signed_in(request, uow, oauth, user.id, amr=["pwd"], mfa=False, ask=ask, next_=next_)
             end_provider_flow(page)  # a provider sign-in left unfinished in this browser is not this one
@@ -285,16 +286,13 @@ async def sign_in(request: Request) -> Response:
         )
         page.headers.update(exc.headers)
         return page
-    except EmailNotVerified:
-        return _render(
-            request,
-            "sign_in.html",
-            "Sign in",
-            status=403,
-            ask=ask,
-            error="Confirm your email address first: open the link in the mail you were sent.",
-            **again,
+    except (EmailNotVerified, PasswordResetRequired) as exc:
+        error = (
+            "Choose a new password first: open the link in the mail you were just sent."
+            if isinstance(exc, PasswordResetRequired)
+            else "Confirm your email address first: open the link in the mail you were sent."
         )
+        return _render(request, "sign_in.html", "Sign in", status=403, ask=ask, error=error, **again)
     except LoginFailed:
         return _render(request, "sign_in.html", "Sign in", status=401, ask=ask, error=SIGNED_IN_FAILED, **again)
 
@@ -319,7 +317,11 @@ async def second_factor(request: Request) -> Response:
             user = await oauth.identity.complete_mfa(uow, token[:128], factor)
             # The first factor: this browser's provider sign-in of this very account, or the password.
             first = AMR_FEDERATED if await signed_in_with_provider(request, uow.db, oauth, user.id) else "pwd"
-            page = await _signed_in(request, uow, oauth, user.id, amr=[first, "otp"], mfa=True, ask=ask, next_=next_)
+            # A mailed step-up code (no TOTP) is not a second factor: the session is not an MFA one.
+            mfa = user.totp_enabled
+            page = await _signed_in(
+                request, uow, oauth, user.id, amr=[first, "otp"] if mfa else [first], mfa=mfa, ask=ask, next_=next_
+            )
             end_provider_flow(page)
             return page
     except (PageError, RedirectError):

@@ -51,20 +51,34 @@ def check_settings(settings: Settings) -> list[Finding]:
         )
     if settings.server.workers > 1 and settings.redis_url is None:
         # In memory, each worker counts on its own: with 4 workers a limit of
-        # 10 lets about 40 through. Refused in dev too: the throttles are
-        # security controls, not a production nicety.
+        # 10 lets about 40 through, and a detection rule over HTTP signals
+        # (5xx, records probing, API-key 401s) needs 4 times its threshold
+        # when they are spread over the workers. Refused in dev too: the
+        # throttles and the rules are security controls, not a production nicety.
         findings.append(
             Finding(
                 "error",
                 "server.workers",
-                f"{settings.server.workers} workers without redis_url would each keep their own throttle counters, "
-                "multiplying every rate limit",
+                f"{settings.server.workers} workers without redis_url would each keep their own throttle and "
+                "detection counters, multiplying every rate limit and every HTTP-signal alert threshold",
                 "set redis_url so the workers share counters, or set server.workers = 1",
             )
         )
     if settings.debug:
         findings.append(Finding(serious, "debug", "debug is on", "set debug = false (BASTION_DEBUG=false)"))
+    if settings.alerts.webhook_urls and settings.alerts.webhook_secret is None:
+        # Unsigned alerts can be forged by anyone who can reach the receiver (bastion.monitor.delivery).
+        findings.append(
+            Finding(
+                serious,
+                "alerts.webhook_secret",
+                "alert webhooks would be sent unsigned",
+                "set alerts.webhook_secret (BASTION_ALERTS__WEBHOOK_SECRET_FILE) to whsec_ and the base64 of "
+                "32 random bytes",
+            )
+        )
     findings += transport_findings(settings, serious, now=datetime.now(UTC))
+    findings += _audit_findings(settings, serious)  # the audit log's checkpoint sinks (docs/audit.md)
     if settings.mode == "dev":
         findings.append(
             Finding(
@@ -99,6 +113,33 @@ def _master_key_findings(settings: Settings, serious: Literal["error", "warning"
         if problem:
             findings.append(Finding(serious, "master_key_file", problem, f"run: chmod 600 {path}"))
     return findings
+
+
+def _audit_findings(settings: Settings, serious: Literal["error", "warning"]) -> list[Finding]:
+    """Checkpoints must leave the data directory: a copy beside the database is
+    rewritten with it, and then nothing catches a rewrite of the whole log."""
+    audit = settings.audit
+    if audit.checkpoint_dir is not None and _is_inside(audit.checkpoint_dir, settings.data_dir):
+        return [
+            Finding(
+                serious,
+                "audit.checkpoint_dir",
+                f"{audit.checkpoint_dir} is inside the data directory: a rewrite of the database can rewrite it too",
+                "set audit.checkpoint_dir to storage the database host cannot rewrite (another disk, a mount)",
+            )
+        ]
+    if settings.mode == "prod" and not (
+        audit.checkpoint_dir or audit.checkpoint_webhook_urls or audit.checkpoint_syslog
+    ):
+        return [
+            Finding(
+                "warning",
+                "audit.checkpoint_dir",
+                "audit checkpoints go nowhere outside the database: a rewrite of the whole log would go unnoticed",
+                "set audit.checkpoint_dir, audit.checkpoint_webhook_urls or audit.checkpoint_syslog",
+            )
+        ]
+    return []
 
 
 def _is_inside(path: Path, directory: Path) -> bool:

@@ -15,5 +15,9 @@ class Finding:
     message: str
     fix: str
 
+    def as_json(self) -> dict[str, str]:
+        """The finding as ``bastion check --format json`` prints it: the setting is its id."""
+        return {"id": self.setting, "severity": self.severity, "title": self.message, "detail": self.fix}
+
     def line(self) -> str:
         return f"{self.setting}: {self.message}; {self.fix}"

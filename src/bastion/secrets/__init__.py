@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
-from bastion.security import KEYRING_PURPOSES, Keyring, KeyringError, MasterKey, TokenSigner
+from bastion.security import KEYRING_PURPOSES, NOTARY_PURPOSE, Keyring, KeyringError, MasterKey, Notary, TokenSigner
 from bastion.settings import ConfigError, Settings
 
 # The keyrings every install has had since `bastion init`.
 BASE_PURPOSES = ("encryption", "hmac", "signing")
-# Signing keyrings added later (RS256, ES256): made when missing, at init and
-# at start-up, so an existing install gains them without a step of its own.
-ADDED_PURPOSES = ("signing-rs256", "signing-es256")
+# Keyrings added later (RS256, ES256; the notary's Ed25519 keys that sign
+# audit checkpoints and manifests): made when missing, at init and at
+# start-up, so an existing install gains them without a step of its own.
+ADDED_PURPOSES = ("signing-rs256", "signing-es256", NOTARY_PURPOSE)
 KEY_PURPOSES = BASE_PURPOSES + ADDED_PURPOSES
 # Every keyring holding signing keys, one per algorithm (`bastion keys rotate signing`).
 SIGNING_PURPOSES = tuple(KEYRING_PURPOSES.values())
@@ -25,6 +30,7 @@ class Keyrings:
     signing: Keyring
     signing_rs256: Keyring
     signing_es256: Keyring
+    notary: Keyring
 
     def purpose(self, name: str) -> Keyring:
         """The keyring of purpose ``name`` ("signing-rs256"); KeyError if there is none."""
@@ -36,6 +42,10 @@ class Keyrings:
     def signing_keyrings(self) -> dict[str, Keyring]:
         """Algorithm -> keyring, what TokenSigner takes."""
         return {alg: self.purpose(purpose) for alg, purpose in KEYRING_PURPOSES.items()}
+
+    def notary_signer(self) -> Notary:
+        """Signs notes (audit checkpoints, manifests) with the active notary key."""
+        return Notary(self.notary)
 
 
 def master_key(settings: Settings) -> MasterKey:
@@ -86,3 +96,67 @@ def token_signer(settings: Settings, rings: Keyrings) -> TokenSigner:
             settings.auth.access_token_ttl, settings.oauth.access_token_ttl, settings.oauth.id_token_ttl
         ),
     )
+
+
+def checkpoint_origin(settings: Settings) -> str:
+    """The audit log's name: the origin line of its checkpoints and the key name they are signed under.
+
+    ``audit.origin`` when set, else the host of ``auth.public_url`` followed by
+    "/audit", a schema-less URL as C2SP tlog-checkpoint recommends. A note key
+    name may hold no space and no "+", so such an origin is a ConfigError.
+    Verifiers read it back from ``bastion keys export-public`` (the vkeys).
+    """
+    origin = settings.audit.origin or f"{urlsplit(settings.auth.public_url).hostname or 'localhost'}/audit"
+    if "+" in origin or any(c.isspace() for c in origin):
+        raise ConfigError("audit.origin may contain neither spaces nor '+' (it names the checkpoint signing key)")
+    return origin
+
+
+PUBLIC_KEYS_FORMAT = "bastion-public-keys/v1"
+
+
+def public_keys_document(settings: Settings, rings: Keyrings, *, now: datetime | None = None) -> dict[str, Any]:
+    """What ``bastion keys export-public`` writes: every public key a verifier off the box needs.
+
+    The notary's active and retired keys (revoked ones are left out: what they
+    signed must stop verifying), each as kid, status, creation time, the
+    signed-note verifier key under the checkpoint origin (``vkey``), the raw
+    key in base64 and SubjectPublicKeyInfo PEM; and the token signing keys of
+    every algorithm as a JWK Set, with each key's status beside it. Built from
+    public halves only: no private member can appear (the test checks the
+    output against every key's material).
+    """
+    at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    origin = checkpoint_origin(settings)
+    notary = [
+        {
+            "kid": key.kid,
+            "status": key.status,
+            "created": key.created_at.isoformat(),
+            "vkey": key.note_key(origin).vkey(),
+            "public_key": base64.b64encode(key.public_key).decode("ascii"),
+            "pem": key.public_pem(),
+        }
+        for key in rings.notary_signer().public_keys()
+    ]
+    signer = token_signer(settings, rings)
+    signing: list[dict[str, Any]] = []
+    for alg, purpose in KEYRING_PURPOSES.items():
+        for info in rings.purpose(purpose).kids():
+            if info.status != "revoked":
+                jwk = signer.public_jwk(alg, info.kid)
+                signing.append(
+                    {
+                        "kid": info.kid,
+                        "alg": alg,
+                        "status": info.status,
+                        "created": info.created_at.isoformat(),
+                        "jwk": jwk,
+                    }
+                )
+    return {
+        "format": PUBLIC_KEYS_FORMAT,
+        "generated_at": at.isoformat(),
+        "notary": {"origin": origin, "keys": notary},
+        "signing": {"issuer": settings.auth.public_url, "keys": signing, "jwks": {"keys": [k["jwk"] for k in signing]}},
+    }

@@ -545,6 +545,17 @@ class TokenSigner:
             ]
         }
 
+    def public_jwk(self, alg: str, kid: str) -> dict[str, Any]:
+        """The public JWK of key ``kid`` of ``alg``'s keyring, published now or not.
+
+        For ``bastion keys export-public``, which hands verifiers off the box
+        every key that is not revoked; KeyringError for a revoked or unknown kid.
+        """
+        if alg not in self._keyrings:
+            raise KeyringError(f"no {alg} keyring")
+        self._current()
+        return self._public_key(alg, kid).as_dict(private=False)
+
     def signing_kid(self, alg: str, *, now: int) -> str:
         """The kid that signs ``alg`` tokens at ``now`` (publish-before-sign applied)."""
         self._current()

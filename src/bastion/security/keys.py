@@ -18,7 +18,8 @@ erased, so it opens and verifies nothing and the order of keys, which the
 signing schedule reads (``bastion.security.jose``), is kept.
 
 What a key is depends on the purpose (``_MATERIAL``): 32 random bytes for
-"encryption" and "hmac", an Ed25519 seed for "signing" (EdDSA), and a private
+"encryption" and "hmac", an Ed25519 seed for "signing" (EdDSA) and "notary"
+(signed notes: audit checkpoints, manifests), and a private
 key in PKCS#8 DER for "signing-rs256" (RSA 2048) and "signing-es256" (P-256).
 Material of the wrong kind for its purpose is refused at load.
 
@@ -139,7 +140,7 @@ class Keyring:
         self._purpose = purpose
         self._wrap_key = wrap_key
         self._entries = entries
-        self._stamp = _stamp(path)
+        self._stamp = file_stamp(path)
         self._generation = 0
 
     @classmethod
@@ -156,7 +157,7 @@ class Keyring:
         try:
             keys_dir.mkdir(mode=0o700, exist_ok=True)
             keyring._save(keyring._entries, replace=False)
-            keyring._stamp = _stamp(path)  # the file now holds exactly these keys
+            keyring._stamp = file_stamp(path)  # the file now holds exactly these keys
         except FileExistsError:
             return cls.load(keys_dir, purpose, master)
         except OSError as exc:
@@ -211,7 +212,7 @@ class Keyring:
             self._save(entries, replace=True)
         except OSError as exc:
             raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
-        self._use(entries, _stamp(self._path))
+        self._use(entries, file_stamp(self._path))
         return self.active_kid
 
     def revoke(self, kid: str, *, at: datetime | None = None) -> str | None:
@@ -243,7 +244,7 @@ class Keyring:
             self._save(entries, replace=True)
         except OSError as exc:
             raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
-        self._use(entries, _stamp(self._path))
+        self._use(entries, file_stamp(self._path))
         return new_kid
 
     def remove(self, kid: str) -> None:
@@ -264,7 +265,7 @@ class Keyring:
             self._save(entries, replace=True)
         except OSError as exc:
             raise KeyringError(f"{self._path} cannot be written ({exc.strerror})") from None
-        self._use(entries, _stamp(self._path))
+        self._use(entries, file_stamp(self._path))
 
     @property
     def generation(self) -> int:
@@ -290,7 +291,7 @@ class Keyring:
         new version. A file that cannot be read or parsed now keeps the keys
         we have: refusing service over a transient read error would be worse.
         """
-        stamp = _stamp(self._path)
+        stamp = file_stamp(self._path)
         if stamp == self._stamp:
             return False
         try:
@@ -303,8 +304,8 @@ class Keyring:
     def secret(self, kid: str) -> bytes:
         """Return the key material of ``kid``; KeyringError if the keyring has no such key.
 
-        For "signing" this is a raw Ed25519 private key (32-byte seed, RFC
-        8032 §5.1.5); for "signing-rs256" and "signing-es256" a PKCS#8 DER
+        For "signing" and "notary" this is a raw Ed25519 private key (32-byte
+        seed, RFC 8032 §5.1.5); for "signing-rs256" and "signing-es256" a PKCS#8 DER
         private key (RFC 5958); for every other purpose, 32 random bytes.
         """
         for _ in range(2):
@@ -371,7 +372,11 @@ def check_key_file_permissions(path: Path) -> str | None:
     return None
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+FileStamp = tuple[int, int, int] | None  # (inode, mtime_ns, size); None when absent
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """What tells a replaced or edited file from the one seen before (the keyrings, the rotation's file watch)."""
     try:
         st = path.stat()
     except OSError:
@@ -478,8 +483,11 @@ def _check_p256(secret: bytes) -> None:
 
 _RSA_BITS = 2048
 _RANDOM = _Material(_random_bytes, _check_random_bytes)
+_ED25519 = _Material(lambda: Ed25519PrivateKey.generate().private_bytes_raw(), _check_random_bytes)
 _MATERIAL: dict[str, _Material] = {
-    "signing": _Material(lambda: Ed25519PrivateKey.generate().private_bytes_raw(), _check_random_bytes),
+    "signing": _ED25519,
+    # Signs notes: audit checkpoints, backup manifests (bastion.security.notes).
+    "notary": _ED25519,
     # 65537 is the only public exponent worth using (RFC 8017 §A.1.1 leaves it open; everyone uses F4).
     "signing-rs256": _Material(
         lambda: _pkcs8(rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS)), _check_rsa

@@ -26,6 +26,8 @@ from bastion.audit import EventTag, Outcome, record_event
 from bastion.clock import Clock
 from bastion.db.claims import claim, compare_and_set
 from bastion.db.database import Queries, Transaction
+from bastion.http.useragent import agent_family
+from bastion.incident.state import Lockdown
 from bastion.security import InvalidToken, TokenSigner, hash_token, token_urlsafe
 from bastion.sessions.errors import InvalidSession
 from bastion.sessions.models import RefreshToken, Session
@@ -85,12 +87,19 @@ class TokenPair:
 
 
 class SessionService:
-    def __init__(self, settings: AuthSettings, *, clock: Clock, signer: TokenSigner) -> None:
+    def __init__(
+        self, settings: AuthSettings, *, clock: Clock, signer: TokenSigner, lockdown: Lockdown | None = None
+    ) -> None:
+        """``lockdown``: during an incident lockdown only admins with MFA open or refresh sessions."""
         self.settings = settings
         self.clock = clock
         self.signer = signer
+        self.lockdown = lockdown
 
     async def open(self, uow: UnitOfWork, user_id: uuid.UUID, *, mfa: bool, user_agent: str) -> TokenPair:
+        # Every sign-in (password, MFA step, provider, hosted pages) opens its session here.
+        if self.lockdown is not None:
+            await self.lockdown.admit_sign_in(uow.db, user_id, mfa=mfa)
         now, session_id = self.clock.now(), uuid.uuid4()
         await uow.db.execute(
             _NEW_SESSION,
@@ -105,7 +114,9 @@ class SessionService:
                 "mfa": mfa,
             },
         )
-        record_event(uow.db, self.clock, EventTag.LOGIN, origin=uow.origin, actor_id=user_id, details={"mfa": mfa})
+        # The agent's family (not the header) lets the monitor tell a new device (bastion.monitor.devices).
+        details = {"mfa": mfa, "agent": agent_family(user_agent)}
+        record_event(uow.db, self.clock, EventTag.LOGIN, origin=uow.origin, actor_id=user_id, details=details)
         return await self._issue(uow.db, session_id, user_id, mfa=mfa)
 
     async def refresh(self, uow: UnitOfWork, refresh_token: str) -> TokenPair:
@@ -118,6 +129,9 @@ class SessionService:
         if found is None:
             record_event(uow.db, self.clock, EventTag.REFRESH, origin=uow.origin, outcome=Outcome.FAILURE)
             raise InvalidSession
+        # A refresh is a sign-in during lockdown; refused before the claim, so the token stays usable after.
+        if self.lockdown is not None:
+            await self.lockdown.admit_sign_in(uow.db, found.user_id, mfa=found.mfa)
         # Claim the token atomically: of two racing refreshes, one wins and
         # the other is treated as the reuse it is indistinguishable from.
         if await claim(uow.db, _CLAIM, {"token_id": found.token_id, "now": now}) is None:

@@ -46,6 +46,7 @@ from bastion.access.guard import every_route
 from bastion.access.permissions import BUILTIN_ROLES, grants
 from bastion.app import create_app
 from bastion.identity.models import User
+from bastion.network.ipfilter import ADMIN_PATHS
 from bastion.settings import Settings
 from factories.access import create_api_key
 from factories.data import COLLECTIONS, OWNER_ONLY, create_record
@@ -89,7 +90,8 @@ class Scenario:
 
     @property
     def admin_plane(self) -> bool:
-        return self.path == "/admin" or self.path.startswith("/admin/")
+        # /metrics too: served on the admin listener only (bastion.network.ipfilter.ADMIN_PATHS).
+        return self.path == "/admin" or self.path.startswith("/admin/") or self.path in ADMIN_PATHS
 
     @property
     def record_operation(self) -> str | None:
@@ -209,7 +211,9 @@ class Probe:
             "session_id": str(uuid.uuid4()),
             "key_id": "0" * 16,
             "identity_id": str(uuid.uuid4()),
+            "block_id": str(uuid.uuid4()),
             "client_id": "c" * 22,
+            "alert_id": str(uuid.uuid4()),  # monitor: the alerts API
         }
 
         def value(match: re.Match[str]) -> str:

@@ -89,7 +89,7 @@ def test_cli_plan_apply_and_keys(make_settings: Callable[..., Settings], monkeyp
 
     listed = runner.invoke(cli, ["keys", "list", *args])
     assert listed.exit_code == 0
-    assert listed.output.count("active") == 5  # encryption, hmac and one per signing algorithm
+    assert listed.output.count("active") == 6  # encryption, hmac, one per signing algorithm, notary
     rotated = runner.invoke(cli, ["keys", "rotate", "encryption", *args])
     assert rotated.exit_code == 0, rotated.output
     assert runner.invoke(cli, ["keys", "list", *args]).output.count("retired") == 1

@@ -12,10 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from bastion.audit.models import AuditEvent
+from bastion.data.models import USER_KEYS
 from bastion.db import transaction
 from bastion.rewrap import rewrap_database
 from bastion.secrets import open_keyrings
-from bastion.security import Encryptor
+from bastion.security import Encryptor, is_data_key_blob
 from harness import DataHarness
 
 PLANTED = "PLANTED-PLAINTEXT-7f3a9c"
@@ -80,26 +81,37 @@ async def test_tampered_ciphertext_is_refused_not_decrypted(data: DataHarness, w
     assert "data:record:tampered" in tags
 
 
+async def _wrapped_kids(data: DataHarness, encryptor: Encryptor) -> list[str]:
+    rows = await data.app.state.db.all(sa.select(USER_KEYS.c.wrapped).order_by(USER_KEYS.c.user_id))
+    return [encryptor.key_id(bytes(row.wrapped)) for row in rows]
+
+
 async def test_rotation_and_rewrap_under_concurrent_reads(data: DataHarness) -> None:
-    """V11.2.2 / V13.3.4: new writes use the new key at once; old values stay readable
-    throughout; rewrap moves them, resumably, while reads go on with zero failures."""
-    records = [await data.create(data.alice, "notes", {"title": f"n{i}", "secret": f"s{i}"}) for i in range(12)]
+    """V11.2.2 / V13.3.4: records' fields are sealed with their owner's data key,
+    which the keyring wraps; a rotation rewraps those keys (resumably, while
+    reads go on with zero failures) and leaves the fields' blobs as they are."""
+    owned = [
+        (owner, await data.create(owner, "notes", {"title": f"n{i}", "secret": f"s{i}"}))
+        for i in range(6)
+        for owner in (data.alice, data.bob)
+    ]
+    records = [record for _, record in owned]
     cli_keys = open_keyrings(data.settings)  # the CLI's own view of the keystore
     old_kid = cli_keys.encryption.active_kid
+    before = {r["id"]: await _blob(data, "notes", r["id"], "secret") for r in records}
+    assert all(is_data_key_blob(blob) for blob in before.values())
     new_kid = cli_keys.encryption.rotate()
-
-    written = await data.create(data.alice, "notes", {"title": "after", "secret": "fresh"})
     encryptor = Encryptor(cli_keys.encryption)
-    assert encryptor.key_id(await _blob(data, "notes", written["id"], "secret")) == new_kid
+    assert await _wrapped_kids(data, encryptor) == [old_kid, old_kid]
 
     failures: list[str] = []
     stop = asyncio.Event()
 
     async def reader() -> None:
         while not stop.is_set():
-            for record in records:
+            for owner, record in owned:
                 url = f"{data.records('notes')}/{record['id']}"
-                response = await data.client.get(url, headers=data.bearer(data.alice))
+                response = await data.client.get(url, headers=data.bearer(owner))
                 if response.status_code != 200 or response.json()["secret"] != record["secret"]:
                     failures.append(response.text)
             await asyncio.sleep(0)
@@ -113,14 +125,14 @@ async def test_rotation_and_rewrap_under_concurrent_reads(data: DataHarness) -> 
 
     readers = [asyncio.create_task(reader()) for _ in range(3)]
     with pytest.raises(Killed):
-        await rewrap_database(data.app.state.db, cli_keys, batch_size=5, report=kill_after_first_batch)
-    left = [encryptor.key_id(await _blob(data, "notes", r["id"], "secret")) for r in records].count(old_kid)
-    resumed = await rewrap_database(data.app.state.db, cli_keys, batch_size=5, report=lambda *_: None)
+        await rewrap_database(data.app.state.db, cli_keys, batch_size=1, report=kill_after_first_batch)
+    left = (await _wrapped_kids(data, encryptor)).count(old_kid)
+    resumed = await rewrap_database(data.app.state.db, cli_keys, batch_size=1, report=lambda *_: None)
     stop.set()
     await asyncio.gather(*readers)
 
     assert failures == []
-    assert 0 < left < 12  # the first run's batch was committed before the kill
+    assert left == 1  # the first run's batch was committed before the kill
     assert resumed.rewrapped == left
-    kids = {encryptor.key_id(await _blob(data, "notes", r["id"], "secret")) for r in [*records, written]}
-    assert kids == {new_kid} != {old_kid}
+    assert await _wrapped_kids(data, encryptor) == [new_kid, new_kid]
+    assert {r["id"]: await _blob(data, "notes", r["id"], "secret") for r in records} == before

@@ -4,6 +4,7 @@ same time, measured over many interleaved samples."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections import Counter
@@ -64,10 +65,15 @@ def recorded(harness: Harness) -> Iterator[Work]:
     work = Work()
     db = harness.app.state.db
     compiled, begin = db.statements.compiled, db.begin
+    # The server's background jobs (the audit sequencer, ...) run in tasks started before
+    # the request, and their lease renewals in "<job>-lease" tasks: not the request's work.
+    background = asyncio.all_tasks() - {asyncio.current_task()}
 
     def statement(*args: Any) -> Any:
         found = compiled(*args)
-        work.statements.append(" ".join(found.sql.split()))
+        task = asyncio.current_task()
+        if task not in background and not (task and task.get_name().endswith("-lease")):
+            work.statements.append(" ".join(found.sql.split()))
         return found
 
     def committing() -> Transaction:

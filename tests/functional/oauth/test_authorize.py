@@ -79,7 +79,7 @@ async def test_sign_in_consent_and_code(harness: Harness) -> None:
     assert row.expires_at - row.created_at == dt.timedelta(seconds=harness.settings.oauth.code_ttl)
     assert row.used_at is None
     events = [(e.tag, e.outcome, e.details) for e in await rows(harness, select(AuditEvent))]
-    assert ("auth:login", "success", {"mfa": False}) in events
+    assert ("auth:login", "success", {"mfa": False, "agent": "python-httpx"}) in events
     assert ("oauth:consent", "success", {"client_id": client_id, "scopes": ["openid", "email"]}) in events
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -25,7 +26,12 @@ from joserfc.jwk import OctKey
 from joserfc.jws import JWSRegistry
 from sqlalchemy import func, select
 
+from bastion.audit import EventTag
+from bastion.audit.models import AuditEvent
+from bastion.oauth.clients import ClientRegistry
 from bastion.oauth.models import OAuthReplay
+from conftest import TOKEN, token_request
+from factories import unit_of_work
 from factories.oauth_clients import (
     ASSERTION_TYPE,
     CLIENT_AUTH_ROUTE,
@@ -154,6 +160,64 @@ async def test_secret_survives_a_rotation_of_the_hmac_keyring(h: Harness) -> Non
     assert secret is not None
     h.app.state.keys.hmac.rotate()
     assert (await post(h, {}, basic(client.id, secret))).status_code == 200
+
+
+async def _expired_refusals(h: Harness) -> list[dict[str, Any]]:
+    rows = await h.app.state.db.all(
+        select(AuditEvent.outcome, AuditEvent.details).where(AuditEvent.tag == EventTag.OAUTH_CLIENT_AUTH.value)
+    )
+    return [{"outcome": row.outcome, **row.details} for row in rows]
+
+
+async def test_an_expired_secret_is_refused_as_a_wrong_one_and_a_rotated_one_works(harness: Harness) -> None:
+    """V13.3.4 (secrets expire and are rotated as documented): a client secret authenticates
+    at the token endpoint until oauth.client_secret_lifetime after it was issued; from then
+    on, with client_secret_basic and client_secret_post alike, it is the same 401
+    invalid_client as a wrong secret, recorded as an oauth:client:auth failure with reason
+    secret_expired (a wrong secret records nothing); the rotated secret works, and expires
+    a lifetime after its rotation."""
+    lifetime = dt.timedelta(seconds=harness.settings.oauth.client_secret_lifetime)
+    grant = {"grant_type": "client_credentials"}
+    issued = harness.clock.now()
+    service = {"grant_types": ("client_credentials",), "scopes": ("records:notes:read",)}
+    basic_client, basic_secret = await register_client(harness.app, **service)
+    post_client, post_secret = await register_client(
+        harness.app, name="Post", token_endpoint_auth_method="client_secret_post", **service
+    )
+    assert basic_secret is not None
+    assert post_secret is not None
+    assert basic_client.secret_expires_at == issued + lifetime
+
+    def by_post(secret: str) -> dict[str, str]:
+        return {"client_id": post_client.id, "client_secret": secret, **grant}
+
+    harness.clock.at = issued + lifetime - dt.timedelta(seconds=1)  # the last second it works
+    assert (await token_request(harness, basic_client.id, basic_secret, grant)).status_code == 200
+    assert (await harness.client.post(TOKEN, data=by_post(post_secret))).status_code == 200
+
+    harness.clock.at = issued + lifetime
+    wrong = await token_request(harness, basic_client.id, basic_secret[::-1], grant)
+    refused(wrong)
+    assert await _expired_refusals(harness) == []
+    expired = await token_request(harness, basic_client.id, basic_secret, grant)
+    refused(expired)
+    assert expired.json() == wrong.json()
+    refused(await harness.client.post(TOKEN, data=by_post(post_secret)))
+    assert await _expired_refusals(harness) == [
+        {"outcome": "failure", "client_id": client.id, "method": client.token_endpoint_auth_method,
+         "reason": "secret_expired", "expired_at": (issued + lifetime).isoformat()}
+        for client in (basic_client, post_client)
+    ]  # fmt: skip
+
+    async with unit_of_work(harness.app) as uow:
+        rotated = await ClientRegistry.of(harness.app.state).rotate_secret(uow, basic_client.id)
+    assert rotated is not None
+    new_secret, new_expiry = rotated
+    assert new_expiry == harness.clock.now() + lifetime
+    assert (await token_request(harness, basic_client.id, new_secret, grant)).status_code == 200
+    refused(await token_request(harness, basic_client.id, basic_secret, grant))  # the old one stays dead
+    harness.clock.at = new_expiry
+    refused(await token_request(harness, basic_client.id, new_secret, grant))
 
 
 # --- private_key_jwt ----------------------------------------------------------

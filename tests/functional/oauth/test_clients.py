@@ -202,8 +202,9 @@ async def test_create_rotate_delete_with_audit_events_and_no_secret_stored_or_lo
         assert len(secret) >= 43  # 32 random bytes, base64url
         assert len(client.id) >= 22  # 16 random bytes
         async with unit_of_work(harness.app) as uow:
-            rotated = await registry(harness).rotate_secret(uow, client.id)
-        assert rotated is not None
+            new = await registry(harness).rotate_secret(uow, client.id)
+        assert new is not None
+        rotated = new[0]
         assert rotated != secret
         stored = await harness.app.state.db.value(select(OAuthClient.secret_hash).where(OAuthClient.id == client.id))
         assert secret not in stored
@@ -273,9 +274,16 @@ async def test_admin_api_create_show_rotate_delete(harness: Harness, admin_clien
     assert shown.status_code == 200
     assert "client_secret" not in shown.json()
     assert [c["client_id"] for c in (await admin_client.get(BASE, headers=admin)).json()] == [client_id]
+    assert dt.datetime.fromisoformat(body["secret_expires_at"]) == harness.clock.now() + dt.timedelta(
+        seconds=harness.settings.oauth.client_secret_lifetime
+    )
+    harness.clock.advance(seconds=90)  # within the admin's token and step-up
     rotated = await admin_client.post(f"{BASE}/{client_id}/rotate-secret", headers=admin)
     assert rotated.status_code == 200
     assert rotated.json()["client_secret"] != secret
+    assert dt.datetime.fromisoformat(rotated.json()["secret_expires_at"]) == dt.datetime.fromisoformat(
+        body["secret_expires_at"]
+    ) + dt.timedelta(seconds=90)
     assert (await admin_client.delete(f"{BASE}/{client_id}", headers=admin)).status_code == 204
     assert (await admin_client.get(f"{BASE}/{client_id}", headers=admin)).status_code == 404
     assert (await admin_client.delete(f"{BASE}/{client_id}", headers=admin)).status_code == 404

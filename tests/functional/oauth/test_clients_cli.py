@@ -3,6 +3,7 @@ of ``create`` (the contract), one-line errors for bad input, nothing stored on a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from bastion.settings import load_settings
 from factories.oauth_clients import public_jwks, signing_key
 
 runner = CliRunner()
+YEAR = dt.timedelta(days=365)
 
 
 def bastion(data: Path, *args: str) -> tuple[int, str, str]:
@@ -36,6 +38,9 @@ def data(tmp_path: Path) -> Path:
 
 
 def test_create_list_show_rotate_delete(data: Path) -> None:
+    """V13.3.4: the JSON of create, show and rotate-secret says when the secret expires
+    (oauth.client_secret_lifetime, a year by default, from its issue)."""
+    before = dt.datetime.now(dt.UTC)
     code, out, err = bastion(
         data, "oauth", "client", "create", "--name", "Notes", "--redirect-uri", "https://notes.example/cb",
         "--redirect-uri", "http://127.0.0.1/cb", "--scope", "openid", "--scope", "records:*",
@@ -45,6 +50,9 @@ def test_create_list_show_rotate_delete(data: Path) -> None:
     client_id, secret = str(created["client_id"]), str(created["client_secret"])
     assert created["token_endpoint_auth_method"] == "client_secret_basic"
     assert created["redirect_uris"] == ["https://notes.example/cb", "http://127.0.0.1/cb"]
+    expires = dt.datetime.fromisoformat(str(created["secret_expires_at"]))
+    assert before + YEAR <= expires <= dt.datetime.now(dt.UTC) + YEAR
+    assert "expires" in err
     code, out, _ = bastion(data, "oauth", "client", "list")
     assert code == 0
     assert client_id in out
@@ -54,9 +62,14 @@ def test_create_list_show_rotate_delete(data: Path) -> None:
     shown = last_json(out)
     assert shown["client_id"] == client_id
     assert "client_secret" not in shown
+    assert shown["secret_expires_at"] == created["secret_expires_at"]
     code, out, _ = bastion(data, "oauth", "client", "rotate-secret", client_id)
     assert code == 0
-    assert last_json(out)["client_secret"] not in (secret, None)
+    rotated = last_json(out)
+    assert rotated["client_secret"] not in (secret, None)
+    assert dt.datetime.fromisoformat(str(rotated["secret_expires_at"])) >= expires
+    shown = last_json(bastion(data, "oauth", "client", "show", client_id)[1])
+    assert shown["secret_expires_at"] == rotated["secret_expires_at"]
     assert bastion(data, "oauth", "client", "delete", client_id)[0] == 0
     code, _, err = bastion(data, "oauth", "client", "show", client_id)
     assert code == 2
@@ -82,6 +95,8 @@ def test_public_and_private_key_jwt_clients_have_no_secret(data: Path, tmp_path:
     assert keyed["token_endpoint_auth_method"] == "private_key_jwt"
     assert keyed["access_token_signed_response_alg"] == "EdDSA"
     assert "client_secret" not in keyed
+    assert public["secret_expires_at"] is None
+    assert keyed["secret_expires_at"] is None
     code, _, err = bastion(data, "oauth", "client", "rotate-secret", str(keyed["client_id"]))
     assert code == 2
     assert "no secret" in err
@@ -125,3 +140,30 @@ def test_custom_claims_map_user_fields(data: Path) -> None:
     )  # fmt: skip
     assert code == 0, out
     assert last_json(out)["claims"] == {"groups": "roles", "verified": "email_verified"}
+
+
+@pytest.mark.parametrize(("where", "value"), [("env", "0s"), ("toml", "-3d"), ("toml", "soon")])
+def test_a_client_secret_lifetime_that_is_not_a_positive_duration_is_one_line_exit_2(
+    data: Path, monkeypatch: pytest.MonkeyPatch, where: str, value: str
+) -> None:
+    """oauth.client_secret_lifetime = "0s" would make every new secret expired at birth:
+    refused in one line naming the setting, exit 2, and no client registered."""
+    config = data / "bastion.toml"
+    original = config.read_text()
+    if where == "env":
+        monkeypatch.setenv("BASTION_OAUTH__CLIENT_SECRET_LIFETIME", value)
+    else:
+        config.write_text(original + f'\n[oauth]\nclient_secret_lifetime = "{value}"\n')
+    code, _, err = bastion(
+        data, "oauth", "client", "create", "--name", "Refused app", "--redirect-uri", "https://a.example/cb"
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: invalid setting oauth.client_secret_lifetime"), lines[0]
+    assert "duration" in lines[0]
+    monkeypatch.delenv("BASTION_OAUTH__CLIENT_SECRET_LIFETIME", raising=False)
+    config.write_text(original)
+    code, out, _ = bastion(data, "oauth", "client", "list")
+    assert code == 0
+    assert "Refused app" not in out

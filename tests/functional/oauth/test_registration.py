@@ -24,7 +24,9 @@ async def test_registration_is_off_by_default(make_settings: Any, clock: Any) ->
 
 
 async def test_registration_when_on(harness: Harness) -> None:
-    """RFC 7591 §3.2.1: client_id, the secret once, the metadata as registered."""
+    """RFC 7591 §3.2.1: client_id, the secret once, the metadata as registered; V13.3.4:
+    client_secret_expires_at is when the secret expires (oauth.client_secret_lifetime from
+    now, in seconds since the epoch), not 0 ("never")."""
     document = (await harness.client.get(WELL_KNOWN)).json()
     assert document["registration_endpoint"] == harness.settings.auth.public_url.rstrip("/") + "/oauth2/register"
     response = await harness.client.post(
@@ -34,7 +36,10 @@ async def test_registration_when_on(harness: Harness) -> None:
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["client_secret"]
-    assert body["client_secret_expires_at"] == 0
+    lifetime = harness.settings.oauth.client_secret_lifetime
+    assert body["client_secret_expires_at"] == int(harness.clock.now().timestamp() + lifetime)
+    assert body["client_secret_expires_at"] > body["client_id_issued_at"]
+    assert "secret_expires_at" not in body  # describe()'s ISO form is not RFC 7591's
     assert body["token_endpoint_auth_method"] == "client_secret_basic"
     assert body["redirect_uris"] == ["https://app.example/cb"]
     assert "unknown_member" not in body

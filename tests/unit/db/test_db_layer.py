@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from bastion.audit import EventTag, Origin, record_event
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
-from bastion.db import Database, DatabaseGone, QueryBudgetExceeded, open_database, transaction
+from bastion.db import Database, DatabaseGone, MissingReference, QueryBudgetExceeded, open_database, transaction
 from bastion.db.claims import claim, compare_and_set
 from bastion.db.sqlite import SqliteDatabase
 
@@ -28,6 +28,12 @@ things = sa.Table(
     sa.Column("name", sa.String(40), unique=True),
     sa.Column("key", sa.Uuid, default=uuid.uuid4),
     sa.Column("used", sa.Boolean, default=False),
+)
+parts = sa.Table(
+    "layer_parts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("thing_id", sa.Integer, sa.ForeignKey("layer_things.id", ondelete="CASCADE")),
 )
 _BY_NAME = sa.select(things).where(things.c.name == sa.bindparam("name"))
 _SPEND = compare_and_set(
@@ -89,6 +95,36 @@ async def test_results_defaults_and_conversions(db: Database) -> None:
             await tx.execute(sa.insert(things), {"name": "b"})
     assert "unique" in str(refused.value).lower()
     assert await names(db) == ["b", "c", "z"]
+
+
+async def test_a_foreign_key_refusal_is_missing_reference_and_nothing_else_is(db: Database) -> None:
+    """V16.5.3: a change a foreign key refuses (the row it names is gone) is MissingReference on
+    both backends, through execute and execute_many, so a domain can answer it (bastion.data:
+    the owner erased meanwhile, 401); a unique violation stays the driver's own error."""
+    async with transaction(db) as tx:
+        await tx.execute(sa.insert(things), {"id": 1, "name": "a"})
+        await tx.execute(sa.insert(parts), {"thing_id": 1})
+
+    async def one() -> None:
+        async with transaction(db) as tx:
+            await tx.execute(sa.insert(parts), {"thing_id": 2})
+
+    async def many() -> None:
+        async with transaction(db) as tx:
+            await tx.execute_many(sa.insert(parts), [{"thing_id": 1}, {"thing_id": 2}])
+
+    async def duplicate() -> None:
+        async with transaction(db) as tx:
+            await tx.execute(sa.insert(things), {"name": "a"})
+
+    for write in (one, many):
+        with pytest.raises(MissingReference):
+            await write()
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - either driver's own class
+        await duplicate()
+    assert not isinstance(refused.value, MissingReference)
+    assert "unique" in str(refused.value).lower()
+    assert await db.value(sa.select(sa.func.count()).select_from(parts)) == 1
 
 
 async def test_a_transaction_that_raises_leaves_nothing_and_others_are_unharmed(db: Database) -> None:

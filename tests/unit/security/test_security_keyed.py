@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bastion.security import Keyring, MasterKey
-from bastion.security.keyed import keyed_hash, keyed_hash_matches
+from bastion.security.keyed import KeyedHashes, keyed_hash, keyed_hash_matches, keyed_hashes_under_every_key
 
 
 @pytest.fixture
@@ -38,3 +38,19 @@ def test_only_the_hmac_keyring(tmp_path: Path) -> None:
     encryption = Keyring.load_or_create(tmp_path, "encryption", MasterKey.generate())
     with pytest.raises(ValueError, match="hmac"):
         keyed_hash(encryption, "s3cret", "ctx")
+
+
+def test_the_ledgers_digests_are_those_the_restore_recomputes(hmac_keyring: Keyring) -> None:
+    """The erasure ledger writes ``keyed_hashes_under_every_key`` and a restore matches with
+    ``KeyedHashes.under``: one implementation, the same digest under every kid, and the
+    active one is ``keyed_hash``'s."""
+    first = hmac_keyring.active_kid
+    hmac_keyring.rotate()
+    digests = keyed_hashes_under_every_key(hmac_keyring, "user-id", "ctx")
+    assert set(digests) == {first, hmac_keyring.active_kid}
+    hashes = KeyedHashes(hmac_keyring, "ctx")
+    for kid, digest in digests.items():
+        under = hashes.under(kid)
+        assert under is not None
+        assert under("user-id") == digest
+    assert keyed_hash(hmac_keyring, "user-id", "ctx") == f"{hmac_keyring.active_kid}:{digests[hmac_keyring.active_kid]}"

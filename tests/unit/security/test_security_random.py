@@ -64,3 +64,12 @@ def test_public_ids_never_look_like_a_command_line_option(monkeypatch: pytest.Mo
     ids = {public_id(8) for _ in range(2000)}
     assert len(ids) == 2000
     assert not any(value.startswith("-") for value in ids)
+
+
+def test_digest_is_sha256_of_the_concatenation() -> None:
+    """FIPS 180-4 "abc" vector, split or whole."""
+    from bastion.security import DIGEST_SIZE, digest
+
+    abc = bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    assert digest(b"abc") == digest(b"a", b"bc") == abc
+    assert len(digest()) == DIGEST_SIZE

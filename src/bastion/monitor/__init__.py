@@ -1,0 +1,1 @@
+"""Detection rules over the event stream, alerts and their delivery, automatic responses."""
