@@ -325,19 +325,21 @@ def configure_logging(
     level: str = "info",
     *,
     log_format: LogFormat = "json",
-    stream: IO[str] | None = None,
+    stream: IO[str] | Literal["stdout", "stderr"] = "stdout",
 ) -> None:
     """Send every log line, structlog's and the stdlib's, through redaction.
 
     Replaces the root logger's handlers (any other handler would write
     unredacted lines), so calling it again reconfigures rather than adds.
     ``log_format="console"`` renders one readable line per event (coloured when
-    ``stream`` is a terminal) from the same, redacted, event.
+    ``stream`` is a terminal) from the same, redacted, event. ``"stdout"`` and
+    ``"stderr"`` mean whichever stream ``sys`` holds at each line, not the one
+    it held at this call (a test runner swaps them and closes its own).
     """
     numeric_level = logging.getLevelNamesMapping().get(level.upper())
     if numeric_level is None:
         raise ValueError(f"unknown log level: {level!r}")
-    target = stream if stream is not None else sys.stdout
+    target = _CurrentStream(stream) if isinstance(stream, str) else stream
 
     shared = _shared_processors()
     structlog.configure(
@@ -420,7 +422,23 @@ def _escape_controls(logger: WrappedLogger, method_name: str, event_dict: EventD
     return event_dict
 
 
-def _is_terminal(stream: IO[str]) -> bool:
+class _CurrentStream:
+    """``sys.stdout`` or ``sys.stderr`` as it is at each write."""
+
+    def __init__(self, name: Literal["stdout", "stderr"]) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self.name).write(text)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        getattr(sys, self.name).flush()
+
+    def isatty(self) -> bool:
+        return _is_terminal(getattr(sys, self.name))
+
+
+def _is_terminal(stream: IO[str] | _CurrentStream) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
 

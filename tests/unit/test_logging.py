@@ -227,6 +227,23 @@ def test_configure_logging_is_idempotent() -> None:
         structlog.reset_defaults()
 
 
+def test_stderr_is_the_stream_sys_holds_at_each_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line logs to "stderr": a line written after a test runner (or anything else)
+    swapped and closed sys.stderr goes to the new one, not to the closed file."""
+    swapped_out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped_out)
+    try:
+        configure_logging("warning", stream="stderr")
+        swapped_out.close()
+        current = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", current)
+        get_logger("bastion.test").warning("after the swap")
+        assert [line["event"] for line in _lines(current)] == ["after the swap"]
+    finally:
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()
+
+
 def test_level_filters_structlog_and_stdlib() -> None:
     stream = io.StringIO()
     try:

@@ -88,7 +88,7 @@ def main_callback(
 
     # Commands log warnings and errors only, to stderr, redacted; `serve`
     # switches to the configured level and format.
-    configure_logging("warning", stream=sys.stderr)
+    configure_logging("warning", stream="stderr")
 
 
 @app.command()
