@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from bastion.network.models import Block
 from harness import Harness
 
+pytestmark = pytest.mark.clock_now  # the command line dates its audit events by the real clock
 runner = CliRunner()
 ADDRESS = "203.0.113.77"
 

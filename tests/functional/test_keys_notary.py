@@ -23,6 +23,7 @@ from bastion.secrets import KEY_PURPOSES, checkpoint_origin, open_keyrings
 from bastion.security import InvalidNote, checkpoint_body, parse_checkpoint, verify_note
 from harness import Harness
 
+pytestmark = pytest.mark.clock_now  # the command line dates its audit events by the real clock
 runner = CliRunner()
 
 

@@ -26,6 +26,7 @@ from bastion.secrets import open_keyrings
 from factories.backups import IDENTITY, RECIPIENT
 from harness import DataHarness, Harness
 
+pytestmark = pytest.mark.clock_now  # the command line dates its audit events by the real clock
 runner = CliRunner()
 AGE = shutil.which("age") or "age"
 PG_RESTORE = shutil.which("pg_restore") or "pg_restore"

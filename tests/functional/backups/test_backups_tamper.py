@@ -20,6 +20,7 @@ from bastion.security import NoteKey, token_bytes
 from factories.backups import IDENTITY, RECIPIENT
 from harness import Harness
 
+pytestmark = pytest.mark.clock_now  # the command line dates its audit events by the real clock
 runner = CliRunner()
 
 

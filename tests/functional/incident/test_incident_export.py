@@ -24,6 +24,7 @@ from bastion.security.notes import InvalidNote, verify_note
 from factories import unit_of_work
 from harness import Harness
 
+pytestmark = pytest.mark.clock_now  # the command line dates its audit events by the real clock
 runner = CliRunner()
 SINCE = "2025-12-31T00:00:00Z"  # before the harness clock's 2026-01-01
 SMTP_PASSWORD = "smtp-password-never-exported-7f3a"

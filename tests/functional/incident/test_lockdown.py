@@ -233,7 +233,7 @@ async def test_lockdown_on_needs_no_restart_and_off_needs_no_reason(harness: Har
 
 async def test_a_second_process_sees_lockdown_within_a_second(harness: Harness) -> None:
     """Cluster-wide within 1 s: another app on the same database (its own cached reader) refuses writes in time."""
-    other = create_app(harness.settings, clock=FrozenClock())
+    other = create_app(harness.settings, clock=FrozenClock(harness.clock.now()))
     async with (
         other.router.lifespan_context(other),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="https://testserver") as client,

@@ -16,6 +16,7 @@ from factories.access import create_api_key
 from factories.oauth import REDIRECT_URI, VERIFIER, basic, create_client, create_code
 from harness import PASSWORD, Harness
 
+pytestmark = pytest.mark.clock_now  # the command line dates its audit events by the real clock
 runner = CliRunner()
 
 

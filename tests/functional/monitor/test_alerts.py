@@ -178,6 +178,7 @@ async def test_records_probing_by_one_principal(harness: Harness) -> None:
     assert after - before == 1  # the alert's own event only
 
 
+@pytest.mark.clock_now  # the command line dates its audit events by the real clock
 async def test_cli_lists_and_acknowledges(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """``bastion alerts list [--json] [--all]`` and ``alerts ack ID``; bad ids fail with one line, exit 2."""
     monkeypatch.setenv("BASTION_DATABASE_URL", harness.settings.sqlalchemy_url)

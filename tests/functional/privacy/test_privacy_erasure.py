@@ -6,7 +6,6 @@ erasures at once."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import Awaitable
 from typing import Any
@@ -19,7 +18,6 @@ from typer.testing import CliRunner
 from bastion.audit.models import AuditEvent
 from bastion.audit.verify import verify_log
 from bastion.cli import app as cli
-from bastion.clock import FrozenClock
 from bastion.data.models import USER_KEYS
 from bastion.db import Base
 from bastion.identity.models import User
@@ -34,11 +32,7 @@ PLANTED = "PLANTED-ERASE-ME-93c1d7"
 runner = CliRunner()
 
 
-@pytest.fixture
-def clock() -> FrozenClock:
-    """Now, not the default 2026-01-01: the audit tree (verified here) orders events by time,
-    and the instance's own start-up events are dated by the real clock."""
-    return FrozenClock(dt.datetime.now(dt.UTC))
+pytestmark = pytest.mark.clock_now  # the audit tree (verified here) orders events by time; the CLI's are dated now
 
 
 async def _id(tokens: dict[str, Any], data: DataHarness) -> uuid.UUID:
