@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "tests"))
 
 from bastion.oauth.clients import ClientMetadata, ClientRegistry  # noqa: E402
-
 from factories import unit_of_work  # noqa: E402 - tests/ on the path first
 from oauth_flow import Person, authorize  # noqa: E402
 
