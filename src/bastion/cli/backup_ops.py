@@ -22,6 +22,7 @@ from bastion.cli.common import CommandError, DataDir, err, out, settings_for
 
 if TYPE_CHECKING:
     from bastion.backups.manifest import Manifest
+    from bastion.backups.restore import StagedDatabase
     from bastion.settings import Settings
 
 __all__ = ["register"]
@@ -58,24 +59,15 @@ def _restore_vkeys(target: Path, key_file: Path | None) -> list[str]:
 
 async def _finish(
     staging: Path, target: Path, manifest: Manifest, backup_file: Path, vkeys: list[str], *, force: bool
-) -> dict[str, Any]:
-    """Steps 3 to 5 of bastion.backups.restore on the staged directory; what was done."""
-    from bastion.backups.destinations import destinations_of
+) -> tuple[dict[str, Any], StagedDatabase | None]:
+    """Steps 3 to 5 of bastion.backups.restore on the staged directory; what was done, and the
+    staged PostgreSQL database (dropped here if a step fails)."""
     from bastion.backups.errors import BackupUnavailable
-    from bastion.backups.ledger_apply import apply_erasure_ledgers, gather_ledgers
-    from bastion.backups.ledger_sync import LEDGER_NAME
-    from bastion.backups.restore import pg_restore
-    from bastion.backups.snapshot import database_digests, database_kind
-    from bastion.backups.verify import compare_tables
-    from bastion.migrations import head_revision, known_revisions, upgrade
-    from bastion.settings import load_settings
+    from bastion.backups.restore import discard_database, stage_database
+    from bastion.backups.snapshot import database_kind
+    from bastion.settings import Secret, load_settings
 
-    revision = manifest.schema_revision
-    if revision is not None and revision not in known_revisions():
-        raise BackupUnavailable(
-            f"the backup's schema revision {revision} is newer than this Bastion's ({head_revision()}): "
-            f"restore it with Bastion {manifest.bastion_version} or later"
-        )
+    _refuse_newer(manifest)
     restored = load_settings(staging)
     url = restored.sqlalchemy_url
     if database_kind(url) != manifest.database:
@@ -83,8 +75,44 @@ async def _finish(
             f"a {manifest.database} backup, but the restored settings name a {database_kind(url)} database "
             "(check BASTION_DATABASE_URL)"
         )
-    if manifest.database == "postgresql":
-        await pg_restore(staging / "database.dump", url, force=force)
+    paths: dict[str, Any] = {"staging": staging, "target": target, "backup_file": backup_file, "vkeys": vkeys}
+    if manifest.database != "postgresql":
+        return await _check_and_apply(restored, manifest, **paths), None
+    staged = await stage_database(staging / "database.dump", url, force=force)
+    try:
+        # Every step until the swap works on the staged database, under its own name.
+        on_staged = restored.model_copy(update={"database_url": Secret(staged.url)})
+        return await _check_and_apply(on_staged, manifest, **paths), staged
+    except BaseException:
+        await discard_database(staged)
+        raise
+
+
+def _refuse_newer(manifest: Manifest) -> None:
+    from bastion.backups.errors import BackupUnavailable
+    from bastion.migrations import head_revision, known_revisions
+
+    revision = manifest.schema_revision
+    if revision is not None and revision not in known_revisions():
+        raise BackupUnavailable(
+            f"the backup's schema revision {revision} is newer than this Bastion's ({head_revision()}): "
+            f"restore it with Bastion {manifest.bastion_version} or later"
+        )
+
+
+async def _check_and_apply(
+    restored: Settings, manifest: Manifest, *, staging: Path, target: Path, backup_file: Path, vkeys: list[str]
+) -> dict[str, Any]:
+    """Steps 4 and 5: the tables against the manifest, migrations, the erasure ledgers, the event."""
+    from bastion.backups.destinations import destinations_of
+    from bastion.backups.ledger_apply import apply_erasure_ledgers, gather_ledgers
+    from bastion.backups.ledger_sync import LEDGER_NAME
+    from bastion.backups.snapshot import database_digests
+    from bastion.backups.verify import compare_tables
+    from bastion.migrations import head_revision, upgrade
+
+    url = restored.sqlalchemy_url
+    revision = manifest.schema_revision
     # Before any migration: the tables must be exactly what the manifest signed.
     compare_tables(manifest.tables, await database_digests(url))
     if revision != head_revision():
@@ -132,8 +160,8 @@ def restore(
         bool,
         typer.Option(
             "--force",
-            help="Restore over a non-empty directory (moved aside, not deleted) or a PostgreSQL database "
-            "that holds tables (emptied).",
+            help="Restore over a non-empty directory or a PostgreSQL database that holds tables (each "
+            "kept aside, not deleted), ending the sessions still open on that database.",
         ),
     ] = False,
     key: KeyFile = None,
@@ -144,7 +172,7 @@ def restore(
     The master key is not in the backup: the restored server needs the original's
     (BASTION_MASTER_KEY_FILE), as does applying the erasure ledger.
     """
-    from bastion.backups.restore import check_target, commit, discard, stage
+    from bastion.backups.restore import check_target, commit, commit_database, discard, stage
 
     with backup_errors():
         target = data_dir.expanduser().absolute()
@@ -156,12 +184,16 @@ def restore(
         with progress_bar() as progress:
             task = progress.add_task("decrypting", total=file.stat().st_size)
             staging, manifest = stage(file, identity_text, target, vkeys, progress=lambda n: progress.advance(task, n))
+        now = dt.datetime.now(dt.UTC)
         try:
-            details = asyncio.run(_finish(staging, target, manifest, file, vkeys, force=force))
-            replaced = commit(staging, target, now=dt.datetime.now(dt.UTC))
+            details, database = asyncio.run(_finish(staging, target, manifest, file, vkeys, force=force))
+            set_aside = asyncio.run(commit_database(database, now=now, force=force)) if database else None
+            replaced = commit(staging, target, now=now)
         except BaseException:
             discard(staging)
             raise
+    if set_aside is not None:
+        err.print(f"the previous PostgreSQL database is now {set_aside}", highlight=False, markup=False)
     if replaced is not None:
         err.print(f"the previous content of {target} is now in {replaced}", highlight=False)
     migrated = (

@@ -32,6 +32,7 @@ from factories.data import COLLECTIONS
 from harness import CHEAP_ARGON2, Harness, open_harness
 
 IDENTITY, RECIPIENT = new_identity()
+pytestmark = pytest.mark.clock_now  # the command line dates its audit events by the real clock
 runner = CliRunner()
 
 
@@ -95,13 +96,31 @@ def restore_database(database_url: str | None) -> Iterator[dict[str, str]]:
     try:
         yield {"BASTION_DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + name}
     finally:
-        run_sync(_admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # The target, and whatever a restore left beside it (a previous database kept aside).
+        for left in [*run_sync(_databases_beside(database_url, name)), name]:
+            run_sync(_admin(database_url, f'DROP DATABASE IF EXISTS "{left}" WITH (FORCE)'))
 
 
-def run_sync(coroutine: Coroutine[Any, Any, None]) -> None:
+def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Run a coroutine from a sync fixture, in a thread of its own (a test's loop may be running)."""
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, coroutine).result()
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def _rows(url: str, statement: str) -> list[tuple[Any, ...]]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return [tuple(row) for row in (await connection.exec_driver_sql(statement)).all()]
+    finally:
+        await engine.dispose()
+
+
+async def _databases_beside(url: str, name: str) -> list[str]:
+    """The databases whose name starts with ``name``'s first 30 characters, other than it."""
+    # name: this module's own bastion_restore_<hex>, never outside input
+    rows = await _rows(url, f"SELECT datname FROM pg_database WHERE datname LIKE '{name[:30]}%' ORDER BY datname")  # noqa: S608
+    return [row[0] for row in rows if row[0] != name]
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -309,3 +328,75 @@ async def test_an_erased_user_does_not_come_back_from_an_older_backup(
         assert listed.status_code == 401, "alice's session came back"
         everything = await again.client.get(again.records("notes"), headers=again.bearer(bob))
         assert [r["title"] for r in everything.json()["items"]] == ["bob's"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_failed_restore_leaves_the_postgresql_database_as_it_was(
+    harness: Harness,
+    tmp_path: Path,
+    identity_file: Path,
+    restore_database: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL: the dump is loaded into a database beside the target and takes its name only when
+    every step passed. A restore that fails after pg_restore (an erasure ledger to apply and no master
+    key), or whose swap a session on the target blocks, leaves the target's own tables as they were and
+    no database behind; one that succeeds keeps the previous database aside (ASVS V14.2.4)."""
+    alice = await harness.signed_in("alice@example.com")
+    await harness.create(alice, "notes", {"title": "alice's"})
+    created = await backup_of(harness.settings)
+    assert created.path is not None
+    keys = await public_keys(harness.settings, tmp_path)
+    monkeypatch.setenv("BASTION_DATABASE_URL", harness.settings.sqlalchemy_url)
+    code, _, stderr = await bastion(
+        "user", "erase", "alice@example.com", "--yes", "--data-dir", str(harness.settings.data_dir)
+    )
+    assert code == 0, stderr
+    monkeypatch.delenv("BASTION_DATABASE_URL")
+
+    url = restore_database["BASTION_DATABASE_URL"]
+    name = url.rsplit("/", 1)[1]
+    await _admin(url, "CREATE TABLE precious (v text)")
+    await _admin(url, "INSERT INTO precious VALUES ('mine')")
+    restore = ("backup", "restore", str(created.path), "--identity", str(identity_file), "--key", str(keys))
+
+    # The ledger holds Alice's erasure; without the master key it cannot be applied: refused
+    # after the dump was loaded, compared and migrated.
+    code, _, stderr = await bastion(*restore, "--data-dir", str(tmp_path / "a"), "--force", env=restore_database)
+    assert code == 2
+    assert "master key" in one_error(stderr)
+    assert await _rows(url, "SELECT v FROM precious") == [("mine",)]
+    assert await _rows(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(1,)]
+    assert await _databases_beside(url, name) == [], "the staged database was dropped"
+    assert not (tmp_path / "a").exists()
+
+    # A session still open on the target (a server using it) blocks the swap without --force.
+    await _admin(url, "DROP TABLE precious")
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+            env = restore_database | {"BASTION_MASTER_KEY_FILE": str(harness.settings.data_dir / "master.key")}
+            code, _, stderr = await bastion(*restore, "--data-dir", str(tmp_path / "b"), env=env)
+            assert code == 2
+            assert f"cannot set the database {name} aside" in one_error(stderr)
+            assert await _databases_beside(url, name) == []
+            assert not (tmp_path / "b").exists()
+    finally:
+        await engine.dispose()
+
+    # Now it goes through: the target holds the restored tables, Alice erased again; with
+    # --force over a database holding tables, the previous one is kept aside.
+    code, stdout, stderr = await bastion(*restore, "--data-dir", str(tmp_path / "b"), env=env)
+    assert code == 0, stderr
+    assert "1 erased user(s) removed again" in stdout
+    assert await _databases_beside(url, name) == [], "an empty target is not kept"
+    await _admin(url, "CREATE TABLE precious (v text)")
+    code, _, stderr = await bastion(*restore, "--data-dir", str(tmp_path / "c"), "--force", env=env)
+    assert code == 0, stderr
+    [aside] = await _databases_beside(url, name)
+    assert f"the previous PostgreSQL database is now {aside}" in stderr
+    assert "before_restore" in aside
+    assert await _rows(url.rsplit("/", 1)[0] + "/" + aside, "SELECT count(*) FROM precious") == [(0,)]
+    assert await _rows(url, "SELECT count(*) FROM users") == [(0,)], "Alice stays erased"
+    assert await _rows(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'precious'") == [(0,)]
