@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bastion.db.database import Database, transaction
@@ -60,6 +60,21 @@ async def release(db: Database, name: str, holder: str) -> None:
     """Give lease ``name`` up now (at shutdown), if ``holder`` holds it."""
     async with transaction(db) as tx:
         await tx.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=_NEVER))
+
+
+async def note_position(db: Database, name: str, holder: str, position: int) -> bool:
+    """Record how far ``holder`` got, if it holds lease ``name`` (a lost lease notes nothing)."""
+    async with transaction(db) as tx:
+        noted = await tx.execute(
+            update(Lease).where(Lease.name == name, Lease.holder == holder).values(position=position)
+        )
+    return bool(noted)
+
+
+async def noted_position(db: Database, name: str) -> int | None:
+    """Where the holders of lease ``name`` noted they got to, if any did."""
+    found = await db.value(select(Lease.position).where(Lease.name == name))
+    return None if found is None else int(found)
 
 
 def new_holder() -> str:

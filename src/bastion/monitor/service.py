@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -50,6 +52,8 @@ log = get_logger(__name__)
 
 LEASE = "monitor-tail"
 LEASE_SECONDS = 10.0
+# How often at most the tail's position is noted in the lease row (a write on the database).
+NOTE_EVERY = 1.0
 # HTTP signals waiting for the engine; beyond this a flood's signals are dropped (and counted).
 QUEUE_LIMIT = 10_000
 _RECORDS_PREFIX = "/api/v1/collections/"
@@ -105,9 +109,12 @@ class MonitorService:
             interval=settings.monitor.poll_interval,
             lease_seconds=LEASE_SECONDS,
             stop_timeout=0,
-            on_taken=self.tail.start_at_end,
+            on_taken=self._take_tail,
             on_lost=self.tail.forget,
         )
+        # The position last noted in the lease row, and when.
+        self._noted: int | None = None
+        self._noted_at = -math.inf
         self.dropped = 0
         self._queue: deque[Signal] = deque()
         self._wake = asyncio.Event()
@@ -141,8 +148,18 @@ class MonitorService:
         self._tasks = []
         await self.counters.close()
 
+    async def _take_tail(self) -> None:
+        """Resume where the previous holder noted it got to (``Tail.resume``)."""
+        skipped = await self.tail.resume(await leases.noted_position(self.db, LEASE))
+        if skipped:
+            log.warning("monitor tail took over at the newest event; older events were not judged", skipped=skipped)
+
     async def _read_tail(self) -> None:
         await self.poll()
+        position = self.tail.position
+        if position is not None and position != self._noted and time.monotonic() - self._noted_at >= NOTE_EVERY:
+            await leases.note_position(self.db, LEASE, self.loop.holder, position)
+            self._noted, self._noted_at = position, time.monotonic()
 
     async def _run_http(self) -> None:
         while True:

@@ -7,9 +7,13 @@ remembers such gaps and asks for them again with the next reads, for
 has its event missed by detection, never by the audit log itself), and for
 at most ``MAX_GAPS`` ids at once.
 
-The position is kept in memory. A process that takes the tail over (the
-lease "monitor-tail") starts from the newest event: history was judged by
-the holder before it, and judging it again would count it twice.
+The holder notes its position in the lease row (``MonitorService``, at
+most once a second). A process that takes the tail over (the lease
+"monitor-tail") resumes from the noted position, so the events committed
+while no process held the lease are judged too (those judged in the last
+second before a holder died, once more); from the newest event when
+nothing was noted or the noted position is more than ``RESUME_LIMIT``
+events behind (history that old is the audit log's, not detection's).
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from bastion.audit import events_after, last_event_id
 from bastion.db import Database
 from bastion.monitor.signals import Signal
 
-__all__ = ["GAP_GRACE", "Tail", "signal_of"]
+__all__ = ["GAP_GRACE", "RESUME_LIMIT", "Tail", "signal_of"]
 
 GAP_GRACE = 5.0
 MAX_GAPS = 1000
 BATCH = 1000
+RESUME_LIMIT = 10_000
 
 
 def signal_of(row: Any, *, admins: frozenset[uuid.UUID] = frozenset()) -> Signal:
@@ -67,8 +72,19 @@ class Tail:
         self._gaps: dict[int, float] = {}
 
     async def start_at_end(self) -> None:
-        self.position = await last_event_id(self.db)
+        await self.resume(None)
+
+    async def resume(self, noted: int | None) -> int:
+        """Start after ``noted`` (where the previous holder got to), or at the newest event when
+        nothing was noted or it is further behind than ``RESUME_LIMIT``; how many events were
+        skipped that way (0 when the tail resumes, or nothing was noted)."""
+        newest = await last_event_id(self.db)
         self._gaps.clear()
+        if noted is not None and 0 <= newest - noted <= RESUME_LIMIT:
+            self.position = noted
+            return 0
+        self.position = newest
+        return 0 if noted is None else max(newest - noted, 0)
 
     def forget(self) -> None:
         """Lost the lease: the next holder judges what follows."""

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from bastion.audit.models import AuditEvent
 from bastion.clock import FrozenClock
-from bastion.db import open_database
+from bastion.db import open_database, transaction
 from bastion.monitor.tail import Tail
 from harness import CHEAP_ARGON2, Harness, open_harness
 
@@ -85,5 +85,44 @@ async def test_tail_reads_an_event_committed_after_a_later_one(database_url: str
         await slow.close(commit=True)
         assert [s.address for s in await tail.read()] == ["192.0.2.1"]
         assert await tail.read() == []
+    finally:
+        await db.close()
+
+
+async def test_tail_resumes_from_the_noted_position_within_its_limit(
+    database_url: str | None, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next holder of the tail resumes after the position the last one noted in the lease row
+    (only a holder notes); from the newest event when the note is too far behind, or past the newest
+    (a database restored from an older backup)."""
+    from bastion.audit import last_event_id
+    from bastion.db import leases
+    from bastion.monitor import tail as tail_module
+
+    settings = make_settings(passwords=CHEAP_ARGON2)
+    db = open_database(settings.sqlalchemy_url)
+    row = {"at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "tag": "auth:login", "outcome": "failure", "details": {}}
+    now = dt.datetime.now(dt.UTC)
+    try:
+        assert await leases.hold(db, "monitor-tail", "first", now=now, seconds=10)
+        async with transaction(db) as tx:
+            await tx.execute(sa.insert(AuditEvent).values(**row, ip="192.0.2.1"))
+        assert await leases.note_position(db, "monitor-tail", "first", await last_event_id(db))
+        assert not await leases.note_position(db, "monitor-tail", "not-the-holder", 0), "only the holder notes"
+        for address in ("192.0.2.2", "192.0.2.3"):
+            async with transaction(db) as tx:
+                await tx.execute(sa.insert(AuditEvent).values(**row, ip=address))
+        noted = await leases.noted_position(db, "monitor-tail")
+        tail = Tail(db)
+        assert await tail.resume(noted) == 0
+        assert [s.address for s in await tail.read()] == ["192.0.2.2", "192.0.2.3"]
+
+        monkeypatch.setattr(tail_module, "RESUME_LIMIT", 1)
+        too_far = Tail(db)
+        assert await too_far.resume(noted) == 2, "two events skipped, and said so"
+        assert await too_far.read() == []
+        past = Tail(db)
+        assert await past.resume(await last_event_id(db) + 5) == 0
+        assert await past.read() == []
     finally:
         await db.close()

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from bastion.audit.models import AuditEvent
 from bastion.monitor.alerts import AlertInfo
 from bastion.monitor.models import Alert
-from harness import ADDRESS, Harness
+from harness import ADDRESS, Harness, open_harness
 
 LATENCIES: dict[str, float] = {}
 
@@ -111,6 +111,23 @@ async def test_sixth_failure_from_one_address_within_ten_seconds_alerts_within_a
     assert latency < 1.0
     assert found[0].group_key == "address:192.0.2.77"
     assert found[0].details["address"] == "192.0.2.77"
+
+
+async def test_the_process_taking_the_tail_over_judges_what_came_while_no_one_held_it(harness: Harness) -> None:
+    """V16.3.1: the holder of the tail stops (a crash, a restart); six failures from one address are
+    committed while no process holds the lease; the instance that takes the lease over resumes from
+    the position the first one noted in the lease row, and alerts on them."""
+    async with open_harness(harness.settings, harness.clock) as other:
+        await settle(harness)
+        assert harness.app.state.monitor.loop.holding
+        assert not other.app.state.monitor.loop.holding
+        await harness.app.state.monitor.loop.stop()  # gives the lease up, as a stopping server does
+        for n in range(6):
+            await fail_login(harness, f"gone{n}@example.com", "192.0.2.78")
+        found, waited = await wait_for(other, "address-burst", deadline=10.0)
+        assert other.app.state.monitor.loop.holding
+        assert found[0].group_key == "address:192.0.2.78"
+        print(f"the next holder alerted {waited:.1f} s after the failures")
 
 
 async def test_failed_sign_ins_carry_a_keyed_login_never_the_address(harness: Harness) -> None:
