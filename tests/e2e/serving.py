@@ -79,12 +79,16 @@ class Served:
 
 
 @contextmanager
-def serve(data: Path, *, port: int | None = None, **settings: str) -> Iterator[Served]:
+def serve(data: Path, *, port: int | None = None, host: str | None = None, **settings: str) -> Iterator[Served]:
     """``bastion serve`` on ``port`` or a free one (public listener only unless settings say otherwise).
 
     A test that must know the port before the server starts (an issuer URL
-    naming it) picks it with ``free_port()`` and passes it.
+    naming it) picks it with ``free_port()`` and passes it. ``host``: listen
+    on that address only (the certificate still names localhost, so the
+    server is waited for by a TCP connection there).
     """
+    if host is not None:
+        settings["BASTION_SERVER__HOST"] = host
     env = clean_env(**{"BASTION_ADMIN__ENABLED": "false", **settings})
     if not (data / "bastion.toml").exists():
         init(data, env)
@@ -98,7 +102,10 @@ def serve(data: Path, *, port: int | None = None, **settings: str) -> Iterator[S
     served = Served(process, port, data)
     served.drain()
     try:
-        wait_until_serving(served)
+        if host is None:
+            wait_until_serving(served)
+        else:
+            wait_until_listening(served, host)
         yield served
     finally:
         if process.poll() is None:
@@ -122,6 +129,18 @@ def wait_until_serving(served: Served, seconds: float = 60) -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise AssertionError("server did not start")
+
+
+def wait_until_listening(served: Served, host: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host, served.port), timeout=1).close()
+            return
+        except OSError:
+            if served.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server at {host} did not start:\n{served.output()}") from None
+            time.sleep(0.2)
 
 
 def missing_peer(reason: str) -> NoReturn:

@@ -20,7 +20,6 @@ import concurrent.futures
 import datetime as dt
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,9 +28,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from serving import Served, clean_env, free_port, init, wait_until_serving
 
-from e2e.serving import missing_peer
+from e2e.serving import Served, clean_env, free_port, missing_peer, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -52,25 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``bastion serve`` whose issuer is the very address the browser uses (its Origin is checked)."""
     data = tmp_path_factory.mktemp("oauth-pages") / "data"
     port = free_port()
-    env = clean_env(**SETTINGS, BASTION_ADMIN__ENABLED="false", BASTION_AUTH__PUBLIC_URL=f"https://localhost:{port}")
-    init(data, env)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--data-dir", str(data), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    served = Served(process, port, data)
-    try:
-        wait_until_serving(served)
+    with serve(data, port=port, **SETTINGS, BASTION_AUTH__PUBLIC_URL=f"https://localhost:{port}") as served:
         yield served
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _create_user(server: Served, email: str) -> None:

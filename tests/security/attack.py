@@ -28,8 +28,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,7 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from e2e.serving import Served, clean_env, free_port, init, missing_peer
+from e2e.serving import Served, clean_env, missing_peer
 
 ROOT = Path(__file__).parents[2]
 TOOLS = ROOT / ".venv-tools"
@@ -240,45 +238,6 @@ def namespace() -> Iterator[Namespace]:
         subprocess.run([ip, "link", "del", outer], capture_output=True, timeout=30, check=False)
         subprocess.run([ip, "netns", "del", made.name], capture_output=True, timeout=30, check=False)
         shutil.rmtree(hosts, ignore_errors=True)
-
-
-@contextmanager
-def serve_at(data: Path, host: str, **settings: str) -> Iterator[Served]:
-    """``bastion serve`` listening on ``host`` only (e2e.serving.serve waits on localhost)."""
-    env = clean_env(**{"BASTION_ADMIN__ENABLED": "false", "BASTION_SERVER__HOST": host, **settings})
-    if not (data / "bastion.toml").exists():
-        init(data, env)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--data-dir", str(data), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    served = Served(process, port, data)
-    served.drain()
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(host, port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server at {host} did not start:\n{served.output()}")
-            time.sleep(0.2)
-        yield served
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def short_lived_certificate(data: Path, days: int = 89) -> dict[str, str]:

@@ -15,7 +15,6 @@ from security.attack import (
     namespace,
     prepare,
     scratch_database,
-    serve_at,
     short_lived_certificate,
 )
 
@@ -42,7 +41,7 @@ def modern(tmp_path_factory: pytest.TempPathFactory, scan_namespace: Namespace) 
     with scratch_database() as database:
         init(data, clean_env(**database))
         settings = {"BASTION_TLS__PROFILE": "modern", **short_lived_certificate(data), **database, **SCANNED}
-        with serve_at(data, scan_namespace.host_address, **settings) as served:
+        with serve(data, host=scan_namespace.host_address, **settings) as served:
             yield prepare(served, scan_namespace.host_address, database)
 
 
