@@ -226,6 +226,14 @@ class OAuthClientBody(BaseModel):
     claims: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=64)]] = Field(
         {}, max_length=16, description=f"Custom claims: claim name -> one of {', '.join(CLAIM_FIELDS)}"
     )
+    owner_id: uuid.UUID | None = Field(
+        None, description="The user reminded before the secret expires (else the [alerts] mail_to contacts)"
+    )
+
+
+class OAuthClientOwner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owner_id: uuid.UUID | None = Field(description="The user reminded before the secret expires; null: nobody")
 
 
 def _created(client: dict[str, Any], secret: str | None) -> dict[str, Any]:
@@ -243,7 +251,9 @@ async def create_oauth_client(body: OAuthClientBody, request: Request, caller: O
     """Register a client; the answer carries its ``client_secret`` this once."""
     metadata = ClientMetadata(
         **{
-            **body.model_dump(exclude={"redirect_uris", "grant_types", "scopes", "post_logout_redirect_uris"}),
+            **body.model_dump(
+                exclude={"redirect_uris", "grant_types", "scopes", "post_logout_redirect_uris", "owner_id"}
+            ),
             "redirect_uris": tuple(body.redirect_uris),
             "grant_types": tuple(body.grant_types),
             "scopes": tuple(body.scopes),
@@ -252,7 +262,9 @@ async def create_oauth_client(body: OAuthClientBody, request: Request, caller: O
     )
     try:
         async with unit_of_work(request) as uow:
-            client, secret = await ClientRegistry.of(request.app.state).create(uow, metadata, actor_id=caller.user_id)
+            client, secret = await ClientRegistry.of(request.app.state).create(
+                uow, metadata, actor_id=caller.user_id, owner_id=body.owner_id
+            )
     except InvalidClientMetadata as refused:
         raise ValidationFailed(refused.message, extra={"error": refused.error}) from None
     return _created(client.describe(), secret)
@@ -283,6 +295,27 @@ async def rotate_oauth_client_secret(
         raise NotFound
     secret, expires_at = rotated
     return {"client_id": client_id, "client_secret": secret, "secret_expires_at": expires_at.isoformat()}
+
+
+@router.put(
+    "/oauth/clients/{client_id}/owner",
+    responses={**_NO_CLIENT, 422: {"description": "No such user"}},
+)
+async def set_oauth_client_owner(
+    client_id: ClientId, body: OAuthClientOwner, request: Request, caller: OAuthClientsWrite
+) -> dict[str, Any]:
+    """Who is reminded before the client's secret expires (null: the ``[alerts] mail_to`` contacts)."""
+    registry = ClientRegistry.of(request.app.state)
+    try:
+        async with unit_of_work(request) as uow:
+            if not await registry.set_owner(uow, client_id, body.owner_id, actor_id=caller.user_id):
+                raise NotFound
+    except InvalidClientMetadata as refused:
+        raise ValidationFailed(refused.message, extra={"error": refused.error}) from None
+    client = await get_client(request.app.state.db, client_id)
+    if client is None:
+        raise NotFound
+    return client.describe()
 
 
 @router.delete("/oauth/clients/{client_id}", status_code=204, responses=_NO_CLIENT)

@@ -44,6 +44,8 @@ class EventTag(StrEnum):
     OAUTH_CLIENT_CREATE = "oauth:client:create"
     OAUTH_CLIENT_SECRET_ROTATE = "oauth:client:secret_rotate"
     OAUTH_CLIENT_DELETE = "oauth:client:delete"
+    # Who is reminded before its secret expires (details: client_id, owner_id or null).
+    OAUTH_CLIENT_OWNER = "oauth:client:owner"
     # A client refused at the token-style endpoints; recorded only for a right secret
     # past its expiry (details: {"reason": "secret_expired"}), which its owner must fix.
     OAUTH_CLIENT_AUTH = "oauth:client:auth"

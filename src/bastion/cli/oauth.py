@@ -1,4 +1,5 @@
-"""``bastion oauth client …``: register, list, show, rotate the secret of, and delete OAuth clients.
+"""``bastion oauth client …``: register, list, show, rotate the secret of, set the owner of, and delete
+OAuth clients.
 
 ``create`` and ``rotate-secret`` print one JSON object as their last line
 (``client_id`` and, for a client with a secret, ``client_secret`` and
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -87,6 +89,10 @@ def create(  # noqa: PLR0917 - typer maps each parameter to an option
         list[str] | None,
         typer.Option("--claim", help="A custom claim in its tokens, NAME=FIELD of the user (repeat)."),
     ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="The user (email) reminded before its secret expires [default: alerts.mail_to]."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Register a client; the last line is JSON with client_id and, once, client_secret."""
@@ -122,8 +128,9 @@ def create(  # noqa: PLR0917 - typer maps each parameter to an option
     )
 
     async def action(services: Services, uow: UnitOfWork) -> tuple[Client, str | None]:
+        owner_id = await _user_id(services, uow, owner) if owner is not None else None
         try:
-            return await ClientRegistry.of(services).create(uow, metadata)
+            return await ClientRegistry.of(services).create(uow, metadata, owner_id=owner_id)
         except InvalidClientMetadata as refused:
             raise CommandError(refused.message) from None
 
@@ -135,6 +142,13 @@ def create(  # noqa: PLR0917 - typer maps each parameter to an option
             highlight=False,
         )
     _print_json({**client.describe(), **({"client_secret": secret} if secret is not None else {})})
+
+
+async def _user_id(services: Services, uow: UnitOfWork, email: str) -> uuid.UUID:
+    account = await services.identity.by_email(uow.db, email)
+    if account is None:
+        raise CommandError(f"no user with the email {email}")
+    return account.id
 
 
 def _read_jwks(path: Path | None) -> dict[str, Any] | None:
@@ -201,6 +215,28 @@ def rotate_secret(client_id: Annotated[str, typer.Argument(help="The client_id."
     secret, expires_at = run(data_dir, action)
     err.print("the new client secret is shown once: store it now; the old one no longer works", highlight=False)
     _print_json({"client_id": client_id, "client_secret": secret, "secret_expires_at": expires_at.isoformat()})
+
+
+@clients.command("set-owner")
+def set_owner(
+    client_id: Annotated[str, typer.Argument(help="The client_id.")],
+    email: Annotated[str | None, typer.Argument(help="The user reminded before its secret expires.")] = None,
+    none: Annotated[bool, typer.Option("--none", help="Nobody: the alerts.mail_to contacts are reminded.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Who is reminded before the client's secret expires."""
+    from bastion.oauth.clients import ClientRegistry
+
+    if (email is None) == (not none):
+        fail("give the owner's EMAIL or --none")
+
+    async def action(services: Services, uow: UnitOfWork) -> None:
+        owner_id = await _user_id(services, uow, email) if email is not None else None
+        if not await ClientRegistry.of(services).set_owner(uow, client_id, owner_id):
+            raise CommandError("no client with that client_id")
+
+    run(data_dir, action)
+    out.print(f"{client_id}: reminders go to {email or 'alerts.mail_to'}", highlight=False, markup=False)
 
 
 @clients.command("delete")

@@ -32,12 +32,13 @@ working.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import ipaddress
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, Protocol
 from urllib.parse import SplitResult, urlsplit
@@ -46,6 +47,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 
 from bastion.audit import EventTag, record_event
 from bastion.clock import Clock
+from bastion.db import MissingReference
 from bastion.db.database import Queries
 from bastion.oauth.models import OAuthClient
 from bastion.oauth.scopes import scopes_supported
@@ -138,6 +140,7 @@ class Client:
     created_at: dt.datetime | None = None
     secret_rotated_at: dt.datetime | None = None
     secret_expires_at: dt.datetime | None = None
+    owner_id: uuid.UUID | None = None  # the user reminded before the secret expires
 
     @property
     def confidential(self) -> bool:
@@ -171,6 +174,7 @@ class Client:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "secret_rotated_at": self.secret_rotated_at.isoformat() if self.secret_rotated_at else None,
             "secret_expires_at": self.secret_expires_at.isoformat() if self.secret_expires_at else None,
+            "owner_id": str(self.owner_id) if self.owner_id else None,
         }
 
 
@@ -227,6 +231,7 @@ _ROTATE = (
     .returning(OAuthClient.id)
 )
 _DELETE = delete(OAuthClient).where(OAuthClient.id == bindparam("client_id"))
+_SET_OWNER = update(OAuthClient).where(OAuthClient.id == bindparam("client_id")).values(owner_id=bindparam("owner"))
 
 
 def _client(row: Any) -> Client:
@@ -251,6 +256,7 @@ def _client(row: Any) -> Client:
         created_at=row.created_at,
         secret_rotated_at=row.secret_rotated_at,
         secret_expires_at=row.secret_expires_at,
+        owner_id=row.owner_id,
     )
 
 
@@ -394,39 +400,45 @@ class ClientRegistry:
         *,
         actor_id: uuid.UUID | None = None,
         dynamic: bool = False,
+        owner_id: uuid.UUID | None = None,
     ) -> tuple[Client, str | None]:
-        """Register a client: (the client, its secret, shown this once; None if it has none)."""
+        """Register a client: (the client, its secret, shown this once; None if it has none).
+
+        ``owner_id``: the user reminded before its secret expires (InvalidClientMetadata if there
+        is no such user); without one, the reminders go to ``[alerts] mail_to``.
+        """
         valid = self.validate(metadata)
         client_id = public_id(16)
         secret = token_urlsafe(32) if valid.token_endpoint_auth_method in SECRET_METHODS else None
         now = self.clock.now()
-        await uow.db.execute(
-            _INSERT,
-            {
-                "id": client_id,
-                "name": valid.name,
-                "secret_hash": self._digest(secret) if secret is not None else None,
-                "secret_rotated_at": None,
-                "secret_expires_at": self._secret_expiry(now) if secret is not None else None,
-                "public": valid.public,
-                "first_party": valid.first_party,
-                "token_endpoint_auth_method": valid.token_endpoint_auth_method,
-                "redirect_uris": list(valid.redirect_uris),
-                "post_logout_redirect_uris": list(valid.post_logout_redirect_uris),
-                "grant_types": list(valid.grant_types),
-                "scopes": list(valid.scopes),
-                "jwks": valid.jwks,
-                "jwks_uri": valid.jwks_uri,
-                "require_par": valid.require_par,
-                "require_dpop": valid.require_dpop,
-                "id_token_alg": valid.id_token_alg,
-                "access_token_alg": valid.access_token_alg,
-                "backchannel_logout_uri": valid.backchannel_logout_uri,
-                "claims": dict(valid.claims),
-                "owner_id": None,
-                "created_at": now,
-            },
-        )
+        with _known_owner():
+            await uow.db.execute(
+                _INSERT,
+                {
+                    "id": client_id,
+                    "name": valid.name,
+                    "secret_hash": self._digest(secret) if secret is not None else None,
+                    "secret_rotated_at": None,
+                    "secret_expires_at": self._secret_expiry(now) if secret is not None else None,
+                    "public": valid.public,
+                    "first_party": valid.first_party,
+                    "token_endpoint_auth_method": valid.token_endpoint_auth_method,
+                    "redirect_uris": list(valid.redirect_uris),
+                    "post_logout_redirect_uris": list(valid.post_logout_redirect_uris),
+                    "grant_types": list(valid.grant_types),
+                    "scopes": list(valid.scopes),
+                    "jwks": valid.jwks,
+                    "jwks_uri": valid.jwks_uri,
+                    "require_par": valid.require_par,
+                    "require_dpop": valid.require_dpop,
+                    "id_token_alg": valid.id_token_alg,
+                    "access_token_alg": valid.access_token_alg,
+                    "backchannel_logout_uri": valid.backchannel_logout_uri,
+                    "claims": dict(valid.claims),
+                    "owner_id": owner_id,
+                    "created_at": now,
+                },
+            )
         record_event(
             uow.db,
             self.clock,
@@ -438,6 +450,7 @@ class ClientRegistry:
                 "method": valid.token_endpoint_auth_method,
                 "grant_types": list(valid.grant_types),
                 "dynamic": dynamic,
+                "owner_id": str(owner_id) if owner_id else None,
             },
         )
         client = await get_client(uow.db, client_id)
@@ -477,6 +490,25 @@ class ClientRegistry:
             details={"client_id": client_id, "expires_at": expires_at.isoformat()},
         )
         return secret, expires_at
+
+    async def set_owner(
+        self, uow: UnitOfWork, client_id: str, owner_id: uuid.UUID | None, *, actor_id: uuid.UUID | None = None
+    ) -> bool:
+        """Make ``owner_id`` (None: nobody) the user reminded before the client's secret expires;
+        False if there is no such client, InvalidClientMetadata if there is no such user."""
+        with _known_owner():
+            changed = await uow.db.execute(_SET_OWNER, {"client_id": client_id, "owner": owner_id})
+        if not changed:
+            return False
+        record_event(
+            uow.db,
+            self.clock,
+            EventTag.OAUTH_CLIENT_OWNER,
+            origin=uow.origin,
+            actor_id=actor_id,
+            details={"client_id": client_id, "owner_id": str(owner_id) if owner_id else None},
+        )
+        return True
 
     async def delete(self, uow: UnitOfWork, client_id: str, *, actor_id: uuid.UUID | None = None) -> bool:
         """Delete a client and, by cascade, every grant, code, consent and request of it; False if none."""
@@ -551,6 +583,15 @@ MetadataError = Literal["invalid_redirect_uri", "invalid_client_metadata"]
 
 def _refuse(message: str, error: MetadataError = "invalid_client_metadata") -> NoReturn:
     raise InvalidClientMetadata(error, message)
+
+
+@contextlib.contextmanager
+def _known_owner() -> Iterator[None]:
+    """An owner that is no user (the foreign key refuses it) is refused as metadata."""
+    try:
+        yield
+    except MissingReference:
+        _refuse("owner_id: no such user")
 
 
 def _split(uri: str, field: str, error: MetadataError) -> SplitResult:

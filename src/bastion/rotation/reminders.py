@@ -9,9 +9,9 @@ Two kinds (``KINDS``):
 - ``oauth_client_secret``: a confidential client's secret expires
   ``oauth.client_secret_lifetime`` after it was issued
   (``oauth_clients.secret_expires_at``); the client's owner
-  (``owner_id``) is mailed or, for a client without one (no way of
-  registering a client sets an owner yet; an erased owner's clients lose
-  theirs) or whose owner is disabled, every address of ``[alerts] mail_to``: unlike a disabled user's API key, the
+  (``owner_id``: ``oauth client create --owner``, ``set-owner``) is mailed
+  or, for a client without one (registered dynamically, or its owner
+  erased) or whose owner is disabled, every address of ``[alerts] mail_to``: unlike a disabled user's API key, the
   client keeps working until the secret expires, and someone must rotate
   it. With no address at all the reminder is recorded and a warning logged.
 

@@ -303,9 +303,53 @@ async def test_admin_api_refuses_bad_metadata_and_unknown_fields(
     assert await registry(harness).list(harness.app.state.db) == []
 
 
+async def test_admin_api_sets_the_owner_reminded_of_the_secret(
+    harness: Harness, admin_client: httpx.AsyncClient
+) -> None:
+    """V6.4.5 (renewal reminders reach someone): the owner is given at registration or set later, each
+    change audited; an owner that is no user is refused (422) and changes nothing."""
+    admin = harness.bearer(await harness.admin())
+    alice, bob = await harness.user("alice@example.com"), await harness.user("bob@example.com")
+    body = {"name": "Owned", "redirect_uris": ["https://app.example/cb"]}
+    nobody = str(uuid.uuid4())
+    refused = await admin_client.post(BASE, json={**body, "owner_id": nobody}, headers=admin)
+    assert refused.status_code == 422, refused.text
+    assert "no such user" in refused.text
+    assert await registry(harness).list(harness.app.state.db) == []
+    created = await admin_client.post(BASE, json={**body, "owner_id": str(alice.id)}, headers=admin)
+    assert created.status_code == 201, created.text
+    client_id = created.json()["client_id"]
+    assert created.json()["owner_id"] == str(alice.id)
+    owner = f"{BASE}/{client_id}/owner"
+    moved = await admin_client.put(owner, json={"owner_id": str(bob.id)}, headers=admin)
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["owner_id"] == str(bob.id)
+    assert (await admin_client.put(owner, json={"owner_id": nobody}, headers=admin)).status_code == 422
+    assert (await admin_client.put(f"{BASE}/nope/owner", json={"owner_id": None}, headers=admin)).status_code == 404
+    assert (await admin_client.put(owner, json={"owner_id": "bob"}, headers=admin)).status_code == 422
+    assert (await admin_client.get(f"{BASE}/{client_id}", headers=admin)).json()["owner_id"] == str(bob.id)
+    cleared = await admin_client.put(owner, json={"owner_id": None}, headers=admin)
+    assert cleared.json()["owner_id"] is None
+    events = await harness.app.state.db.all(
+        select(AuditEvent.tag, AuditEvent.details).where(AuditEvent.tag.like("oauth:client:%")).order_by(AuditEvent.id)
+    )
+    assert [(e.tag, e.details.get("owner_id")) for e in events] == [
+        ("oauth:client:create", str(alice.id)),
+        ("oauth:client:owner", str(bob.id)),
+        ("oauth:client:owner", None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", BASE), ("POST", BASE), ("GET", f"{BASE}/x"), ("POST", f"{BASE}/x/rotate-secret"), ("DELETE", f"{BASE}/x")],
+    [
+        ("GET", BASE),
+        ("POST", BASE),
+        ("GET", f"{BASE}/x"),
+        ("POST", f"{BASE}/x/rotate-secret"),
+        ("PUT", f"{BASE}/x/owner"),
+        ("DELETE", f"{BASE}/x"),
+    ],
 )
 async def test_admin_api_needs_the_permission_and_two_factors(
     harness: Harness, admin_client: httpx.AsyncClient, method: str, path: str
@@ -313,7 +357,11 @@ async def test_admin_api_needs_the_permission_and_two_factors(
     """V8.2.1: a user, or an admin without a second factor, gets nothing."""
     user = harness.bearer(await harness.signed_in("bob@example.com"))
     one_factor = harness.bearer(await harness.admin("admin2@example.com", mfa=False))
-    body = {"name": "x", "redirect_uris": ["https://a.example/cb"]} if method == "POST" and path == BASE else None
+    body: dict[str, Any] | None = None
+    if method == "POST" and path == BASE:
+        body = {"name": "x", "redirect_uris": ["https://a.example/cb"]}
+    elif method == "PUT":
+        body = {"owner_id": None}
     for headers in (user, one_factor, {}):
         response = await admin_client.request(method, path, json=body, headers=headers)
         assert response.status_code in {401, 403}, (headers, response.status_code)

@@ -167,3 +167,45 @@ def test_a_client_secret_lifetime_that_is_not_a_positive_duration_is_one_line_ex
     code, out, _ = bastion(data, "oauth", "client", "list")
     assert code == 0
     assert "Refused app" not in out
+
+
+def test_the_owner_is_given_at_create_and_set_later(data: Path) -> None:
+    """V6.4.5: ``--owner EMAIL`` and ``set-owner`` name the user reminded before the secret expires;
+    an unknown email, or neither an email nor --none, is one line, exit 2, nothing changed."""
+    made = runner.invoke(
+        cli,
+        ["user", "create", "--email", "owner@example.com", "--password-stdin", "--data-dir", str(data)],
+        input="tangerine-orbit-cascade-91\n",
+    )
+    assert made.exit_code == 0, made.stderr
+    create = ("oauth", "client", "create", "--name", "Owned", "--redirect-uri", "https://a.example/cb")
+    code, _, err = bastion(data, *create, "--owner", "nobody@example.com")
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert "no user with the email nobody@example.com" in err
+    assert "Owned" not in bastion(data, "oauth", "client", "list")[1]
+    code, out, err = bastion(data, *create, "--owner", "Owner@Example.com")
+    assert code == 0, err
+    created = last_json(out)
+    owner_id = created["owner_id"]
+    assert isinstance(owner_id, str)
+    client_id = str(created["client_id"])
+    bad = [
+        ((client_id,), "EMAIL or --none"),
+        ((client_id, "owner@example.com", "--none"), "EMAIL or --none"),
+        ((client_id, "nobody@example.com"), "no user"),
+        (("nope", "--none"), "no client"),
+    ]
+    for args, message in bad:
+        code, _, err = bastion(data, "oauth", "client", "set-owner", *args)
+        assert code == 2, args
+        assert err.count("\n") == 1, err
+        assert message in err
+    assert last_json(bastion(data, "oauth", "client", "show", client_id)[1])["owner_id"] == owner_id
+    code, out, err = bastion(data, "oauth", "client", "set-owner", client_id, "--none")
+    assert code == 0, err
+    assert "alerts.mail_to" in out
+    assert last_json(bastion(data, "oauth", "client", "show", client_id)[1])["owner_id"] is None
+    code, _, err = bastion(data, "oauth", "client", "set-owner", client_id, "owner@example.com")
+    assert code == 0, err
+    assert last_json(bastion(data, "oauth", "client", "show", client_id)[1])["owner_id"] == owner_id

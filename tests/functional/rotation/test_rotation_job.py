@@ -20,6 +20,7 @@ from bastion.clock import FrozenClock
 from bastion.db import Database, open_database, transaction
 from bastion.identity.models import User
 from bastion.mail import Postman, build_mailer
+from bastion.oauth.clients import ClientRegistry
 from bastion.oauth.models import OAuthClient
 from bastion.rewrap import count_database
 from bastion.rotation.job import RotationJob
@@ -30,6 +31,7 @@ from bastion.rotation.rewrap import rewrap_pending
 from bastion.secrets import Keyrings, open_keyrings
 from bastion.security import InvalidToken, TokenSigner
 from bastion.settings import Settings
+from factories import unit_of_work
 from factories.data import COLLECTIONS
 from factories.oauth_clients import NATIVE_APP, register_client
 from harness import Harness
@@ -258,11 +260,14 @@ async def _two_jobs_race_twice(settings: Settings, clock: FrozenClock) -> None:
 async def _client_secret(
     harness: Harness, name: str, expires_at: dt.datetime, owner: uuid.UUID | None = None, *, disabled: bool = False
 ) -> str:
-    """A client registered as the CLI does, its secret expiring at ``expires_at`` (as if issued
-    a lifetime before), owned by ``owner`` (nothing in Bastion sets owner_id yet: a test does)."""
+    """A client registered as the CLI does, owned by ``owner`` (set as ``oauth client set-owner``
+    sets it), its secret expiring at ``expires_at`` (as if issued a lifetime before)."""
     client, _ = await register_client(harness.app, name=name)
+    if owner is not None:
+        async with unit_of_work(harness.app) as uow:
+            assert await ClientRegistry.of(harness.app.state).set_owner(uow, client.id, owner)
     async with transaction(harness.app.state.db) as tx:
-        changed = {"secret_expires_at": expires_at, "owner_id": owner}
+        changed = {"secret_expires_at": expires_at}
         await tx.execute(sa.update(OAuthClient).where(OAuthClient.id == client.id).values(**changed))
         if owner is not None and disabled:
             await tx.execute(sa.update(User).where(User.id == owner).values(disabled=True))
