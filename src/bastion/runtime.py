@@ -28,6 +28,7 @@ from bastion.identity.hashing import AsyncHasher
 from bastion.identity.policy import PasswordPolicy
 from bastion.identity.service import IdentityService
 from bastion.incident.state import Lockdown
+from bastion.logging import get_logger
 from bastion.mail import Postman, build_mailer
 from bastion.monitor.actions import Responder
 from bastion.monitor.delivery import Dispatcher
@@ -36,6 +37,7 @@ from bastion.monitor.service import MonitorService
 from bastion.network.blocks import BlockList
 from bastion.oauth.service import OAuthService
 from bastion.privacy.erasure import Eraser
+from bastion.privacy.ledger import catch_up
 from bastion.privacy.retention import Retention
 from bastion.rotation.job import WATCH_SECONDS, RotationJob
 from bastion.rotation.reload import FileReloader
@@ -43,6 +45,8 @@ from bastion.secrets import Keyrings, open_keyrings, token_signer
 from bastion.security import Argon2Params, BlindIndex, Encryptor, PasswordHasher, hash_token
 from bastion.sessions.service import SessionService
 from bastion.settings import Settings
+
+log = get_logger(__name__)
 
 
 class Job(Protocol):
@@ -91,6 +95,10 @@ class Services:
     async def start(self) -> None:
         """Start the serving process's background work (the app's lifespan)."""
         await self.data.start()
+        try:
+            await catch_up(self.settings, self.db)  # erasures whose ledger line a crash or a full disk lost
+        except Exception:
+            log.exception("erasure ledger: appending the lines erasures recorded failed")
         for job in self.jobs:
             await job.start()
 

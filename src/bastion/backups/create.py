@@ -169,6 +169,20 @@ def _first_local(destinations: Sequence[Destination]) -> LocalDestination | None
     return first if isinstance(first, LocalDestination) else None
 
 
+async def _catch_up_ledger(settings: Settings) -> None:
+    """Every erasure the database records in the ledger file before it is copied (``catch_up``)."""
+    from bastion.db import open_database
+    from bastion.privacy.ledger import catch_up
+
+    db = open_database(settings.sqlalchemy_url)
+    try:
+        await catch_up(settings, db)
+    except OSError as exc:
+        raise BackupUnavailable(f"the erasure ledger cannot be written ({exc.strerror or exc})") from None
+    finally:
+        await db.close()
+
+
 async def create_backup(
     settings: Settings,
     keys: Keyrings,
@@ -196,6 +210,7 @@ async def create_backup(
     created_at = now().astimezone(dt.UTC).replace(microsecond=0)
     backup_id = new_backup_id(created_at)
     await asyncio.to_thread(_remove_stale, settings.data_dir, time.time())
+    await _catch_up_ledger(settings)
     staging = settings.data_dir / f"{STAGING_PREFIX}{backup_id}"
     staging.mkdir(mode=0o700)
     try:

@@ -23,15 +23,11 @@ destination shared by several hosts (NFS) has only the local lock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from bastion.logging import get_logger
-from bastion.privacy.ledger import LEDGER_NAME, LedgerInvalid, ledger_path, merge_ledgers, read_ledger
+from bastion.privacy.ledger import LEDGER_NAME, LedgerInvalid, ledger_path, locked, merge_ledgers, read_ledger
 
 if TYPE_CHECKING:
     from bastion.backups.destinations import Destination
@@ -40,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LEDGER_NAME", "complete_lines", "ledger_path", "sync_ledger", "sync_ledger_to", "verified_lines"]
 
-_LOCK_NAME = ".erasure-ledger.lock"
 # Each lost race is another writer's one successful merge: ten attempts serve up to ten hosts at once.
 _S3_ATTEMPTS = 10
 log = get_logger(__name__)
@@ -71,22 +66,12 @@ def complete_lines(text: bytes) -> bytes:
     return text[: end + 1]
 
 
-@contextlib.contextmanager
-def _locked(data_dir: Path) -> Iterator[None]:
-    fd = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def sync_ledger_to(settings: Settings, destinations: Iterable[Destination], *, keys: Keyrings | None = None) -> int:
     """Merge the data directory's ledger into each destination's, every line verified against
     ``keys`` (default: the live keystore's); how many destinations changed."""
     from bastion.secrets import open_keyrings
 
-    with _locked(settings.data_dir):
+    with locked(settings.data_dir):
         try:
             raw = complete_lines(ledger_path(settings).read_bytes())
         except FileNotFoundError:

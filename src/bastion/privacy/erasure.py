@@ -19,18 +19,20 @@ user erase`` and the admin API alike:
    copies the ledger beside the backups in every destination), and a mail
    confirms the erasure to the address the account had.
 
-A crash between the commit and the ledger line would leave an erasure that
-an older backup's restore does not repeat; the ledger is appended (and
-fsynced) straight after the commit to keep that window to a moment, and
-the ``privacy:erase`` event (with the pseudonym) records every erasure. A
-ledger that cannot be written (a full disk, a read-only data directory) does
-not undo the erasure nor stop the scrub, the hook or the mail: it is logged as
-an error and recorded as a failed ``privacy:erase`` event whose details hold
-the signed ledger line, for the operator to append (docs/privacy.md).
+The signed ledger line is made before the transaction and committed with
+the erasure, in its ``privacy:erase`` event; the file is appended (and
+fsynced) straight after the commit. Should that append fail (a full disk, a
+read-only data directory) or never run (the process died in between), the
+line is not lost: ``bastion.privacy.ledger.catch_up`` appends what the
+events hold and the file lacks, at ``serve``'s start, with each retention
+run and before each backup. A failed append does not undo the erasure nor
+stop the scrub, the hook or the mail: it is logged as an error and recorded
+as a failed ``privacy:erase`` event (docs/privacy.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from bastion.data.service import DataService
 from bastion.db import Database, transaction
 from bastion.logging import get_logger
 from bastion.mail import Mail, Postman
-from bastion.privacy.ledger import new_entry, write_line
+from bastion.privacy.ledger import new_entry, write_lines
 from bastion.privacy.removal import AccountGone, Removal, remove_account, scrub_tables
 from bastion.secrets import Keyrings, checkpoint_origin
 from bastion.settings import Settings
@@ -76,14 +78,21 @@ class Eraser:
 
     async def erase(self, user_id: uuid.UUID, *, origin: Origin, actor_id: uuid.UUID | None, via: Via) -> Removal:
         """Erase ``user_id`` (see the module's steps); AccountGone if there is no such account."""
+        entry = new_entry(self.keys, checkpoint_origin(self.settings), user_id, self.data.clock.now())
         async with transaction(self.db) as tx:
             removal = await remove_account(
-                tx, data=self.data, keys=self.keys, user_id=user_id, origin=origin, actor_id=actor_id, via=via
+                tx,
+                data=self.data,
+                keys=self.keys,
+                user_id=user_id,
+                origin=origin,
+                actor_id=actor_id,
+                via=via,
+                ledger_line=entry.line,
             )
         self.data.sealer.user_keys.forget(user_id)
-        entry = new_entry(self.keys, checkpoint_origin(self.settings), user_id, self.data.clock.now())
         try:
-            write_line(self.settings, entry.line)
+            await asyncio.to_thread(write_lines, self.settings, [entry.line])
         except OSError as exc:
             await self._ledger_failed(removal, entry.line, exc, origin=origin, actor_id=actor_id, user_id=user_id)
         try:

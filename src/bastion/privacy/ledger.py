@@ -28,19 +28,23 @@ with the same steps as an erasure (``bastion.privacy.removal``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from bastion.audit import Origin
-from bastion.db import open_database, transaction
+from bastion.audit import EventTag, Origin
+from bastion.audit.models import AuditEvent
+from bastion.db import Database, open_database, transaction
 from bastion.identity.models import User
 from bastion.privacy.removal import PSEUDONYM_CONTEXT, data_service_of, pseudonym, remove_account, scrub_tables
 from bastion.secrets import Keyrings, checkpoint_origin, open_keyrings
@@ -49,6 +53,8 @@ from bastion.settings import Settings
 
 LEDGER_NAME = "erasure-ledger.jsonl"
 LEDGER_VERSION = 1
+_LOCK_NAME = ".erasure-ledger.lock"
+_ERASURES = sa.select(AuditEvent.details).where(AuditEvent.tag == EventTag.PRIVACY_ERASE.value).order_by(AuditEvent.id)
 _SIG_PREFIX = "\u2014 "
 
 __all__ = [
@@ -57,12 +63,15 @@ __all__ = [
     "LedgerInvalid",
     "append_entry",
     "apply_ledger",
+    "catch_up",
     "ledger_path",
+    "locked",
     "merge_ledgers",
     "new_entry",
     "pseudonym",
     "read_ledger",
-    "write_line",
+    "recorded_lines",
+    "write_lines",
 ]
 
 
@@ -112,19 +121,61 @@ def new_entry(keys: Keyrings, name: str, user_id: uuid.UUID, at: dt.datetime) ->
 def append_entry(settings: Settings, keys: Keyrings, user_id: uuid.UUID, at: dt.datetime) -> LedgerEntry:
     """Append ``user_id``'s entry to the data directory's ledger (0600), durably."""
     entry = new_entry(keys, checkpoint_origin(settings), user_id, at)
-    write_line(settings, entry.line)
+    write_lines(settings, [entry.line])
     return entry
 
 
-def write_line(settings: Settings, line: str) -> None:
-    """Append one signed line (``LedgerEntry.line``) to the data directory's ledger (0600),
-    durably; OSError if the ledger cannot be written."""
-    fd = os.open(ledger_path(settings), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+@contextlib.contextmanager
+def locked(data_dir: Path) -> Iterator[None]:
+    """The data directory's ledger for this process alone (an flock): its writers and readers
+    in every process of the instance take it."""
+    fd = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        os.write(fd, (line + "\n").encode("ascii"))
-        os.fsync(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)
+
+
+def write_lines(settings: Settings, lines: Iterable[str]) -> int:
+    """Append each signed line (``LedgerEntry.line``) the data directory's ledger does not hold
+    yet, durably (0600); how many. A last line a crash cut short (no newline) is dropped first:
+    written whole it would be unreadable, and its erasure's line comes back by ``catch_up``.
+    OSError if the ledger cannot be written."""
+    wanted = list(dict.fromkeys(lines))
+    if not wanted:
+        return 0
+    path = ledger_path(settings)
+    with locked(settings.data_dir):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            held = path.read_bytes()
+            whole = held.rfind(b"\n") + 1
+            if whole < len(held):
+                os.ftruncate(fd, whole)
+            present = set(held[:whole].decode("ascii", errors="replace").splitlines())
+            missing = [line for line in wanted if line not in present]
+            if missing:
+                os.write(fd, "".join(line + "\n" for line in missing).encode("ascii"))
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    return len(missing)
+
+
+async def recorded_lines(db: Database) -> list[str]:
+    """The ledger lines the ``privacy:erase`` events hold, oldest first: every erasure's, kept in the
+    transaction that erased (and in the failure event of an append that failed)."""
+    rows = await db.all(_ERASURES)
+    return [line for row in rows if isinstance(line := (row.details or {}).get("ledger_line"), str)]
+
+
+async def catch_up(settings: Settings, db: Database) -> int:
+    """Append to the data directory's ledger the lines erasures recorded that it lacks: an append
+    that failed (a full disk) or never ran (the process died between an erasure's commit and its
+    append); how many. ``serve`` runs it at start and with every retention run, ``backup create``
+    before it copies the ledger."""
+    return await asyncio.to_thread(write_lines, settings, await recorded_lines(db))
 
 
 def _verifiers(keys: Keyrings | Iterable[str | NoteKey], name: str) -> list[str | NoteKey]:

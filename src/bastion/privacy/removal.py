@@ -109,8 +109,13 @@ async def remove_account(
     origin: Origin,
     actor_id: uuid.UUID | None,
     via: str,
+    ledger_line: str | None = None,
 ) -> Removal:
     """Erase ``user_id`` in ``tx`` (see the module's steps); AccountGone if there is none.
+
+    ``ledger_line``, the erasure's signed ledger entry, is kept in its ``privacy:erase``
+    event, committed with the erasure: ``bastion.privacy.ledger.catch_up`` appends it to
+    the ledger file should the append after the commit never happen.
 
     After the commit, call ``data.sealer.user_keys.forget(user_id)`` (the
     in-process cache) and ``Database.scrub``.
@@ -132,6 +137,12 @@ async def remove_account(
         EventTag.PRIVACY_ERASE,
         origin=origin,
         actor_id=None if actor_id == user_id else actor_id,
-        details={"pseudonym": name, "via": via, "records": records, "events_redacted": redacted},
+        details={
+            "pseudonym": name,
+            "via": via,
+            "records": records,
+            "events_redacted": redacted,
+            **({"ledger_line": ledger_line} if ledger_line is not None else {}),
+        },
     )
     return Removal(found.email, name, records, redacted)

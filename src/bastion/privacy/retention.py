@@ -40,6 +40,7 @@ from bastion.db import Database, transaction
 from bastion.db.leases import LeasedLoop
 from bastion.identity.models import User
 from bastion.oauth.models import LinkedIdentity
+from bastion.privacy.ledger import catch_up
 from bastion.sessions.models import RefreshToken, Session
 from bastion.settings import Settings
 
@@ -175,6 +176,10 @@ class Retention:
 
     async def purge(self, *, origin: Origin) -> Purged:
         """Purge everything past its retention now; one ``privacy:purge`` event with the counts."""
+        try:
+            await catch_up(self.settings, self.db)  # the ledger lines erasures recorded, before their events go
+        except OSError as exc:
+            log.error("erasure ledger: appending the lines erasures recorded failed", error=type(exc).__name__)
         now = self.clock.now()
         cut = Cutoffs.of(self.settings, now)
         # Accounts before events: an account is found by its sign-up event, which the events' purge empties.

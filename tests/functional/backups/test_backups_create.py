@@ -177,3 +177,26 @@ async def test_a_master_key_written_in_bastion_toml_refuses_the_backup(harness: 
     assert len(err.strip().splitlines()) == 1
     assert not any(local_backup_dir(harness.settings).glob("bastion-*"))
     assert not any(harness.settings.data_dir.glob(".backup-*"))
+
+
+async def test_a_backup_carries_the_ledger_line_an_erasure_committed_but_never_appended(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """V14.2.7: an erasure whose ledger append never ran (the process died after the commit) is in
+    the next backup's ledger and beside the backups all the same: ``backup create`` appends the
+    lines the erasures committed before it copies the ledger."""
+    from bastion.audit import Origin
+    from bastion.privacy import erasure
+    from bastion.privacy.ledger import LEDGER_NAME, read_ledger, recorded_lines
+
+    user = await harness.user("gone@example.com")
+    monkeypatch.setattr(erasure, "write_lines", lambda settings, lines: 0)
+    await harness.app.state.eraser.erase(user.id, origin=Origin.cli(), actor_id=None, via="cli")
+    monkeypatch.undo()
+    [line] = await recorded_lines(harness.app.state.db)
+    assert not (harness.settings.data_dir / LEDGER_NAME).exists()
+    created = await create_backup(harness.settings, open_keyrings(harness.settings))
+    assert created.path is not None
+    assert (harness.settings.data_dir / LEDGER_NAME).read_text() == line + "\n"
+    beside = (created.path.parent / LEDGER_NAME).read_bytes()
+    assert [entry.line for entry in read_ledger(beside, open_keyrings(harness.settings))] == [line]

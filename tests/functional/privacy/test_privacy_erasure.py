@@ -18,15 +18,16 @@ from typer.testing import CliRunner
 from bastion.audit.models import AuditEvent
 from bastion.audit.verify import verify_log
 from bastion.cli import app as cli
+from bastion.clock import FrozenClock
 from bastion.data.models import USER_KEYS
 from bastion.db import Base
 from bastion.identity.models import User
 from bastion.privacy import erasure
-from bastion.privacy.ledger import ledger_path, read_ledger
+from bastion.privacy.ledger import catch_up, ledger_path, read_ledger, recorded_lines
 from bastion.secrets import open_keyrings
 from factories.access import create_api_key
 from factories.identity import create_user, enable_totp, sign_in
-from harness import PASSWORD, DataHarness
+from harness import PASSWORD, DataHarness, open_harness
 
 PLANTED = "PLANTED-ERASE-ME-93c1d7"
 runner = CliRunner()
@@ -312,10 +313,11 @@ async def test_writes_racing_the_erasure_are_refused_as_the_owner_gone(
     assert await data.app.state.db.value(sa.select(sa.func.count()).select_from(notes)) == 0
 
 
-async def test_an_unwritable_ledger_still_erases_and_leaves_the_line_to_recover(data: DataHarness) -> None:
+async def test_an_unwritable_ledger_still_erases_and_its_line_is_appended_later(data: DataHarness) -> None:
     """V16.3.4, V14.2.7: the ledger cannot be written (here its path is a directory): the
-    erasure still answers 204 and mails; a failed ``privacy:erase`` event holds the signed
-    line, which, appended by hand, verifies and names the erased user's pseudonym."""
+    erasure still answers 204 and mails, and a failed ``privacy:erase`` event says so. Once the
+    ledger can be written, ``catch_up`` (serve's start, each retention run, each backup) appends
+    the signed line the erasure committed, once, and it names the erased user's pseudonym."""
     path = ledger_path(data.settings)
     path.mkdir()
     response = await _erase_me(data, data.alice, {"password": PASSWORD})
@@ -326,7 +328,35 @@ async def test_an_unwritable_ledger_still_erases_and_leaves_the_line_to_recover(
     done = [e for e in events if e.outcome == "success"]
     assert (len(failed), len(done)) == (1, 1)
     assert failed[0].details["step"] == "ledger"
+    with pytest.raises(IsADirectoryError):
+        await catch_up(data.settings, data.app.state.db)  # still a directory: refused, nothing lost
     path.rmdir()
-    path.write_text(failed[0].details["ledger_line"] + "\n")
+    assert await catch_up(data.settings, data.app.state.db) == 1
+    assert await catch_up(data.settings, data.app.state.db) == 0
     entries = read_ledger(path.read_bytes(), open_keyrings(data.settings))
     assert [f"{e.kid}:{e.pseudonym}" for e in entries] == [done[0].details["pseudonym"]]
+
+
+async def test_a_ledger_line_lost_to_a_crash_is_appended_at_the_next_start_once(
+    data: DataHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """V14.2.7 (deleted data stays deleted, even from an older backup's restore): the process dies
+    between the erasure's commit and its ledger append (here the append never runs), and a crash
+    cut another append short. The next start appends the line the erasure committed in its event,
+    after dropping the cut one; two catch-ups at once append it once."""
+    monkeypatch.setattr(erasure, "write_lines", lambda settings, lines: 0)
+    assert (await _erase_me(data, data.alice, {"password": PASSWORD})).status_code == 204
+    monkeypatch.undo()
+    path = ledger_path(data.settings)
+    assert not path.exists(), "the append never ran"
+    db = data.app.state.db
+    [line] = await recorded_lines(db)
+    path.write_text(line[: len(line) // 2])  # half a line, no newline: an append cut by a crash
+    assert sorted(await asyncio.gather(catch_up(data.settings, db), catch_up(data.settings, db))) == [0, 1]
+    assert path.read_text() == line + "\n"
+    path.unlink()
+    async with open_harness(data.settings, FrozenClock(data.clock.now())):
+        assert path.read_text() == line + "\n", "serve's start appended it"
+    [entry] = read_ledger(path.read_bytes(), open_keyrings(data.settings))
+    events = await db.all(sa.select(AuditEvent.details).where(AuditEvent.tag == "privacy:erase"))
+    assert f"{entry.kid}:{entry.pseudonym}" == events[0].details["pseudonym"]
