@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bastion.backups.archive import Progress, extract
 from bastion.backups.errors import BackupUnavailable
 from bastion.backups.manifest import Manifest
-from bastion.backups.snapshot import load_dump
+from bastion.backups.snapshot import admin_statement, load_dump
 from bastion.security import token_bytes
 
 __all__ = [
@@ -173,17 +173,6 @@ def _reason(exc: BaseException) -> object:
     return getattr(exc, "orig", None) or exc
 
 
-async def _admin(url: str, *statements: str) -> None:
-    """Statements outside a transaction (CREATE, ALTER and DROP DATABASE), connected to ``url``."""
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            for statement in statements:
-                await connection.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
-
-
 async def _end_sessions(url: str, database: str) -> None:
     """End every other session on ``database`` (a server still using it), connected to ``url``."""
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
@@ -228,7 +217,7 @@ async def stage_database(dump: Path, url: str, *, force: bool) -> StagedDatabase
         )
     staged = StagedDatabase(url, _url_of(url, _beside(_name_of(url), f"restoring_{token_bytes(4).hex()}")), held)
     try:
-        await _admin(url, f"CREATE DATABASE {_quoted(staged.name)} TEMPLATE template0")
+        await admin_statement(url, f"CREATE DATABASE {_quoted(staged.name)} TEMPLATE template0")
     except (OSError, DBAPIError) as exc:
         raise BackupUnavailable(
             f"cannot create the database to restore into beside {staged.target} "
@@ -248,7 +237,7 @@ async def stage_database(dump: Path, url: str, *, force: bool) -> StagedDatabase
 async def discard_database(staged: StagedDatabase) -> None:
     """Drop the staged database (after a failure); the target was never touched."""
     with contextlib.suppress(OSError, DBAPIError):
-        await _admin(staged.target_url, f"DROP DATABASE IF EXISTS {_quoted(staged.name)} WITH (FORCE)")
+        await admin_statement(staged.target_url, f"DROP DATABASE IF EXISTS {_quoted(staged.name)} WITH (FORCE)")
 
 
 async def commit_database(staged: StagedDatabase, *, now: dt.datetime, force: bool) -> str | None:
@@ -264,20 +253,20 @@ async def commit_database(staged: StagedDatabase, *, now: dt.datetime, force: bo
     try:
         if force:
             await _end_sessions(staged.url, target)
-        await _admin(staged.url, f"ALTER DATABASE {_quoted(target)} RENAME TO {_quoted(aside)}")
+        await admin_statement(staged.url, f"ALTER DATABASE {_quoted(target)} RENAME TO {_quoted(aside)}")
     except (OSError, DBAPIError) as exc:
         await discard_database(staged)
         raise BackupUnavailable(f"cannot set the database {target} aside: {_reason(exc)}") from None
     try:
         on_aside = _url_of(staged.target_url, aside)
-        await _admin(on_aside, f"ALTER DATABASE {_quoted(staged.name)} RENAME TO {_quoted(target)}")
+        await admin_statement(on_aside, f"ALTER DATABASE {_quoted(staged.name)} RENAME TO {_quoted(target)}")
     except (OSError, DBAPIError) as exc:
         with contextlib.suppress(OSError, DBAPIError):
-            await _admin(staged.url, f"ALTER DATABASE {_quoted(aside)} RENAME TO {_quoted(target)}")
+            await admin_statement(staged.url, f"ALTER DATABASE {_quoted(aside)} RENAME TO {_quoted(target)}")
         await discard_database(staged)
         raise BackupUnavailable(f"cannot rename the restored database to {target}: {_reason(exc)}") from None
     if staged.held_tables:
         return aside
     with contextlib.suppress(OSError, DBAPIError):
-        await _admin(staged.target_url, f"DROP DATABASE IF EXISTS {_quoted(aside)} WITH (FORCE)")
+        await admin_statement(staged.target_url, f"DROP DATABASE IF EXISTS {_quoted(aside)} WITH (FORCE)")
     return None

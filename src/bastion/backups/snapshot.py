@@ -55,9 +55,11 @@ from bastion.security import StreamDigest
 
 __all__ = [
     "Snapshot",
+    "admin_statement",
     "database_digests",
     "database_kind",
     "libpq_target",
+    "load_dump",
     "sqlite_path",
     "table_digests",
     "take_snapshot",
@@ -315,6 +317,16 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
         "postgresql", username=parsed.username, host=parsed.host, port=parsed.port, database=parsed.database
     )
     return plain.render_as_string(hide_password=False), env
+
+
+async def admin_statement(url: str, statement: str) -> None:
+    """One statement outside a transaction (CREATE, ALTER or DROP DATABASE), connected to ``url``."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
 
 
 async def load_dump(dump: Path, url: str, *, single_transaction: bool = False) -> str | None:

@@ -25,12 +25,11 @@ from urllib.parse import quote
 from sqlalchemy import make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bastion.backups.archive import Progress, extract
 from bastion.backups.errors import BackupInvalid, BackupUnavailable
 from bastion.backups.manifest import Manifest, TableDigest, verify_sidecar
-from bastion.backups.snapshot import database_digests, load_dump
+from bastion.backups.snapshot import admin_statement, database_digests, load_dump
 from bastion.security import token_bytes
 from bastion.security.age import AgeError, recipient_of
 
@@ -63,21 +62,12 @@ def _integrity_check(path: Path) -> None:
         raise BackupInvalid(f"bastion.db fails PRAGMA integrity_check: {rows[0][0]}")
 
 
-async def _admin(url: str, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
-
-
 async def _pg_restore_digests(dump: Path, scratch_url: str) -> dict[str, TableDigest]:
     name = f"bastion_verify_{token_bytes(6).hex()}"
     scratch = make_url(scratch_url).set(database=name)
     url = scratch.render_as_string(hide_password=False)
     try:
-        await _admin(scratch_url, f'CREATE DATABASE "{name}"')
+        await admin_statement(scratch_url, f'CREATE DATABASE "{name}"')
     except (OSError, SQLAlchemyError) as exc:
         reason = getattr(exc, "orig", None) or exc
         raise BackupUnavailable(f"no scratch database on the PostgreSQL server ({reason})") from None
@@ -88,7 +78,7 @@ async def _pg_restore_digests(dump: Path, scratch_url: str) -> dict[str, TableDi
         return await database_digests(url)
     finally:
         with contextlib.suppress(Exception):
-            await _admin(scratch_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin_statement(scratch_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 VERIFY_PREFIX = ".verify-"

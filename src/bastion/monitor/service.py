@@ -139,6 +139,9 @@ class MonitorService:
 
     async def stop(self) -> None:
         self.listening = False
+        if self.loop.holding:
+            with contextlib.suppress(Exception):  # the next holder judges the last second again
+                await self._note_position(force=True)
         await self.loop.stop()
         for task in self._tasks:
             task.cancel()
@@ -156,8 +159,14 @@ class MonitorService:
 
     async def _read_tail(self) -> None:
         await self.poll()
+        await self._note_position()
+
+    async def _note_position(self, *, force: bool = False) -> None:
+        """Note the tail's position in the lease row: when it moved, at most every NOTE_EVERY (or now)."""
         position = self.tail.position
-        if position is not None and position != self._noted and time.monotonic() - self._noted_at >= NOTE_EVERY:
+        if position is None or position == self._noted:
+            return
+        if force or time.monotonic() - self._noted_at >= NOTE_EVERY:
             await leases.note_position(self.db, LEASE, self.loop.holder, position)
             self._noted, self._noted_at = position, time.monotonic()
 

@@ -8,7 +8,7 @@ has its event missed by detection, never by the audit log itself), and for
 at most ``MAX_GAPS`` ids at once.
 
 The holder notes its position in the lease row (``MonitorService``, at
-most once a second). A process that takes the tail over (the lease
+most once a second, and when it stops). A process that takes the tail over (the lease
 "monitor-tail") resumes from the noted position, so the events committed
 while no process held the lease are judged too (those judged in the last
 second before a holder died, once more); from the newest event when

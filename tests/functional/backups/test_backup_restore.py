@@ -132,6 +132,14 @@ async def _admin(url: str, statement: str) -> None:
         await engine.dispose()
 
 
+async def erase_with_the_cli(harness: Harness, monkeypatch: pytest.MonkeyPatch, email: str) -> None:
+    """``bastion user erase EMAIL`` on the harness's instance (its ledger line goes beside the backups)."""
+    monkeypatch.setenv("BASTION_DATABASE_URL", harness.settings.sqlalchemy_url)
+    code, _, stderr = await bastion("user", "erase", email, "--yes", "--data-dir", str(harness.settings.data_dir))
+    assert code == 0, stderr
+    monkeypatch.delenv("BASTION_DATABASE_URL")
+
+
 def restored_settings(target: Path, original: Settings, env: dict[str, str]) -> Settings:
     """The restored instance as a server would load it: the original's master key (never in a backup)."""
     overrides: dict[str, Any] = {"master_key_file": original.data_dir / "master.key", "passwords": CHEAP_ARGON2}
@@ -301,12 +309,7 @@ async def test_an_erased_user_does_not_come_back_from_an_older_backup(
     assert created.path is not None
     keys = await public_keys(harness.settings, tmp_path)
 
-    monkeypatch.setenv("BASTION_DATABASE_URL", harness.settings.sqlalchemy_url)
-    code, _, stderr = await bastion(
-        "user", "erase", "alice@example.com", "--yes", "--data-dir", str(harness.settings.data_dir)
-    )
-    assert code == 0, stderr
-    monkeypatch.delenv("BASTION_DATABASE_URL")
+    await erase_with_the_cli(harness, monkeypatch, "alice@example.com")
     assert (created.path.parent / "erasure-ledger.jsonl").exists(), "the erasure's line went beside the backups"
 
     target = tmp_path / "restored"
@@ -347,12 +350,7 @@ async def test_a_failed_restore_leaves_the_postgresql_database_as_it_was(
     created = await backup_of(harness.settings)
     assert created.path is not None
     keys = await public_keys(harness.settings, tmp_path)
-    monkeypatch.setenv("BASTION_DATABASE_URL", harness.settings.sqlalchemy_url)
-    code, _, stderr = await bastion(
-        "user", "erase", "alice@example.com", "--yes", "--data-dir", str(harness.settings.data_dir)
-    )
-    assert code == 0, stderr
-    monkeypatch.delenv("BASTION_DATABASE_URL")
+    await erase_with_the_cli(harness, monkeypatch, "alice@example.com")
 
     url = restore_database["BASTION_DATABASE_URL"]
     name = url.rsplit("/", 1)[1]
