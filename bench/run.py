@@ -192,8 +192,10 @@ def wrk(
 class Bastion:
     name = "Bastion"
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, settings: dict[str, str] | None = None) -> None:
         self.data = data
+        # BASTION_* variables of an A/B run (--setting), on top of the harness's own.
+        self.settings = settings or {}
         self.port, self.admin_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.exe = str(Path(sys.executable).with_name("bastion"))
@@ -206,6 +208,7 @@ class Bastion:
             "BASTION_DATA_DIR": str(self.data),
             "BASTION_LOG__LEVEL": "warning",
             "BASTION_SERVER__TRUSTED_PROXIES": '["127.0.0.1/32"]',
+            **self.settings,
         }
         return env | RAISED if raised else env
 
@@ -276,9 +279,18 @@ class Row:
 
 
 class Bench:
-    def __init__(self, seconds: int, rows: int, tmp: Path, soak: int = 600, backup_gb: float = 1.0) -> None:
+    def __init__(
+        self,
+        seconds: int,
+        rows: int,
+        tmp: Path,
+        soak: int = 600,
+        backup_gb: float = 1.0,
+        *,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.seconds, self.rows, self.tmp, self.soak, self.backup_gb = seconds, rows, tmp, soak, backup_gb
-        self.bastion = Bastion(tmp / "bastion")
+        self.bastion = Bastion(tmp / "bastion", settings)
         self.pb = PocketBase(tmp / "pocketbase", free_port(), pin(0))
         self.results: list[Row] = []
         self.bounds: dict[str, Any] = {}
@@ -865,7 +877,17 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=100_000, help="rows seeded for scenario 5 (default 100000)")
     parser.add_argument("--backup-gb", type=float, default=1.0, help="database size for scenario 9 (default 1.0)")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a BASTION_* variable for Bastion, for A/B runs (repeat), e.g. BASTION_MONITOR__ENABLED=false",
+    )
     args = parser.parse_args()
+    settings = dict(item.partition("=")[::2] for item in args.setting)
+    if any(not name.startswith("BASTION_") or not value for name, value in settings.items()):
+        parser.error("--setting is BASTION_NAME=VALUE")
     chosen = sorted(({int(s) for s in args.scenarios.split(",")} | ({7} if args.soak else set())) & set(NAMES))
     soak = args.soak or 600
     info = machine()
@@ -877,7 +899,7 @@ def main() -> None:
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        bench = Bench(args.seconds, args.rows, Path(tmp), soak, args.backup_gb)
+        bench = Bench(args.seconds, args.rows, Path(tmp), soak, args.backup_gb, settings=settings)
         try:
             if set(chosen) - {9}:  # the backup scenario needs none of the bounds (nor wrk)
                 bench.measure_bounds()

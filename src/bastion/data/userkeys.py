@@ -108,15 +108,20 @@ class UserKeys:
     async def for_writing(self, tx: Transaction, user_id: uuid.UUID, now: dt.datetime) -> DataKey:
         """``user_id``'s key, made if they have none; raises OwnerGone if the account is gone.
 
-        The insert comes first, even when the key exists (it then does
-        nothing): a change takes the writer, so on SQLite an erasure is either
-        wholly before (no account: refused) or wholly after (it deletes this
-        record too). On PostgreSQL the row is then read FOR SHARE, which an
-        erasure's delete of it waits for, with the same effect.
+        The row is read FOR SHARE in the write's transaction: on PostgreSQL an
+        erasure's delete of it waits for the write that uses it (and then
+        deletes its record too); on SQLite the write's transaction holds the
+        writer from its start (BEGIN IMMEDIATE), so an erasure is wholly
+        before it or wholly after. Only a user without a key yet pays for
+        making one: the insert does nothing when a racing write made it first,
+        and refuses an account that is gone.
         """
-        wrapped = new_wrapped_data_key(self._encryptor, str(user_id))
-        await write_owned(tx, _CREATE[tx.dialect.name], {"user_id": user_id, "wrapped": wrapped, "created_at": now})
         stored = await tx.value(_LOCKED, {"user_id": user_id})
+        if stored is None:
+            wrapped = new_wrapped_data_key(self._encryptor, str(user_id))
+            created = {"user_id": user_id, "wrapped": wrapped, "created_at": now}
+            await write_owned(tx, _CREATE[tx.dialect.name], created)
+            stored = await tx.value(_LOCKED, {"user_id": user_id})
         if stored is None:
             raise OwnerGone
         stored = bytes(stored)
