@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import socket
 import ssl
 import stat
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from bastion.identity import mail_texts
 from bastion.mail import Mail, MailError, OutboxMailer, SmtpMailer, build_mailer
 from bastion.security.x509 import write_dev_certificates
 from bastion.settings import ConfigError, MailSettings, load_settings
+from smtp_server import Inbox, free_port, smtp_server
 
 SENDER = "Bastion <no-reply@bastion.test>"
 MAIL = Mail(
@@ -31,46 +31,14 @@ SMTP_USER = "mailer"
 SMTP_PASSWORD = "s3cret-Smtp-Passw0rd"
 
 
-class Inbox:
-    """An aiosmtpd handler that keeps every envelope it accepts."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
-
-    def messages(self) -> list[EmailMessage]:
-        parser = BytesParser(policy=policy.default)
-        return [parser.parsebytes(e.original_content or b"") for e in self.envelopes]
-
-
 StartSmtp = Callable[..., tuple[int, Inbox]]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def start_smtp() -> Iterator[StartSmtp]:
     """Start an aiosmtpd server on 127.0.0.1; keyword arguments go to its Controller."""
-    controllers: list[Controller] = []
-
-    def start(**parameters: Any) -> tuple[int, Inbox]:
-        inbox, port = Inbox(), free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=port, **parameters)
-        controller.start()
-        controllers.append(controller)
-        return port, inbox
-
-    yield start
-    for controller in controllers:
-        controller.stop()
+    with ExitStack() as servers:
+        yield lambda **parameters: servers.enter_context(smtp_server(**parameters))
 
 
 @pytest.fixture

@@ -14,50 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import time
 from collections.abc import Iterator
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from typing import Any
 
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bastion.clock import FrozenClock
 from harness import ADDRESS, Harness
+from smtp_server import Inbox, smtp_server
 from webhook_receiver import WebhookReceiver, verify_standard_webhook, webhook_receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CONTACT = "security@example.com"
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, EmailMessage]] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        message = BytesParser(policy=policy.default).parsebytes(envelope.original_content or b"")
-        assert isinstance(message, EmailMessage)
-        self.arrivals.append((time.monotonic(), message))
-        return "250 Message accepted"
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[int, Inbox]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, inbox
-    finally:
-        controller.stop()
+    with smtp_server() as started:
+        yield started
 
 
 @pytest.fixture

@@ -13,19 +13,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from typing import Any
 
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import insert, select, update
 
 from bastion.clock import FrozenClock
@@ -35,6 +29,7 @@ from bastion.monitor.alerts import AlertInfo
 from bastion.monitor.delivery import Dispatcher, list_deliveries, retry_dead
 from bastion.monitor.models import Alert, AlertDelivery
 from bastion.settings import Settings
+from smtp_server import Inbox, smtp_server
 from webhook_receiver import SignatureRefused, WebhookReceiver, verify_standard_webhook, webhook_receiver
 
 SettingsFactory = Callable[..., Settings]  # tests/conftest.py's make_settings
@@ -45,34 +40,10 @@ PATH_TOKEN = "/hooks/T0KEN-in-the-path-4c1d"
 CONTACT = "security@example.com"
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-        self.refuse = False
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        if self.refuse:
-            return "451 Try again later"
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
-
-    def messages(self) -> list[EmailMessage]:
-        parser = BytesParser(policy=policy.default)
-        return [parser.parsebytes(e.original_content or b"") for e in self.envelopes]  # type: ignore[misc]
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[int, Inbox]]:
-    inbox = Inbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, inbox
-    finally:
-        controller.stop()
+    with smtp_server() as started:
+        yield started
 
 
 @pytest.fixture
