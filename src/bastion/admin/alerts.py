@@ -40,19 +40,8 @@ class AlertOut(BaseModel):
 
     @classmethod
     def of(cls, alert: AlertInfo) -> AlertOut:
-        return cls(
-            id=alert.id,
-            rule=alert.rule,
-            severity=alert.severity,
-            group=alert.group_key,
-            status=alert.status,
-            first_seen=alert.first_seen,
-            last_seen=alert.last_seen,
-            count=alert.count,
-            details=alert.details,
-            acknowledged_at=alert.acknowledged_at,
-            acknowledged_by=alert.acknowledged_by,
-        )
+        """The alert as ``AlertInfo.as_json`` shapes it, as ``bastion alerts list --json`` prints it."""
+        return cls.model_validate(alert.as_json())
 
 
 class AlertPage(BaseModel):
