@@ -219,11 +219,12 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> FrozenClock:
-    """2026-01-01, or now under ``pytest.mark.clock_now``: where the command line writes on the
-    harness's database, it dates its audit events by the real clock, and the audit tree leaves out
-    (and logs) events dated far behind its newest."""
+    """2026-01-01, or now (whole seconds) under ``pytest.mark.clock_now``: for a peer that reads the
+    wall clock (a webhook verifier), and where the command line writes on the harness's database
+    (it dates its audit events by the real clock, and the audit tree leaves out, and logs, events
+    dated far behind its newest)."""
     if request.node.get_closest_marker("clock_now"):
-        return FrozenClock(dt.datetime.now(dt.UTC))
+        return FrozenClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
     return FrozenClock()
 
 

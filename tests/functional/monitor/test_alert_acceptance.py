@@ -13,39 +13,19 @@ answer to the 20th failure to each arrival.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
-from bastion.clock import FrozenClock
 from harness import ADDRESS, Harness
-from smtp_server import Inbox, smtp_server
-from webhook_receiver import WebhookReceiver, verify_standard_webhook, webhook_receiver
+from smtp_server import Inbox
+from webhook_receiver import SPEC_SECRET, WebhookReceiver, verify_standard_webhook
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# Near the wall clock: the reference ``standardwebhooks`` verifier reads it.
+pytestmark = pytest.mark.clock_now
 CONTACT = "security@example.com"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, Inbox]]:
-    with smtp_server() as started:
-        yield started
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    """Frozen near the wall clock, so the reference ``standardwebhooks`` verifier (which reads it) checks too."""
-    return FrozenClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -53,7 +33,11 @@ def harness_settings(receiver: WebhookReceiver, smtp: tuple[int, Inbox]) -> dict
     return {
         "server": {"trusted_proxies": [f"{ADDRESS}/32"]},
         "monitor": {"poll_interval": 0.1},
-        "alerts": {"webhook_urls": [receiver.url("/hooks/bastion")], "webhook_secret": SECRET, "mail_to": [CONTACT]},
+        "alerts": {
+            "webhook_urls": [receiver.url("/hooks/bastion")],
+            "webhook_secret": SPEC_SECRET,
+            "mail_to": [CONTACT],
+        },
         "mail": {
             "backend": "smtp",
             "sender": "Bastion <bastion@example.com>",
@@ -108,7 +92,7 @@ async def test_spraying_sends_a_signed_webhook_and_a_mail_within_two_seconds_of_
     spraying = [r for r in receiver.requests if orjson.loads(r.body)["data"]["rule"] == "login-spraying"]
     assert len(spraying) == 1, "one alert per incident, not one per failure"
     request = spraying[0]
-    assert verify_standard_webhook(SECRET, request.headers, request.body, now=harness.clock.now().timestamp())
+    assert verify_standard_webhook(SPEC_SECRET, request.headers, request.body, now=harness.clock.now().timestamp())
     data = orjson.loads(request.body)["data"]
     assert data["severity"] == "high"
     assert data["count"] >= 20

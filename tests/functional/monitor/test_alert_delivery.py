@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -29,37 +29,19 @@ from bastion.monitor.alerts import AlertInfo
 from bastion.monitor.delivery import Dispatcher, list_deliveries, retry_dead
 from bastion.monitor.models import Alert, AlertDelivery
 from bastion.settings import Settings
-from smtp_server import Inbox, smtp_server
-from webhook_receiver import SignatureRefused, WebhookReceiver, verify_standard_webhook, webhook_receiver
+from smtp_server import Inbox
+from webhook_receiver import SPEC_SECRET, SignatureRefused, WebhookReceiver, verify_standard_webhook, webhook_receiver
 
 SettingsFactory = Callable[..., Settings]  # tests/conftest.py's make_settings
-# The Standard Webhooks spec's example secret (24 bytes of key).
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # Many receivers (chat services) carry their credential in the path: it must never be logged.
 PATH_TOKEN = "/hooks/T0KEN-in-the-path-4c1d"
+# Near the wall clock: the reference ``standardwebhooks`` verifier reads it.
+pytestmark = pytest.mark.clock_now
 CONTACT = "security@example.com"
 
 
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, Inbox]]:
-    with smtp_server() as started:
-        yield started
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    """Frozen near the wall clock, so the reference ``standardwebhooks`` verifier (which reads it) checks too."""
-    return FrozenClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as opened:
-        yield opened
-
-
 def alert_settings(receiver: WebhookReceiver | None, smtp_port: int | None, **alerts: Any) -> dict[str, Any]:
-    section: dict[str, Any] = {"webhook_secret": SECRET, "retry_after": "5s", "max_attempts": 4, **alerts}
+    section: dict[str, Any] = {"webhook_secret": SPEC_SECRET, "retry_after": "5s", "max_attempts": 4, **alerts}
     if receiver is not None:
         section.setdefault("webhook_urls", [receiver.url(PATH_TOKEN)])
     overrides: dict[str, Any] = {"alerts": section}
@@ -132,7 +114,7 @@ async def make(make_settings: SettingsFactory, clock: FrozenClock) -> AsyncItera
 def verified(receiver: WebhookReceiver, clock: FrozenClock, index: int) -> dict[str, Any]:
     """The request's JSON body, once both verifiers (ours from the spec, and the reference package) accept it."""
     request = receiver.requests[index]
-    assert verify_standard_webhook(SECRET, request.headers, request.body, now=clock.now().timestamp())
+    assert verify_standard_webhook(SPEC_SECRET, request.headers, request.body, now=clock.now().timestamp())
     body: dict[str, Any] = orjson.loads(request.body)
     return body
 
@@ -175,8 +157,8 @@ async def test_a_new_alert_is_posted_signed_within_the_bound(
     # The details are the rules' to fill: only the window is copied, never free text.
     assert b"hunter2" not in request.body
     assert b"token:" not in request.body
-    assert SECRET.encode() not in request.body
-    assert SECRET.removeprefix("whsec_").encode() not in request.body
+    assert SPEC_SECRET.encode() not in request.body
+    assert SPEC_SECRET.removeprefix("whsec_").encode() not in request.body
 
 
 async def test_the_independent_verifier_refuses_forged_and_tampered_requests(
@@ -188,15 +170,15 @@ async def test_the_independent_verifier_refuses_forged_and_tampered_requests(
     await dispatcher.deliver_due()
     request = receiver.requests[0]
     now = clock.now().timestamp()
-    assert verify_standard_webhook(SECRET, request.headers, request.body, now=now)
+    assert verify_standard_webhook(SPEC_SECRET, request.headers, request.body, now=now)
     with pytest.raises(SignatureRefused):
-        verify_standard_webhook(SECRET, request.headers, request.body.replace(b"high", b"info"), now=now)
+        verify_standard_webhook(SPEC_SECRET, request.headers, request.body.replace(b"high", b"info"), now=now)
     with pytest.raises(SignatureRefused):
         verify_standard_webhook("whsec_" + "A" * 32, request.headers, request.body, now=now)
     with pytest.raises(SignatureRefused):
-        verify_standard_webhook(SECRET, {**request.headers, "webhook-id": "other"}, request.body, now=now)
+        verify_standard_webhook(SPEC_SECRET, {**request.headers, "webhook-id": "other"}, request.body, now=now)
     with pytest.raises(SignatureRefused):
-        verify_standard_webhook(SECRET, request.headers, request.body, now=now + 301)
+        verify_standard_webhook(SPEC_SECRET, request.headers, request.body, now=now + 301)
 
 
 async def test_failures_are_retried_with_backoff_under_one_id_then_delivered(
@@ -224,7 +206,7 @@ async def test_failures_are_retried_with_backoff_under_one_id_then_delivered(
     assert stamps[1] - stamps[0] == 5
     assert stamps[2] - stamps[1] == 10
     for request, stamp in zip(receiver.requests, stamps, strict=True):
-        verify_standard_webhook(SECRET, request.headers, request.body, now=stamp)
+        verify_standard_webhook(SPEC_SECRET, request.headers, request.body, now=stamp)
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 3, None)
     assert delivery.delivered_at is not None
 
@@ -249,7 +231,7 @@ async def test_after_max_attempts_a_dead_letter_is_kept_and_logged_without_secre
     assert any("dead letter" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     logged = caplog.text
     assert "T0KEN" not in logged
-    assert SECRET.removeprefix("whsec_") not in logged
+    assert SPEC_SECRET.removeprefix("whsec_") not in logged
     assert "hunter2" not in logged
     # An operator fixed the receiver: the dead letter goes out again.
     receiver.default = 204
@@ -358,7 +340,7 @@ async def test_security_contacts_get_a_mail_naming_rule_and_severity(
     assert f"/admin/api/v1/alerts/{alert.id}" in text
     assert "Count:      20" in text
     assert "hunter2" not in text
-    assert SECRET.removeprefix("whsec_") not in text
+    assert SPEC_SECRET.removeprefix("whsec_") not in text
 
 
 async def test_the_app_delivers_through_its_services(
@@ -460,11 +442,11 @@ async def test_the_receiver_code_in_the_docs_verifies_a_real_delivery(
     await raise_alert(db, dispatcher, clock)
     await dispatcher.deliver_due()
     request = receiver.requests[0]
-    verify(SECRET, request.headers, request.body)
+    verify(SPEC_SECRET, request.headers, request.body)
     with pytest.raises(ValueError, match="bad signature"):
-        verify(SECRET, request.headers, request.body + b" ")
+        verify(SPEC_SECRET, request.headers, request.body + b" ")
     with pytest.raises(ValueError, match="timestamp"):
-        verify(SECRET, {**request.headers, "webhook-timestamp": str(int(time.time()) - 301)}, request.body)
+        verify(SPEC_SECRET, {**request.headers, "webhook-timestamp": str(int(time.time()) - 301)}, request.body)
 
 
 async def test_one_process_sends_and_another_takes_over_when_it_stops(
